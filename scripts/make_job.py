@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Generate the FedAvg + tensor-streaming job folder from app_code/ with the NVFlare recipe API.
+
+    python scripts/make_job.py                       # -> jobs/gpt2-fedavg-stream (sites from project.yml)
+    python scripts/make_job.py --rounds 5 --max_steps 100 --out /tmp/myjob
+
+Every job setting has its home here: sites (project.yml by default), rounds, model, dataset, streaming,
+training budget. The committed jobs/ folder is this script's output with the defaults; a test keeps them equal.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APP_CODE = os.path.join(ROOT, "app_code")
+DEFAULT_JOB_DIR = os.path.join(ROOT, "jobs", "gpt2-fedavg-stream")
+JOB_NAME = "gpt2-fedavg-stream"
+# What app/custom must hold: the client script, what it imports, and the server's persistor; nothing else.
+CUSTOM_FILES = ["client.py", "data.py", "model.py", "persistor.py", "training.py"]
+
+
+def sites_from_project(project_yml: str) -> list:
+    import yaml
+
+    if not os.path.isfile(project_yml):
+        raise SystemExit(f"error: {project_yml} not found; pass --sites site-1,site-2 or point --project at it")
+    try:
+        with open(project_yml) as f:
+            project = yaml.safe_load(f)
+        return [p["name"] for p in project["participants"] if p.get("type") == "client"]
+    except (yaml.YAMLError, KeyError, TypeError) as e:
+        raise SystemExit(f"error: {project_yml} is not a valid NVFlare project file ({e})")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=DEFAULT_JOB_DIR, help="job folder to write (replaced if it exists)")
+    p.add_argument("--project", default=os.path.join(ROOT, "project.yml"), help="sites come from its clients")
+    p.add_argument("--sites", default="", help="comma-separated site names (overrides --project)")
+    p.add_argument("--rounds", type=int, default=3, help="FedAvg rounds")
+    p.add_argument("--model", default="gpt2", help="HF model name or a path that exists on server and sites")
+    p.add_argument("--dataset", default="stanfordnlp/imdb", help="HF dataset name or a path on each site")
+    p.add_argument("--no-streaming", dest="streaming", action="store_false", help="plain FedAvg messages")
+    p.add_argument("--max_steps", type=int, default=200, help="optimizer steps per site per round (-1 = epochs)")
+    p.add_argument("--num_train_epochs", type=float, default=1.0)
+    p.add_argument("--max_train_samples", type=int, default=0, help="cap on each site's shard (0 = whole)")
+    p.add_argument("--eval_samples", type=int, default=1000, help="held-out examples evaluated per round")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--exchange_only", action="store_true", help="no training: benchmark the model exchange")
+    p.add_argument("--tensor_send_timeout", type=float, default=300.0, help="seconds per streamed transfer")
+    args = p.parse_args(argv)
+    args.out = os.path.abspath(args.out)
+    args.site_names = [s.strip() for s in args.sites.split(",") if s.strip()] or sites_from_project(args.project)
+    if not args.site_names:
+        p.error("no sites: the project has no clients and --sites is empty")
+    if len(set(args.site_names)) != len(args.site_names):
+        p.error(f"duplicate site names in {args.site_names}")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    return args
+
+
+def train_args(args) -> str:
+    flags = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "sites": ",".join(args.site_names),
+        "max_steps": args.max_steps,
+        "num_train_epochs": args.num_train_epochs,
+        "max_train_samples": args.max_train_samples,
+        "eval_samples": args.eval_samples,
+        "batch_size": args.batch_size,
+    }
+    line = " ".join(f"--{k} {v}" for k, v in flags.items())
+    return line + (" --exchange_only" if args.exchange_only else "")
+
+
+def build_recipe(args):
+    sys.path.insert(0, APP_CODE)
+    from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
+    from nvflare.client.config import ExchangeFormat
+    from nvflare.recipe import add_experiment_tracking
+    from persistor import PretrainedModelPersistor
+
+    n = len(args.site_names)
+    recipe = FedAvgRecipe(
+        name=JOB_NAME,
+        # Streaming waits for every participant to fetch the task: fewer than all sites would time out.
+        min_clients=n,
+        num_rounds=args.rounds,
+        model_persistor=PretrainedModelPersistor(model_name_or_path=args.model),
+        server_expected_format=ExchangeFormat.PYTORCH,
+        # Relative to APP_CODE (the export runs there) so the job refers to custom/client.py, not this host.
+        train_script="client.py",
+        train_args=train_args(args),
+        key_metric="global_eval_loss",
+        key_metric_mode="min",
+    )
+    add_experiment_tracking(recipe, tracking_type="tensorboard")
+    if args.streaming:
+        recipe.enable_tensor_streaming(tensor_send_timeout=args.tensor_send_timeout)
+    return recipe
+
+
+def export(args) -> str:
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(APP_CODE)
+        try:
+            build_recipe(args).export(tmp)
+        finally:
+            os.chdir(cwd)
+        src = os.path.join(tmp, JOB_NAME)
+        # Deploy to the named sites only: a site outside the list has no shard and must not be handed the job.
+        meta_path = os.path.join(src, "meta.json")
+        with open(meta_path) as f:
+            meta = json.load(f)
+        meta["deploy_map"] = {"app": ["server"] + args.site_names}
+        with open(meta_path, "w") as f:
+            json.dump(meta, f, indent=4)
+        if os.path.exists(args.out):
+            shutil.rmtree(args.out)
+        shutil.copytree(src, args.out)
+    return args.out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = export(args)
+    print(f"job folder: {out} (sites: {', '.join(args.site_names)}; rounds: {args.rounds}; "
+          f"streaming: {'on' if args.streaming else 'off'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Make tiny offline stand-ins for GPT-2 and IMDB, for tests and the offline demo. No network.
+
+    python scripts/make_tiny_assets.py --out assets/tiny
+
+Writes:
+  <out>/model/    a small GPT-2 (random init) + a byte-level BPE tokenizer trained here; load with from_pretrained
+  <out>/imdb/     train.parquet and test.parquet with IMDB's columns (text, label)
+"""
+
+import argparse
+import os
+import random
+import sys
+
+POSITIVE = ["wonderful", "moving", "brilliant", "charming", "superb", "delightful", "gripping", "funny"]
+NEGATIVE = ["dull", "awful", "boring", "clumsy", "predictable", "tedious", "messy", "forgettable"]
+NOUNS = ["film", "movie", "plot", "cast", "script", "ending", "soundtrack", "director", "story", "acting"]
+EOS = "<|endoftext|>"
+OPENERS = ["I thought the", "Honestly the", "Overall the", "To me the", "Sadly the", "Clearly the"]
+
+
+def review(rng: random.Random, label: int) -> str:
+    words = POSITIVE if label else NEGATIVE
+    sentences = [
+        f"{rng.choice(OPENERS)} {rng.choice(NOUNS)} was {rng.choice(words)}."
+        for _ in range(rng.randint(2, 6))
+    ]
+    return " ".join(sentences)
+
+
+def make_dataset(out: str, n_train: int, n_test: int, seed: int):
+    from datasets import Dataset
+
+    rng = random.Random(seed)
+    os.makedirs(out, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = [i % 2 for i in range(n)]
+        Dataset.from_dict({"text": [review(rng, y) for y in labels], "label": labels}).to_parquet(
+            os.path.join(out, f"{split}.parquet")
+        )
+
+
+def make_model(out: str, corpus: list, seed: int, vocab_size: int):
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    os.makedirs(out, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(corpus, vocab_size=vocab_size, min_frequency=1, special_tokens=[EOS])
+    tokenizer = GPT2TokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS, model_max_length=128
+    )
+    tokenizer.save_pretrained(out)
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=128, n_embd=64, n_layer=2, n_head=2,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    GPT2LMHeadModel(config).save_pretrained(out)
+    for name in os.listdir(out):  # safetensors writes 0600; containers read these as another user
+        os.chmod(os.path.join(out, name), 0o644)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="assets/tiny", help="output folder")
+    p.add_argument("--train", type=int, default=400, help="training reviews")
+    p.add_argument("--test", type=int, default=80, help="held-out reviews")
+    p.add_argument("--vocab", type=int, default=400, help="tokenizer vocabulary size")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.train < 2 or args.test < 1:
+        p.error("--train must be >= 2 and --test >= 1")
+
+    data_dir = os.path.join(args.out, "imdb")
+    make_dataset(data_dir, args.train, args.test, args.seed)
+    from datasets import load_dataset
+
+    corpus = load_dataset("parquet", data_files=os.path.join(data_dir, "train.parquet"))["train"]["text"]
+    make_model(os.path.join(args.out, "model"), corpus, args.seed, args.vocab)
+    print(f"tiny model:   {os.path.join(args.out, 'model')}\ntiny dataset: {data_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
