@@ -1,0 +1,83 @@
+"""FL client (NVFlare Client API): receive the global model, evaluate it, train on this site's shard, send it back.
+
+Runs inside an NVFlare job; flags are the same as app_code/trainer.py plus --sites and --exchange_only.
+"""
+
+import sys
+
+import nvflare.client as flare
+from nvflare.client.tracking import SummaryWriter
+
+from data import fingerprint, site_split
+from model import load_model_and_tokenizer
+from training import build_trainer, evaluate, parse_settings
+
+
+def cpu_state_dict(model) -> dict:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def main(argv=None):
+    settings = parse_settings(argv)
+    flare.init()
+    site = flare.get_site_name()
+    site_index, num_sites = settings.shard_of(site)
+
+    model, tokenizer = load_model_and_tokenizer(settings.model)
+    trainer = None
+    if not settings.exchange_only:
+        train_ds, eval_ds = site_split(
+            settings.dataset,
+            site_index,
+            num_sites,
+            seed=settings.seed,
+            max_train_samples=settings.max_train_samples,
+            eval_samples=settings.eval_samples,
+        )
+        print(f"{site}: shard {site_index}/{num_sites}, {len(train_ds)} train rows "
+              f"(fingerprint {fingerprint(train_ds)}), {len(eval_ds)} held-out rows", flush=True)
+        trainer = build_trainer(model, tokenizer, train_ds, eval_ds, settings, site)
+    writer = SummaryWriter()
+
+    while flare.is_running():
+        global_model = flare.receive()
+        rnd = global_model.current_round
+        print(f"{site}: round {rnd} received {len(global_model.params)} tensors", flush=True)
+        model.load_state_dict(global_model.params, strict=True)
+
+        if settings.exchange_only:
+            # Weight 1: FedAvg weights by steps, and zero steps from every site would divide by zero.
+            flare.send(flare.FLModel(params=cpu_state_dict(model), meta={"NUM_STEPS_CURRENT_ROUND": 1}))
+            continue
+
+        # The received model is the new global model: its held-out loss is the federation's progress.
+        global_metrics = evaluate(trainer)
+        result = trainer.train()
+        steps = trainer.state.global_step
+        local_metrics = evaluate(trainer)
+
+        writer.add_scalar("global_eval_loss", global_metrics["eval_loss"], rnd)
+        writer.add_scalar("global_perplexity", global_metrics["perplexity"], rnd)
+        writer.add_scalar("train_loss", result.training_loss, rnd)
+        writer.add_scalar("eval_loss", local_metrics["eval_loss"], rnd)
+        writer.add_scalar("perplexity", local_metrics["perplexity"], rnd)
+        print(f"{site}: round {rnd} steps={steps} train_loss={result.training_loss:.4f} "
+              f"global_eval_loss={global_metrics['eval_loss']:.4f} eval_loss={local_metrics['eval_loss']:.4f}",
+              flush=True)
+
+        flare.send(
+            flare.FLModel(
+                params=cpu_state_dict(model),
+                metrics={
+                    "train_loss": result.training_loss,
+                    "global_eval_loss": global_metrics["eval_loss"],
+                    "eval_loss": local_metrics["eval_loss"],
+                    "perplexity": local_metrics["perplexity"],
+                },
+                meta={"NUM_STEPS_CURRENT_ROUND": steps},
+            )
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

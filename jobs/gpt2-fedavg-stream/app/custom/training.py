@@ -1,0 +1,112 @@
+"""One configuration surface for local training, shared by the FL client and the standalone trainer.
+
+Defaults are the upstream example's SFTConfig (batch 16, grad accum 2, 1 epoch, lr 2e-4, cosine, nll loss,
+gradient checkpointing, report_to none, CPU when no CUDA); every field is a command-line flag.
+"""
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from data import DEFAULT_DATASET, TEXT_FIELD
+from model import DEFAULT_MODEL
+
+
+@dataclass
+class TrainSettings:
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "Hugging Face model name or local folder."})
+    dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "Hugging Face dataset name or local path."})
+    sites: str = field(
+        default="", metadata={"help": "FL only: comma-separated participating sites; a site's shard is its position."}
+    )
+    site_index: int = field(default=0, metadata={"help": "Standalone only: this site's shard index."})
+    num_sites: int = field(default=1, metadata={"help": "Standalone only: number of shards."})
+    max_length: int = field(default=128, metadata={"help": "Tokens per example (truncation)."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps per round; -1 = num_train_epochs."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the local shard per round."})
+    batch_size: int = field(default=16, metadata={"help": "Per-device train batch size."})
+    grad_accum: int = field(default=2, metadata={"help": "Gradient accumulation steps."})
+    learning_rate: float = field(default=2e-4)
+    lr_scheduler_type: str = field(default="cosine")
+    gradient_checkpointing: bool = field(default=True)
+    bf16: Optional[bool] = field(default=None, metadata={"help": "bf16 on GPU; default: on when the GPU has it."})
+    max_train_samples: int = field(default=0, metadata={"help": "Cap on the local shard (0 = whole shard)."})
+    eval_samples: int = field(default=1000, metadata={"help": "Held-out examples to evaluate (0 = whole split)."})
+    seed: int = field(default=42, metadata={"help": "Seed for sharding and training."})
+    output_dir: str = field(default="outputs", metadata={"help": "Trainer scratch dir; a sub-folder per site."})
+    exchange_only: bool = field(default=False, metadata={"help": "FL only: exchange the model without training."})
+
+    def site_list(self) -> list:
+        return [s.strip() for s in self.sites.split(",") if s.strip()]
+
+    def shard_of(self, site_name: str) -> tuple:
+        """(site_index, num_sites) of a named FL site."""
+        sites = self.site_list()
+        if not sites:
+            raise ValueError("--sites is empty: the job must list its participating sites")
+        if site_name not in sites:
+            raise ValueError(f"site {site_name!r} is not among the job's sites {sites}")
+        return sites.index(site_name), len(sites)
+
+
+def parse_settings(argv=None) -> TrainSettings:
+    from transformers import HfArgumentParser
+
+    (settings,) = HfArgumentParser(TrainSettings).parse_args_into_dataclasses(args=argv)
+    return settings
+
+
+def use_bf16(settings: TrainSettings) -> bool:
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    return torch.cuda.is_bf16_supported() if settings.bf16 is None else settings.bf16
+
+
+def sft_config(settings: TrainSettings, site_name: str):
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=os.path.join(settings.output_dir, site_name),
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        num_train_epochs=settings.num_train_epochs,
+        max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler_type,
+        loss_type="nll",
+        gradient_checkpointing=settings.gradient_checkpointing,
+        bf16=use_bf16(settings),
+        fp16=False,
+        max_length=settings.max_length,
+        dataset_text_field=TEXT_FIELD,
+        # The FL server keeps the global model; per-site checkpoints would only fill the disk.
+        save_strategy="no",
+        report_to="none",
+        logging_steps=1,
+        seed=settings.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+    )
+
+
+def build_trainer(model, tokenizer, train_dataset, eval_dataset, settings: TrainSettings, site_name: str):
+    from trl import SFTTrainer
+
+    return SFTTrainer(
+        model=model,
+        args=sft_config(settings, site_name),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+    )
+
+
+def evaluate(trainer) -> dict:
+    """Held-out loss and perplexity of the trainer's current model."""
+    loss = float(trainer.evaluate()["eval_loss"])
+    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}

@@ -1,0 +1,220 @@
+"""The job generator (scripts/make_job.py) and the committed job folder it must reproduce."""
+
+import filecmp
+import inspect
+import json
+import os
+
+import pytest
+
+import make_job
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APP_CODE = os.path.join(ROOT, "app_code")
+COMMITTED_JOB = os.path.join(ROOT, "jobs", "gpt2-fedavg-stream")
+CUSTOM = {"client.py", "data.py", "model.py", "persistor.py", "training.py"}
+SITES3 = ["site-1", "site-2", "site-3"]
+
+
+def _load(job, *parts):
+    with open(os.path.join(job, *parts)) as f:
+        return json.load(f)
+
+
+def _server(job):
+    return _load(job, "app", "config", "config_fed_server.json")
+
+
+def _client(job):
+    return _load(job, "app", "config", "config_fed_client.json")
+
+
+def _component_paths(cfg):
+    return [c["path"] for c in cfg.get("components", [])]
+
+
+def _fedavg_default(name):
+    """A FedAvg argument's default: the exporter leaves out arguments equal to their default."""
+    from nvflare.app_common.workflows.fedavg import FedAvg
+
+    for cls in FedAvg.__mro__:
+        if "__init__" in cls.__dict__:
+            params = inspect.signature(cls.__init__).parameters
+            if name in params:
+                return params[name].default
+    raise AssertionError(f"FedAvg has no argument {name!r}")
+
+
+def _fedavg_arg(server_cfg, name):
+    flows = [w for w in server_cfg["workflows"] if w["path"].endswith(".FedAvg")]
+    assert len(flows) == 1, server_cfg["workflows"]
+    args = flows[0].get("args", {})
+    return args[name] if name in args else _fedavg_default(name)
+
+
+def _task_args(job):
+    execs = _client(job)["executors"]
+    assert len(execs) == 1
+    return execs[0]["executor"]["args"]
+
+
+@pytest.fixture(scope="module")
+def job3(tmp_path_factory):
+    out = tmp_path_factory.mktemp("job3") / "job"
+    assert make_job.main(["--out", str(out), "--sites", ",".join(SITES3), "--rounds", "4",
+                          "--model", "/m", "--dataset", "/d"]) == 0
+    return str(out)
+
+
+def test_meta_targets_exactly_the_listed_sites(job3):
+    meta = _load(job3, "meta.json")
+    assert meta["min_clients"] == 3
+    assert meta["deploy_map"] == {"app": ["server", *SITES3]}
+
+
+def test_server_config(job3):
+    server = _server(job3)
+    paths = _component_paths(server)
+    assert any(p.endswith("TensorServerStreamer") for p in paths), paths
+    assert _fedavg_arg(server, "num_rounds") == 4
+    assert _fedavg_arg(server, "num_clients") == 3
+    persistors = [c for c in server["components"] if c["path"] == "persistor.PretrainedModelPersistor"]
+    assert len(persistors) == 1, paths
+    assert persistors[0]["args"]["model_name_or_path"] == "/m"
+    # The workflow must use that persistor.
+    assert _fedavg_arg(server, "persistor_id") == persistors[0]["id"]
+
+
+def test_client_config(job3):
+    client = _client(job3)
+    paths = _component_paths(client)
+    assert any(p.endswith("TensorClientStreamer") for p in paths), paths
+    args = _task_args(job3)
+    assert args["task_script_path"] == "client.py"
+    line = args["task_script_args"]
+    for piece in ("--sites site-1,site-2,site-3", "--model /m", "--dataset /d"):
+        assert piece in line, (piece, line)
+
+
+def test_task_script_args_parse_as_train_settings(job3):
+    from training import parse_settings
+
+    s = parse_settings(_task_args(job3)["task_script_args"].split())
+    assert (s.model, s.dataset) == ("/m", "/d")
+    assert s.site_list() == SITES3
+    assert [s.shard_of(site) for site in SITES3] == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_custom_folder_holds_exactly_the_app_code_it_needs(job3):
+    custom = os.path.join(job3, "app", "custom")
+    assert set(os.listdir(custom)) == CUSTOM
+    for name in CUSTOM:
+        with open(os.path.join(custom, name), "rb") as a, open(os.path.join(APP_CODE, name), "rb") as b:
+            assert a.read() == b.read(), f"app/custom/{name} differs from app_code/{name}"
+
+
+def test_no_streaming(tmp_path):
+    out = tmp_path / "job"
+    assert make_job.main(["--out", str(out), "--sites", "a,b", "--no-streaming"]) == 0
+    server_paths = _component_paths(_server(str(out)))
+    client_paths = _component_paths(_client(str(out)))
+    assert not any("TensorServerStreamer" in p or "TensorClientStreamer" in p for p in server_paths + client_paths)
+    # Still a complete FedAvg job.
+    assert _fedavg_arg(_server(str(out)), "num_clients") == 2
+    assert "persistor.PretrainedModelPersistor" in server_paths
+
+
+def test_out_folder_is_replaced(tmp_path):
+    out = tmp_path / "job"
+    (out / "stale").mkdir(parents=True)
+    (out / "stale" / "old.txt").write_text("old")
+    assert make_job.main(["--out", str(out), "--sites", "a,b"]) == 0
+    assert not (out / "stale").exists()
+    assert (out / "meta.json").is_file()
+
+
+PROJECT_YML = """\
+api_version: 3
+name: test-project
+participants:
+  - name: my-server
+    type: server
+    org: o
+    fed_learn_port: 8002
+  - name: alpha
+    type: client
+    org: a
+  - name: beta
+    type: client
+    org: b
+  - name: admin@example.org
+    type: admin
+    org: o
+    role: project_admin
+"""
+
+
+def test_sites_default_to_the_project_clients(tmp_path):
+    project = tmp_path / "project.yml"
+    project.write_text(PROJECT_YML)
+    out = tmp_path / "job"
+    assert make_job.main(["--out", str(out), "--project", str(project)]) == 0
+    meta = _load(str(out), "meta.json")
+    assert meta["deploy_map"] == {"app": ["server", "alpha", "beta"]}
+    assert meta["min_clients"] == 2
+    assert _fedavg_arg(_server(str(out)), "num_clients") == 2
+    assert "--sites alpha,beta" in _task_args(str(out))["task_script_args"]
+
+
+def test_sites_flag_overrides_the_project(tmp_path):
+    project = tmp_path / "project.yml"
+    project.write_text(PROJECT_YML)
+    out = tmp_path / "job"
+    assert make_job.main(["--out", str(out), "--project", str(project), "--sites", "gamma"]) == 0
+    assert _load(str(out), "meta.json")["deploy_map"] == {"app": ["server", "gamma"]}
+
+
+def test_missing_project_file_is_an_error(tmp_path):
+    missing = tmp_path / "nope.yml"
+    with pytest.raises(SystemExit) as e:
+        make_job.main(["--out", str(tmp_path / "job"), "--project", str(missing)])
+    assert e.value.code not in (0, None)
+    assert str(missing) in str(e.value.code)
+    assert not (tmp_path / "job").exists()
+
+
+@pytest.mark.parametrize("rounds", ["0", "-1"])
+def test_rounds_below_one_is_an_error(tmp_path, rounds, capsys):
+    with pytest.raises(SystemExit) as e:
+        make_job.main(["--out", str(tmp_path / "job"), "--sites", "a,b", "--rounds", rounds])
+    assert e.value.code not in (0, None)
+    assert "--rounds" in capsys.readouterr().err
+    assert not (tmp_path / "job").exists()
+
+
+def test_duplicate_sites_are_an_error(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        make_job.main(["--out", str(tmp_path / "job"), "--sites", "a,b,a"])
+    assert e.value.code not in (0, None)
+
+
+def _tree(root):
+    files = set()
+    for d, _, names in os.walk(root):
+        for n in names:
+            files.add(os.path.relpath(os.path.join(d, n), root))
+    return files
+
+
+def test_committed_job_is_the_generators_output(tmp_path):
+    hint = "jobs/gpt2-fedavg-stream is stale: run `python scripts/make_job.py` and commit jobs/"
+    assert os.path.isdir(COMMITTED_JOB), hint
+    out = tmp_path / "job"
+    assert make_job.main(["--out", str(out)]) == 0
+    committed, generated = _tree(COMMITTED_JOB), _tree(str(out))
+    assert committed == generated, (
+        f"{hint} (only committed: {sorted(committed - generated)}, only generated: {sorted(generated - committed)})"
+    )
+    differ = [f for f in sorted(generated)
+              if not filecmp.cmp(os.path.join(COMMITTED_JOB, f), os.path.join(str(out), f), shallow=False)]
+    assert not differ, f"{hint} (files that differ: {differ})"
