@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Container entrypoint: run one FL participant from its startup kit, mounted read-only at /kit.
+#   server | site   NVFlare's own sub_start.sh in the foreground (--once: Docker restarts it, not a bash loop),
+#                   with the writable workspace (job store, logs, snapshots) on the /workspace volume.
+#   admin           keep the admin kit ready for `docker compose exec admin nvflare ...`.
+#   anything else   run as a command (python, nvflare, bash ...).
+set -euo pipefail
+role=${1:---help}
+
+need_kit() {
+  if [ ! -f /kit/startup/sub_start.sh ] && [ ! -f /kit/startup/fed_admin.json ]; then
+    echo "error: no startup kit at /kit. Provision first (python scripts/provision.py) and mount the kit." >&2
+    exit 2
+  fi
+}
+
+case "$role" in
+  server|site)
+    need_kit
+    mkdir -p /workspace/tmp
+    export TMPDIR=/workspace/tmp   # on the volume: large tensors spill here, not to a RAM-backed /tmp
+    # (no --verify: 2.9.0 kits carry no signature.json for it to check; mTLS still checks every certificate)
+    exec bash /kit/startup/sub_start.sh --once
+    ;;
+  admin)
+    need_kit
+    # The CLI writes into the kit's transfer/ folder: work on a private copy of the read-only mount.
+    rm -rf "$HOME/admin-kit" && cp -r /kit "$HOME/admin-kit" && chmod -R go-rwx "$HOME/admin-kit"
+    echo "admin kit ready: docker compose exec admin nvflare job list --startup-kit $HOME/admin-kit"
+    exec sleep infinity
+    ;;
+  --help|-h)
+    echo "usage: fl-entrypoint server|site|admin|<command>"
+    ;;
+  *)
+    exec "$@"
+    ;;
+esac
