@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Submit the FedAvg job through the admin console, follow it round by round, and fetch its results.
+
+    python3 scripts/submit_job.py                      # settings from .env (FL_MODEL, FL_ROUNDS, ...)
+    python3 scripts/submit_job.py --rounds 5 --max_steps 100
+    python3 scripts/submit_job.py --job-folder jobs/gpt2-fedavg-stream   # submit a folder as it is
+
+Runs on the host with only Docker and Python 3: the job is generated from app_code/ inside the admin container
+(scripts/make_job.py), submitted with `nvflare job submit` and the admin's startup kit, followed with
+`nvflare job meta` / `nvflare job logs`, and downloaded into results/<job_id>/.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compose_env import ADMIN_KIT, ADMIN_SERVICE, ROOT, HostError, admin_nvflare, check_docker, compose, require_admin, setting  # noqa: E402
+
+# .env name -> make_job.py flag; each setting has this one home (project.yml for the sites).
+JOB_SETTINGS = {
+    "FL_MODEL": ("--model", "gpt2"),
+    "FL_DATASET": ("--dataset", "stanfordnlp/imdb"),
+    "FL_ROUNDS": ("--rounds", "3"),
+    "FL_MAX_STEPS": ("--max_steps", "200"),
+    "FL_MAX_TRAIN_SAMPLES": ("--max_train_samples", "0"),
+    "FL_EVAL_SAMPLES": ("--eval_samples", "1000"),
+    "FL_BATCH_SIZE": ("--batch_size", "16"),
+}
+ROUND_RE = re.compile(r"Round (\d+) started")
+RESULT_RE = re.compile(r"got result from client (\S+) for task: name=train")
+FINISHED = "FINISHED"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env-file", default=None, help="compose .env file (default: ./.env)")
+    p.add_argument("--job-folder", help="submit this job folder instead of generating one from app_code/")
+    for env_name, (flag, default) in JOB_SETTINGS.items():
+        p.add_argument(flag, dest=env_name, default=None, help=f"default: ${env_name} from .env, else {default}")
+    p.add_argument("--no-streaming", action="store_true", help="plain FedAvg messages (FL_STREAMING=0)")
+    p.add_argument("--timeout", type=float, default=float(setting("FL_JOB_TIMEOUT", "7200")),
+                   help="seconds to wait for the job (it keeps running after a timeout)")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between progress polls")
+    p.add_argument("--results", default=os.path.join(ROOT, "results"), help="download results under this folder")
+    args = p.parse_args(argv)
+    if args.job_folder and not os.path.isfile(os.path.join(args.job_folder, "meta.json")):
+        p.error(f"{args.job_folder} is not a job folder (no meta.json)")
+    return args
+
+
+def make_job_flags(args) -> list:
+    flags = []
+    for env_name, (flag, default) in JOB_SETTINGS.items():
+        value = getattr(args, env_name) or setting(env_name, default, args.env_file)
+        flags += [flag, str(value)]
+    streaming = setting("FL_STREAMING", "1", args.env_file) not in ("0", "false", "no")
+    if args.no_streaming or not streaming:
+        flags.append("--no-streaming")
+    return flags
+
+
+def stage_job(args) -> str:
+    """Put the job folder into the admin container; return its path there."""
+    dest = f"/home/fl/jobs/{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.job_folder:
+        tar = subprocess.run(["tar", "-C", args.job_folder, "-c", "."], capture_output=True, check=True).stdout
+        compose("exec", "-T", ADMIN_SERVICE, "sh", "-c", f"mkdir -p {dest} && tar -x -C {dest}",
+                input=tar, env_file=args.env_file)
+    else:
+        run = compose("exec", "-T", ADMIN_SERVICE, "python3", "/src/scripts/make_job.py", "--out", dest,
+                      "--project", "/src/project.yml", *make_job_flags(args), check=False, env_file=args.env_file)
+        if run.returncode != 0:
+            raise HostError(f"could not generate the job: {(run.stderr or run.stdout).strip()[-800:]}")
+        print(run.stdout.strip())
+    return dest
+
+
+def server_log(job_id: str, args) -> list:
+    """The job's server log messages so far (log.json lines, via `nvflare job logs`)."""
+    logs = admin_nvflare("job", "logs", job_id, "--sites", "server", "--tail", "100000",
+                         env_file=args.env_file, check=False)
+    raw = (logs.get("data") or {}).get("logs", {}).get("server", "") or ""
+    messages = []
+    for line in raw.splitlines():
+        try:
+            messages.append(json.loads(line).get("message", ""))
+        except (json.JSONDecodeError, AttributeError):
+            messages.append(line)
+    return messages
+
+
+def round_events(messages: list) -> list:
+    """[(round, None) when a round starts, (round, site) when a site's result arrives], in log order."""
+    events, rnd = [], None
+    for msg in messages:
+        if m := ROUND_RE.search(msg):
+            rnd = int(m.group(1))
+            events.append((rnd, None))
+        elif (m := RESULT_RE.search(msg)) and rnd is not None:
+            events.append((rnd, m.group(1)))
+    return events
+
+
+def follow(job_id: str, args) -> str:
+    """Print each round and each site's result as they happen; return the final status."""
+    deadline = time.monotonic() + args.timeout
+    printed, last_status = set(), None
+    while True:
+        meta = admin_nvflare("job", "meta", job_id, env_file=args.env_file)["data"]
+        status = meta.get("status", "?")
+        if status != last_status:
+            print(f"[{time.strftime('%H:%M:%S')}] job {job_id}: {status}", flush=True)
+            last_status = status
+        for event in round_events(server_log(job_id, args)):
+            if event not in printed:
+                printed.add(event)
+                rnd, site = event
+                what = f"round {rnd + 1} started" if site is None else f"  round {rnd + 1}: result from {site}"
+                print(f"[{time.strftime('%H:%M:%S')}] {what}", flush=True)
+        if status.startswith(FINISHED):
+            return status
+        if time.monotonic() > deadline:
+            raise HostError(
+                f"job {job_id} is still {status} after {args.timeout:.0f}s; it keeps running. Follow it with "
+                f"`docker compose exec {ADMIN_SERVICE} nvflare job monitor {job_id} --startup-kit {ADMIN_KIT}` "
+                f"or stop it with `... nvflare job abort {job_id} ...`"
+            )
+        time.sleep(args.interval)
+
+
+def download(job_id: str, args) -> str:
+    inside = "/home/fl/downloads"
+    admin_nvflare("job", "download", job_id, "-o", inside, "--force", env_file=args.env_file)
+    os.makedirs(args.results, exist_ok=True)
+    dest = os.path.join(args.results, job_id)
+    if os.path.exists(dest):
+        raise HostError(f"{dest} already exists; move it away to download again")
+    compose("cp", f"{ADMIN_SERVICE}:{inside}/{job_id}", dest, env_file=args.env_file)
+    return dest
+
+
+def summarize(dest: str):
+    ws = os.path.join(dest, "workspace")
+    metrics = os.path.join(ws, "metrics", "round_metrics.jsonl")
+    if os.path.isfile(metrics):
+        with open(metrics) as f:
+            rounds = [json.loads(line) for line in f if line.strip()]
+        for r in rounds:
+            agg = {m["name"]: m["value"] for m in r.get("aggregated_metrics", [])}
+            shown = ", ".join(f"{k}={agg[k]:.4f}" for k in ("train_loss", "global_eval_loss", "eval_loss") if k in agg)
+            print(f"  round {r['round'] + 1}: {shown}")
+    print(f"results:      {os.path.relpath(dest)}")
+    print(f"global model: {os.path.relpath(os.path.join(ws, 'app_server', 'FL_global_model.pt'))}")
+    print(f"tensorboard:  tensorboard --logdir {os.path.relpath(os.path.join(ws, 'tb_events'))}")
+    print(f"metrics:      {os.path.relpath(metrics)}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        check_docker()
+        require_admin(args.env_file)
+        job_dir = stage_job(args)
+        job_id = admin_nvflare("job", "submit", "-j", job_dir, env_file=args.env_file)["data"]["job_id"]
+        print(f"submitted job {job_id}", flush=True)
+        status = follow(job_id, args)
+        dest = download(job_id, args)
+        summarize(dest)
+    except HostError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if status != "FINISHED:COMPLETED":
+        print(f"error: job {job_id} ended {status}; logs are in {dest}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
