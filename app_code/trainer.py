@@ -42,10 +42,10 @@ def train(settings, site_name: str = "standalone") -> dict:
 
 
 def main(argv=None) -> int:
-    settings = parse_settings(argv)
     try:
+        settings = parse_settings(argv)
         metrics = train(settings)
-    except (DataError, ModelLoadError) as e:
+    except (DataError, ModelLoadError, ValueError) as e:  # ValueError: unknown flags (HfArgumentParser)
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(metrics, indent=2))

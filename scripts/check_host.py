@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Check this host before starting the federation; each problem is one sentence that says what to do.
+
+    python3 scripts/check_host.py            # GPU deployment
+    python3 scripts/check_host.py --cpu      # CPU overlay: no GPU runtime needed
+"""
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compose_env import ROOT, HostError, check_docker, running_services  # noqa: E402
+
+
+def check_gpu_runtime():
+    info = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True)
+    runtimes = json.loads(info.stdout or "{}")
+    if "nvidia" not in runtimes and not os.environ.get("FL_SKIP_GPU_CHECK"):
+        raise HostError(
+            "GPUs are requested but Docker has no 'nvidia' runtime: install nvidia-container-toolkit "
+            "(nvidia-ctk runtime configure --runtime=docker, then restart Docker), or run on CPU with --cpu"
+        )
+
+
+def participants_file() -> str:
+    with open(os.path.join(ROOT, "compose.participants.yaml")) as f:
+        return f.read()
+
+
+def check_kits():
+    """Every kit compose.participants.yaml mounts must exist (stdlib only: this runs before any venv)."""
+    kits = re.findall(r"\./workspace/kits/([^:]+):/kit", participants_file())
+    missing = [k for k in kits if not os.path.isdir(os.path.join(ROOT, "workspace", "kits", k, "startup"))]
+    if missing:
+        raise HostError(f"no startup kit for {', '.join(missing)}: provision first (scripts/demo.sh does it)")
+
+
+def server_port() -> int:
+    return int(re.search(r"FL_PORT: '(\d+)'", participants_file()).group(1))
+
+
+def check_port(port: int, bind: str):
+    if "server" in running_services():
+        return  # ours already holds it
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((bind, port))
+        except OSError:
+            raise HostError(
+                f"port {port} on {bind} is already in use: stop what holds it (ss -ltnp 'sport = :{port}') "
+                "or change fed_learn_port in project.yml and re-provision"
+            )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cpu", action="store_true", help="skip the GPU runtime check")
+    p.add_argument("--kits", action="store_true", help="also require provisioned kits")
+    p.add_argument("--port", action="store_true", help="also require the server's port to be free")
+    p.add_argument("--bind", default="0.0.0.0", help="address the port is published on")
+    args = p.parse_args(argv)
+    try:
+        check_docker()
+        if not args.cpu:
+            check_gpu_runtime()
+        if args.kits:
+            check_kits()
+        if args.port:
+            check_port(server_port(), args.bind)
+    except HostError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("host ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
