@@ -6,7 +6,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_CODE = os.path.join(ROOT, "app_code")
 SCRIPTS = os.path.join(ROOT, "scripts")
-for path in (APP_CODE, SCRIPTS):
+TESTS = os.path.dirname(os.path.abspath(__file__))
+for path in (APP_CODE, SCRIPTS, TESTS):
     if path not in sys.path:
         sys.path.insert(0, path)
 

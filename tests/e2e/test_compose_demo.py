@@ -1,0 +1,182 @@
+"""End to end, as a user: the README's demo command (scripts/demo.sh --cpu --tiny) on a real Docker engine, in a
+clean copy of the project, then checks of the downloaded result, then a teardown that must leave nothing behind.
+
+Needs a Docker engine with Compose v2. The image's base comes from FL_TEST_BASE_IMAGE (CI builds one locally,
+since no registry is reachable there); packages come from the wheelhouse (docker/wheels), never from a network.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+import fl_system
+
+pytestmark = pytest.mark.e2e
+ROOT = fl_system.ROOT
+SITES = ["site-1", "site-2"]
+ROUNDS = 2
+
+
+def docker_ready() -> bool:
+    try:
+        return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0 and \
+            subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+if not docker_ready():
+    if os.environ.get("FL_REQUIRE_DOCKER") == "1":
+        raise RuntimeError("FL_REQUIRE_DOCKER=1 but no Docker engine with Compose v2 answers")
+    pytest.skip("no Docker engine with Compose v2 (set FL_REQUIRE_DOCKER=1 to make this an error)",
+                allow_module_level=True)
+
+
+def project_files() -> list:
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    return [f for f in out.splitlines() if os.path.isfile(os.path.join(ROOT, f))]
+
+
+def ensure_wheelhouse() -> str:
+    wheels = os.path.join(ROOT, "docker", "wheels")
+    if not any(f.endswith(".whl") for f in os.listdir(wheels)):
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "build_wheelhouse.sh")], check=True,
+                       env=dict(os.environ, PYTHON=os.environ.get("PYTHON", "python3")))
+    return wheels
+
+
+def compose_resources(project: str) -> dict:
+    label = f"label=com.docker.compose.project={project}"
+    found = {}
+    for kind, cmd in (("containers", ["ps", "-aq"]), ("networks", ["network", "ls", "-q"]),
+                      ("volumes", ["volume", "ls", "-q"])):
+        out = subprocess.run(["docker", *cmd, "--filter", label], capture_output=True, text=True).stdout.split()
+        found[kind] = out
+    return found
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    work = str(tmp_path_factory.mktemp("demo"))
+    for rel in project_files():
+        os.makedirs(os.path.dirname(os.path.join(work, rel)), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, rel), os.path.join(work, rel))
+    wheels = ensure_wheelhouse()
+    for name in os.listdir(wheels):
+        os.link(os.path.join(wheels, name), os.path.join(work, "docker", "wheels", name)) \
+            if not os.path.exists(os.path.join(work, "docker", "wheels", name)) else None
+
+    # Like a user moving the server port: one edit in project.yml; provisioning regenerates the compose side.
+    port = fl_system.free_port()
+    with open(os.path.join(work, "project.yml")) as f:
+        text = f.read()
+    with open(os.path.join(work, "project.yml"), "w") as f:
+        f.write(text.replace("fed_learn_port: 8002", f"fed_learn_port: {port}"))
+
+    project = f"gpt2fl-e2e-{os.getpid()}"
+    env = dict(os.environ, FL_PROJECT_NAME=project, FL_IMAGE=f"gpt2-fl:e2e-{os.getpid()}",
+               FL_SERVER_BIND="127.0.0.1", FL_ROUNDS_TINY=str(ROUNDS))
+    if os.environ.get("FL_TEST_BASE_IMAGE"):
+        env["FL_BASE_IMAGE"] = os.environ["FL_TEST_BASE_IMAGE"]
+    env.pop("COMPOSE_FILE", None)
+    log_path = os.path.join(work, "demo.log")
+    t0 = time.monotonic()
+    try:
+        with open(log_path, "w") as log:
+            run = subprocess.run(["bash", "scripts/demo.sh", "--cpu", "--tiny"], cwd=work, env=env,
+                                 stdout=log, stderr=subprocess.STDOUT, timeout=3000)
+        with open(log_path) as f:
+            output = f.read()
+        yield {"rc": run.returncode, "output": output, "work": work, "project": project, "env": env,
+               "wall_s": time.monotonic() - t0, "port": port}
+    finally:
+        compose = ["docker", "compose", "-f", "compose.yaml", "-f", "compose.cpu.yaml"]
+        subprocess.run([*compose, "down", "-v", "--remove-orphans", "-t", "20"], cwd=work, env=env,
+                       capture_output=True)
+        subprocess.run(["docker", "image", "rm", "-f", env["FL_IMAGE"]], capture_output=True)
+
+
+def result_dir(demo) -> str:
+    assert demo["rc"] == 0, demo["output"][-6000:]
+    m = re.search(r"results:\s+(\S+)", demo["output"])
+    assert m, demo["output"][-3000:]
+    return os.path.join(demo["work"], m.group(1))
+
+
+def test_demo_completes(demo):
+    assert demo["rc"] == 0, demo["output"][-6000:]
+    assert "FINISHED:COMPLETED" in demo["output"]
+    for site in SITES:
+        assert f"round {ROUNDS}: result from {site}" in demo["output"]  # progress was shown
+
+
+def test_compose_followed_project_yml(demo):
+    with open(os.path.join(demo["work"], "compose.participants.yaml")) as f:
+        generated = f.read()
+    assert f"FL_PORT: '{demo['port']}'" in generated
+
+
+def test_result_rounds_and_site_metrics(demo):
+    metrics = os.path.join(result_dir(demo), "workspace", "metrics", "round_metrics.jsonl")
+    with open(metrics) as f:
+        rounds = [json.loads(line) for line in f if line.strip()]
+    assert [r["round"] for r in rounds] == list(range(ROUNDS))
+    for r in rounds:
+        assert sorted(s["name"] for s in r["sites"]) == SITES
+        for s in r["sites"]:
+            assert {"train_loss", "global_eval_loss", "eval_loss"} <= {m["name"] for m in s["metrics"]}
+    for site in SITES:
+        assert os.listdir(os.path.join(result_dir(demo), "workspace", "tb_events", site))
+
+
+def test_global_model_changed(demo):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    final = torch.load(os.path.join(result_dir(demo), "workspace", "app_server", "FL_global_model.pt"),
+                       weights_only=True)["model"]
+    initial = AutoModelForCausalLM.from_pretrained(os.path.join(demo["work"], "assets", "tiny", "model")).state_dict()
+    assert set(final) == set(initial)
+    assert sum(not torch.equal(final[k], initial[k]) for k in initial) > len(initial) // 2
+
+
+def test_streaming_ran(demo):
+    with open(os.path.join(result_dir(demo), "workspace", "log.txt")) as f:
+        log = f.read()
+    for site in SITES:
+        assert log.count(f"Starting to send tensors to peer '{site}'") == ROUNDS
+
+
+def test_containers_ran_hardened(demo):
+    """Checked on the running containers, before teardown."""
+    names = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={demo['project']}"],
+                           capture_output=True, text=True).stdout.split()
+    assert len(names) == len(SITES) + 2
+    for cid in names:
+        info = json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True, text=True).stdout)[0]
+        service = info["Config"]["Labels"]["com.docker.compose.service"]
+        assert info["Config"]["User"] not in ("", "0", "root"), service
+        assert info["HostConfig"]["CapDrop"] == ["ALL"], service
+        assert "no-new-privileges:true" in info["HostConfig"]["SecurityOpt"], service
+        kit = [m for m in info["Mounts"] if m["Destination"] == "/kit"][0]
+        assert kit["RW"] is False, service
+        assert not any("docker.sock" in m["Source"] for m in info["Mounts"]), service
+        published = {p: b for p, b in (info["HostConfig"]["PortBindings"] or {}).items() if b}
+        assert list(published) == ([f"{demo['port']}/tcp"] if service == "server" else []), service
+
+
+def test_teardown_leaves_nothing(demo, capsys):
+    work, env = demo["work"], demo["env"]
+    down = subprocess.run(["docker", "compose", "-f", "compose.yaml", "-f", "compose.cpu.yaml", "down", "-v",
+                           "--remove-orphans", "-t", "20"], cwd=work, env=env, capture_output=True, text=True)
+    assert down.returncode == 0, down.stderr
+    assert compose_resources(demo["project"]) == {"containers": [], "networks": [], "volumes": []}
+    timings = re.findall(r"\[demo [\d:]+\] (image built in .*|all services healthy .*|job finished .*)", demo["output"])
+    with capsys.disabled():
+        print(f"\n[figures] e2e demo wall {demo['wall_s']:.0f}s; " + "; ".join(timings))
