@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -47,7 +48,7 @@ def ensure_wheelhouse() -> str:
     wheels = os.path.join(ROOT, "docker", "wheels")
     if not any(f.endswith(".whl") for f in os.listdir(wheels)):
         subprocess.run(["bash", os.path.join(ROOT, "scripts", "build_wheelhouse.sh")], check=True,
-                       env=dict(os.environ, PYTHON=os.environ.get("PYTHON", "python3")))
+                       env=dict(os.environ, PYTHON=os.environ.get("PYTHON", sys.executable)))
     return wheels
 
 
