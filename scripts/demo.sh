@@ -33,7 +33,7 @@ fi
 check=(--port); [ "$cpu" = 1 ] && check+=(--cpu)
 python3 scripts/check_host.py "${check[@]}"
 
-image=$(docker compose config --images | head -1)
+image=$(docker compose config --images | sort -u | head -n1)  # sort reads all: no SIGPIPE for compose
 say "building image $image ($(ls docker/wheels/*.whl 2>/dev/null | wc -l) wheels in docker/wheels; 0 = from PyPI)"
 t0=$SECONDS
 docker compose build server

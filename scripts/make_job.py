@@ -51,6 +51,10 @@ def parse_args(argv=None):
     p.add_argument("--eval_samples", type=int, default=1000, help="held-out examples evaluated per round")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--exchange_only", action="store_true", help="no training: benchmark the model exchange")
+    p.add_argument("--initial_ckpt", default="",
+                   help="server-side path of a persisted FL_global_model.pt to start from (resume)")
+    p.add_argument("--start_round", type=int, default=0,
+                   help="first round to run (resume); the job runs rounds start_round..rounds-1")
     p.add_argument("--tensor_send_timeout", type=float, default=300.0, help="seconds per streamed transfer")
     args = p.parse_args(argv)
     args.out = os.path.abspath(args.out)
@@ -61,6 +65,8 @@ def parse_args(argv=None):
         p.error(f"duplicate site names in {args.site_names}")
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if not 0 <= args.start_round < args.rounds:
+        p.error(f"--start_round must be in 0..{args.rounds - 1} (--rounds is the total, resumed rounds included)")
     return args
 
 
@@ -91,8 +97,10 @@ def build_recipe(args):
         name=JOB_NAME,
         # Streaming waits for every participant to fetch the task: fewer than all sites would time out.
         min_clients=n,
-        num_rounds=args.rounds,
-        model_persistor=PretrainedModelPersistor(model_name_or_path=args.model),
+        num_rounds=args.rounds - args.start_round,
+        model_persistor=PretrainedModelPersistor(
+            model_name_or_path=args.model, source_ckpt_file_full_name=args.initial_ckpt or None
+        ),
         server_expected_format=ExchangeFormat.PYTORCH,
         # Relative to APP_CODE (the export runs there) so the job refers to custom/client.py, not this host.
         train_script="client.py",
@@ -104,6 +112,16 @@ def build_recipe(args):
     if args.streaming:
         recipe.enable_tensor_streaming(tensor_send_timeout=args.tensor_send_timeout)
     return recipe
+
+
+def set_start_round(server_config: str, start_round: int):
+    """FedAvg takes start_round but the recipe does not expose it: set it on the exported workflow."""
+    with open(server_config) as f:
+        config = json.load(f)
+    (workflow,) = [w for w in config["workflows"] if w["path"].endswith("FedAvg")]
+    workflow["args"]["start_round"] = start_round
+    with open(server_config, "w") as f:
+        json.dump(config, f, indent=4)
 
 
 def export(args) -> str:
@@ -122,6 +140,8 @@ def export(args) -> str:
         meta["deploy_map"] = {"app": ["server"] + args.site_names}
         with open(meta_path, "w") as f:
             json.dump(meta, f, indent=4)
+        if args.start_round:
+            set_start_round(os.path.join(src, "app", "config", "config_fed_server.json"), args.start_round)
         if os.path.exists(args.out):
             shutil.rmtree(args.out)
         shutil.copytree(src, args.out)
@@ -131,7 +151,8 @@ def export(args) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = export(args)
-    print(f"job folder: {out} (sites: {', '.join(args.site_names)}; rounds: {args.rounds}; "
+    resume = f" from round {args.start_round + 1}" if args.start_round else ""
+    print(f"job folder: {out} (sites: {', '.join(args.site_names)}; rounds: {args.rounds}{resume}; "
           f"streaming: {'on' if args.streaming else 'off'})")
     return 0
 

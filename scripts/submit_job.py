@@ -4,6 +4,7 @@
     python3 scripts/submit_job.py                      # settings from .env (FL_MODEL, FL_ROUNDS, ...)
     python3 scripts/submit_job.py --rounds 5 --max_steps 100
     python3 scripts/submit_job.py --job-folder jobs/gpt2-fedavg-stream   # submit a folder as it is
+    python3 scripts/submit_job.py --resume JOB_ID      # after a server restart: go on from the last saved round
 
 Runs on the host with only Docker and Python 3: the job is generated from app_code/ inside the admin container
 (scripts/make_job.py), submitted with `nvflare job submit` and the admin's startup kit, followed with
@@ -42,12 +43,16 @@ def parse_args(argv=None):
     p.add_argument("--job-folder", help="submit this job folder instead of generating one from app_code/")
     for env_name, (flag, default) in JOB_SETTINGS.items():
         p.add_argument(flag, dest=env_name, default=None, help=f"default: ${env_name} from .env, else {default}")
+    p.add_argument("--resume", metavar="JOB_ID",
+                   help="resubmit JOB_ID from its last persisted global model (same settings as now in .env)")
     p.add_argument("--no-streaming", action="store_true", help="plain FedAvg messages (FL_STREAMING=0)")
     p.add_argument("--timeout", type=float, default=float(setting("FL_JOB_TIMEOUT", "7200")),
                    help="seconds to wait for the job (it keeps running after a timeout)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between progress polls")
     p.add_argument("--results", default=os.path.join(ROOT, "results"), help="download results under this folder")
     args = p.parse_args(argv)
+    if args.job_folder and args.resume:
+        p.error("--resume generates its job: it cannot be combined with --job-folder")
     if args.job_folder and not os.path.isfile(os.path.join(args.job_folder, "meta.json")):
         p.error(f"{args.job_folder} is not a job folder (no meta.json)")
     return args
@@ -64,6 +69,25 @@ def make_job_flags(args) -> list:
     return flags
 
 
+def resume_flags(job_id: str, args) -> list:
+    """--initial_ckpt/--start_round from the server's checkpoints/<job_id>/progress.json (on its volume)."""
+    status = admin_nvflare("job", "meta", job_id, env_file=args.env_file, check=False)
+    state = (status.get("data") or {}).get("status", "")
+    if state == "RUNNING":
+        raise HostError(f"job {job_id} is still RUNNING; abort it first (nvflare job abort {job_id}) or let it finish")
+    run = compose("exec", "-T", "server", "cat", f"/workspace/checkpoints/{job_id}/progress.json",
+                  check=False, env_file=args.env_file)
+    if run.returncode != 0:
+        raise HostError(f"no persisted global model for job {job_id} on the server volume: it ended before its first round")
+    progress = json.loads(run.stdout)
+    start = int(progress["completed_round"]) + 1
+    rounds = int(getattr(args, "FL_ROUNDS") or setting("FL_ROUNDS", JOB_SETTINGS["FL_ROUNDS"][1], args.env_file))
+    if start >= rounds:
+        raise HostError(f"job {job_id} already completed all {rounds} rounds: nothing to resume")
+    print(f"resuming job {job_id}: rounds 1..{start} are kept, continuing at round {start + 1} of {rounds}")
+    return ["--initial_ckpt", progress["checkpoint"], "--start_round", str(start)]
+
+
 def stage_job(args) -> str:
     """Put the job folder into the admin container; return its path there."""
     dest = f"/home/fl/jobs/{time.strftime('%Y%m%d-%H%M%S')}"
@@ -72,8 +96,10 @@ def stage_job(args) -> str:
         compose("exec", "-T", ADMIN_SERVICE, "sh", "-c", f"mkdir -p {dest} && tar -x -C {dest}",
                 input=tar, env_file=args.env_file)
     else:
+        extra = resume_flags(args.resume, args) if args.resume else []
         run = compose("exec", "-T", ADMIN_SERVICE, "python3", "/src/scripts/make_job.py", "--out", dest,
-                      "--project", "/src/project.yml", *make_job_flags(args), check=False, env_file=args.env_file)
+                      "--project", "/src/project.yml", *make_job_flags(args), *extra, check=False,
+                      env_file=args.env_file)
         if run.returncode != 0:
             raise HostError(f"could not generate the job: {(run.stderr or run.stdout).strip()[-800:]}")
         print(run.stdout.strip())

@@ -67,15 +67,19 @@ class ProcessFederation:
         return os.path.join(self.root, "run", name)
 
     def start(self):
-        env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ["PATH"])
         for name in ["localhost", *self.sites]:
-            os.makedirs(self.workspace(name), exist_ok=True)
-            log = open(os.path.join(self.root, f"{name}.out"), "w")
-            self.procs[name] = subprocess.Popen(
-                ["bash", os.path.join(self.kits[name], "startup", "sub_start.sh"), "--once"],
-                env={**env, "NVFL_WORKSPACE": self.workspace(name)},
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+            self.restart(name)
+
+    def restart(self, name: str):
+        """Start (again) one participant from its kit, keeping its workspace."""
+        env = dict(os.environ, PATH=VENV_BIN + os.pathsep + os.environ["PATH"])
+        os.makedirs(self.workspace(name), exist_ok=True)
+        log = open(os.path.join(self.root, f"{name}.out"), "a")
+        self.procs[name] = subprocess.Popen(
+            ["bash", os.path.join(self.kits[name], "startup", "sub_start.sh"), "--once"],
+            env={**env, "NVFL_WORKSPACE": self.workspace(name)},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
 
     def stop(self):
         for proc in self.procs.values():
