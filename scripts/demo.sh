@@ -39,8 +39,7 @@ t0=$SECONDS
 docker compose build server
 say "image built in $((SECONDS - t0))s: $(docker image inspect "$image" --format '{{.Size}}' | awk '{printf "%.2f GB", $1/1e9}')"
 
-# The project's tools run in the image, as you: the host needs no Python packages.
-in_image() { docker run --rm -u "$(id -u):$(id -g)" -e HOME=/tmp -v "$PWD:/src" -w /src --entrypoint python3 "$image" "$@"; }
+in_image() { bash scripts/in_image.sh "$@"; }  # the project's tools run in the image, as you
 if [ -d workspace/kits ]; then
   say "kits already provisioned in workspace/kits (python3 scripts/provision.py --force to redo)"
 else

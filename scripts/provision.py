@@ -94,6 +94,20 @@ def chown_tree(path: str, uid: int):
             os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
 
 
+def run_nvflare_provision(project_path: str, project_name: str, workspace: str) -> str:
+    """`nvflare provision` into workspace/provision/ (its state/ keeps the root CA across runs); the new prod dir."""
+    provision_dir = os.path.join(workspace, "provision")
+    os.makedirs(provision_dir, exist_ok=True)
+    # --force only skips the "workspace exists" prompt: state/ (the root CA) is reused, not replaced.
+    cmd = [sys.executable, "-m", "nvflare.cli", "provision", "--force", "-p", os.path.abspath(project_path),
+           "-w", provision_dir]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        detail = (run.stdout + run.stderr).strip().splitlines()
+        raise ProjectError(f"nvflare provision failed: {' | '.join(detail[-3:])}")
+    return newest_prod_dir(provision_dir, project_name)
+
+
 def provision(project_path: str, workspace: str, storage_root: str, force: bool, service_uid: int) -> dict:
     project = load_project(project_path)
     who = participants(project)
@@ -103,15 +117,7 @@ def provision(project_path: str, workspace: str, storage_root: str, force: bool,
             f"kits already exist in {kits_dir} and may be in use by running containers; "
             "re-run with --force to replace them (then restart the services: docker compose up -d --force-recreate)"
         )
-    provision_dir = os.path.join(workspace, "provision")
-    os.makedirs(provision_dir, exist_ok=True)
-    cmd = [sys.executable, "-m", "nvflare.cli", "provision", "-p", os.path.abspath(project_path), "-w", provision_dir]
-    run = subprocess.run(cmd, capture_output=True, text=True)
-    if run.returncode != 0:
-        detail = (run.stdout + run.stderr).strip().splitlines()
-        raise ProjectError(f"nvflare provision failed: {' | '.join(detail[-3:])}")
-    prod = newest_prod_dir(provision_dir, project["name"])
-
+    prod = run_nvflare_provision(project_path, project["name"], workspace)
     staging = kits_dir + ".new"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(prod, staging, symlinks=True)
