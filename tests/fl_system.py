@@ -22,12 +22,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_project(path: str, port: int, sites: list, name: str = "itest", admin_role: str = "project_admin"):
+def write_project(path: str, port: int, sites: list, name: str = "itest", extra_admins: tuple = ()):
     import yaml
 
     participants = [{"name": "localhost", "type": "server", "org": "test", "fed_learn_port": port}]
     participants += [{"name": s, "type": "client", "org": "test"} for s in sites]
-    participants += [{"name": "admin@test.org", "type": "admin", "org": "test", "role": admin_role}]
+    participants += [{"name": "admin@test.org", "type": "admin", "org": "test", "role": "project_admin"}]
+    participants += [{"name": n, "type": "admin", "org": "test", "role": r} for n, r in extra_admins]
     project = {
         "api_version": 3,
         "name": name,
@@ -47,14 +48,14 @@ def write_project(path: str, port: int, sites: list, name: str = "itest", admin_
 class ProcessFederation:
     """Server and sites started with their kits' own sub_start.sh, each in a private workspace."""
 
-    def __init__(self, root: str, sites: list):
+    def __init__(self, root: str, sites: list, port: int = 0, name: str = "itest", extra_admins: tuple = ()):
         import provision
 
         self.root = root
         self.sites = sites
-        self.port = free_port()
+        self.port = port or free_port()
         project = os.path.join(root, "project.yml")
-        write_project(project, self.port, sites)
+        write_project(project, self.port, sites, name=name, extra_admins=extra_admins)
         result = provision.provision(
             project, os.path.join(root, "ws"), storage_root=os.path.join(root, "server-store"),
             force=False, service_uid=0,
@@ -93,8 +94,9 @@ class ProcessFederation:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
 
-    def nvflare(self, *args, timeout=120) -> dict:
-        cmd = [os.path.join(VENV_BIN, "nvflare"), "--format", "json", *args, "--startup-kit", self.admin_kit]
+    def nvflare(self, *args, timeout=120, admin=None) -> dict:
+        kit = self.kits[admin] if admin else self.admin_kit
+        cmd = [os.path.join(VENV_BIN, "nvflare"), "--format", "json", *args, "--startup-kit", kit]
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         lines = run.stdout.strip().splitlines()
         assert lines, f"nvflare {args} printed nothing: {run.stderr[-2000:]}"
