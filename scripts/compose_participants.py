@@ -63,6 +63,7 @@ def participants_model(who: dict, port: int) -> dict:
     for i, admin in enumerate(admins):
         name = "admin" if i == 0 else f"admin-{i + 1}"
         svc = base("fl-admin", admin, volume_name(name))
+        svc["volumes"].append("hf-cache:/hf-cache")  # results export reads the model's config and tokenizer
         svc["depends_on"] = {"server": {"condition": "service_healthy"}}
         services[name] = svc
         volumes[volume_name(name)] = None

@@ -162,6 +162,12 @@ def follow(job_id: str, args) -> str:
 def download(job_id: str, args) -> str:
     inside = "/home/fl/downloads"
     admin_nvflare("job", "download", job_id, "-o", inside, "--force", env_file=args.env_file)
+    # HF-format global model, metrics.csv and plots, made where torch and the model's tokenizer are at hand.
+    model = args.FL_MODEL or setting("FL_MODEL", JOB_SETTINGS["FL_MODEL"][1], args.env_file)
+    export = compose("exec", "-T", ADMIN_SERVICE, "python3", "/src/scripts/export_results.py", f"{inside}/{job_id}",
+                     "--model", model, check=False, env_file=args.env_file)
+    if export.returncode != 0:
+        print(f"warning: results exported without the HF model / plots: {(export.stderr or '').strip()}")
     os.makedirs(args.results, exist_ok=True)
     dest = os.path.join(args.results, job_id)
     if os.path.exists(dest):
@@ -181,9 +187,11 @@ def summarize(dest: str):
             shown = ", ".join(f"{k}={agg[k]:.4f}" for k in ("train_loss", "global_eval_loss", "eval_loss") if k in agg)
             print(f"  round {r['round'] + 1}: {shown}")
     print(f"results:      {os.path.relpath(dest)}")
-    print(f"global model: {os.path.relpath(os.path.join(ws, 'app_server', 'FL_global_model.pt'))}")
-    print(f"tensorboard:  tensorboard --logdir {os.path.relpath(os.path.join(ws, 'tb_events'))}")
-    print(f"metrics:      {os.path.relpath(metrics)}")
+    print(f"global model: {os.path.relpath(os.path.join(dest, 'global_model'))} "
+          f"(AutoModelForCausalLM.from_pretrained; raw: workspace/app_server/FL_global_model.pt)")
+    print(f"metrics:      {os.path.relpath(os.path.join(dest, 'metrics.csv'))}, plots in "
+          f"{os.path.relpath(os.path.join(dest, 'plots'))}/")
+    print(f"tensorboard:  docker compose --profile tensorboard up -d tensorboard  (http://localhost:6006)")
 
 
 def main(argv=None) -> int:

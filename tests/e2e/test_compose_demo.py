@@ -138,13 +138,27 @@ def test_result_rounds_and_site_metrics(demo):
 
 def test_global_model_changed(demo):
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     final = torch.load(os.path.join(result_dir(demo), "workspace", "app_server", "FL_global_model.pt"),
                        weights_only=True)["model"]
     initial = AutoModelForCausalLM.from_pretrained(os.path.join(demo["work"], "assets", "tiny", "model")).state_dict()
     assert set(final) == set(initial)
     assert sum(not torch.equal(final[k], initial[k]) for k in initial) > len(initial) // 2
+    # The exported Hugging Face folder is that same global model, with its tokenizer.
+    hf_dir = os.path.join(result_dir(demo), "global_model")
+    exported = AutoModelForCausalLM.from_pretrained(hf_dir).state_dict()
+    assert all(torch.equal(exported[k], final[k]) for k in final)
+    assert AutoTokenizer.from_pretrained(hf_dir)("a good film")["input_ids"]
+
+
+def test_metrics_and_plots_exported(demo):
+    with open(os.path.join(result_dir(demo), "metrics.csv")) as f:
+        rows = f.read().splitlines()
+    assert len(rows) == 1 + ROUNDS * (len(SITES) + 1)  # header + one row per site and one "global" per round
+    for plot in ("train_loss.png", "global_perplexity.png"):
+        with open(os.path.join(result_dir(demo), "plots", plot), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_streaming_ran(demo):
