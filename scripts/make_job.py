@@ -20,7 +20,7 @@ APP_CODE = os.path.join(ROOT, "app_code")
 DEFAULT_JOB_DIR = os.path.join(ROOT, "jobs", "gpt2-fedavg-stream")
 JOB_NAME = "gpt2-fedavg-stream"
 # What app/custom must hold: the client script, what it imports, and the server's persistor; nothing else.
-CUSTOM_FILES = ["client.py", "data.py", "model.py", "persistor.py", "training.py"]
+CUSTOM_FILES = ["client.py", "controller.py", "data.py", "model.py", "persistor.py", "training.py"]
 
 
 def sites_from_project(project_yml: str) -> list:
@@ -51,6 +51,10 @@ def parse_args(argv=None):
     p.add_argument("--eval_samples", type=int, default=1000, help="held-out examples evaluated per round")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--exchange_only", action="store_true", help="no training: benchmark the model exchange")
+    p.add_argument("--round_timeout", type=int, default=3600,
+                   help="seconds a round waits for all sites before aggregating those that answered (0 = forever)")
+    p.add_argument("--min_sites", type=int, default=1,
+                   help="fewest site results a round may aggregate after the timeout; fewer stops the job")
     p.add_argument("--initial_ckpt", default="",
                    help="server-side path of a persisted FL_global_model.pt to start from (resume)")
     p.add_argument("--start_round", type=int, default=0,
@@ -65,6 +69,10 @@ def parse_args(argv=None):
         p.error(f"duplicate site names in {args.site_names}")
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if not 1 <= args.min_sites <= len(args.site_names):
+        p.error(f"--min_sites must be in 1..{len(args.site_names)} (the number of sites)")
+    if args.round_timeout < 0:
+        p.error("--round_timeout must be >= 0")
     if not 0 <= args.start_round < args.rounds:
         p.error(f"--start_round must be in 0..{args.rounds - 1} (--rounds is the total, resumed rounds included)")
     return args
@@ -87,13 +95,24 @@ def train_args(args) -> str:
 
 def build_recipe(args):
     sys.path.insert(0, APP_CODE)
+    from controller import FedAvgWithDeadline
     from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
     from nvflare.client.config import ExchangeFormat
     from nvflare.recipe import add_experiment_tracking
     from persistor import PretrainedModelPersistor
 
+    class Recipe(FedAvgRecipe):
+        def _create_controller(self, persistor_id, model_params, model_aggregator):
+            # The recipe builds FedAvg with a dozen settings of its own; keep them all and only swap in the
+            # subclass, so the job stays what FedAvgRecipe makes plus round deadlines.
+            controller = super()._create_controller(persistor_id, model_params, model_aggregator)
+            controller.__class__ = FedAvgWithDeadline
+            controller.round_timeout, controller.min_sites = args.round_timeout, args.min_sites
+            controller._targets, controller._answered = [], set()
+            return controller
+
     n = len(args.site_names)
-    recipe = FedAvgRecipe(
+    recipe = Recipe(
         name=JOB_NAME,
         # Streaming waits for every participant to fetch the task: fewer than all sites would time out.
         min_clients=n,
@@ -118,7 +137,7 @@ def set_start_round(server_config: str, start_round: int):
     """FedAvg takes start_round but the recipe does not expose it: set it on the exported workflow."""
     with open(server_config) as f:
         config = json.load(f)
-    (workflow,) = [w for w in config["workflows"] if w["path"].endswith("FedAvg")]
+    (workflow,) = [w for w in config["workflows"] if w["id"] == "controller"]
     workflow["args"]["start_round"] = start_round
     with open(server_config, "w") as f:
         json.dump(config, f, indent=4)

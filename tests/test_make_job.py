@@ -12,7 +12,7 @@ import make_job
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_CODE = os.path.join(ROOT, "app_code")
 COMMITTED_JOB = os.path.join(ROOT, "jobs", "gpt2-fedavg-stream")
-CUSTOM = {"client.py", "data.py", "model.py", "persistor.py", "training.py"}
+CUSTOM = {"client.py", "controller.py", "data.py", "model.py", "persistor.py", "training.py"}
 SITES3 = ["site-1", "site-2", "site-3"]
 
 
@@ -35,18 +35,18 @@ def _component_paths(cfg):
 
 def _fedavg_default(name):
     """A FedAvg argument's default: the exporter leaves out arguments equal to their default."""
-    from nvflare.app_common.workflows.fedavg import FedAvg
+    from controller import FedAvgWithDeadline
 
-    for cls in FedAvg.__mro__:
+    for cls in FedAvgWithDeadline.__mro__:
         if "__init__" in cls.__dict__:
             params = inspect.signature(cls.__init__).parameters
             if name in params:
                 return params[name].default
-    raise AssertionError(f"FedAvg has no argument {name!r}")
+    raise AssertionError(f"FedAvgWithDeadline has no argument {name!r}")
 
 
 def _fedavg_arg(server_cfg, name):
-    flows = [w for w in server_cfg["workflows"] if w["path"].endswith(".FedAvg")]
+    flows = [w for w in server_cfg["workflows"] if w["path"] == "controller.FedAvgWithDeadline"]
     assert len(flows) == 1, server_cfg["workflows"]
     args = flows[0].get("args", {})
     return args[name] if name in args else _fedavg_default(name)
@@ -218,3 +218,27 @@ def test_committed_job_is_the_generators_output(tmp_path):
     differ = [f for f in sorted(generated)
               if not filecmp.cmp(os.path.join(COMMITTED_JOB, f), os.path.join(str(out), f), shallow=False)]
     assert not differ, f"{hint} (files that differ: {differ})"
+
+
+def test_round_deadline_and_min_sites(tmp_path):
+    out = str(tmp_path / "job")
+    assert make_job.main(["--out", out, "--sites", "site-1,site-2,site-3", "--round_timeout", "90",
+                          "--min_sites", "2"]) == 0
+    server = _server(out)
+    assert _fedavg_arg(server, "round_timeout") == 90 and _fedavg_arg(server, "min_sites") == 2
+    for bad in (["--min_sites", "4"], ["--min_sites", "0"], ["--round_timeout", "-1"]):
+        with pytest.raises(SystemExit) as e:
+            make_job.main(["--out", out, "--sites", "site-1,site-2,site-3", *bad])
+        assert e.value.code != 0
+
+
+def test_resume_settings(tmp_path):
+    out = str(tmp_path / "job")
+    assert make_job.main(["--out", out, "--rounds", "5", "--start_round", "2", "--initial_ckpt", "/ck/FL.pt",
+                          "--sites", "site-1"]) == 0
+    server = _server(out)
+    assert _fedavg_arg(server, "start_round") == 2 and _fedavg_arg(server, "num_rounds") == 3
+    persistor = [c for c in server["components"] if c["id"] == "persistor"][0]
+    assert persistor["args"]["source_ckpt_file_full_name"] == "/ck/FL.pt"
+    with pytest.raises(SystemExit):
+        make_job.main(["--out", out, "--rounds", "2", "--start_round", "2", "--sites", "site-1"])
