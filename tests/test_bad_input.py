@@ -1,0 +1,116 @@
+"""Bad input to the deployment scripts: one clear sentence, exit 2, and nothing already there is touched."""
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+import fl_system
+
+SCRIPTS = os.path.join(fl_system.ROOT, "scripts")
+
+
+def run_script(name, *args, env=None, cwd=None):
+    return subprocess.run([sys.executable, os.path.join(SCRIPTS, name), *args], capture_output=True, text=True,
+                          env=env, cwd=cwd)
+
+
+def assert_one_line_error(run, *words):
+    assert run.returncode == 2, (run.stdout, run.stderr)
+    err = run.stderr.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+
+
+@pytest.mark.parametrize("text, words", [
+    ("participants: [\n  - name: x\n", ["not valid YAML"]),
+    ("name: p\nparticipants: []\n", ["exactly one server"]),
+    ("name: p\nparticipants:\n  - {name: s, type: server, org: o}\n", ["no sites"]),
+    ("name: p\nparticipants:\n  - {name: s, type: server, org: o}\n  - {name: Site_1, type: client, org: o}\n",
+     ["'Site_1'", "DNS label"]),
+    ("name: p\nparticipants:\n  - {name: s, type: server, org: o}\n  - {name: a, type: client, org: o}\n"
+     "  - {name: a, type: client, org: o}\n", ["duplicate"]),
+])
+def test_provision_rejects_bad_project(tmp_path, text, words):
+    project = tmp_path / "project.yml"
+    project.write_text(text)
+    run = run_script("provision.py", "--project", str(project), "--workspace", str(tmp_path / "ws"),
+                     "--compose-dir", "")
+    assert_one_line_error(run, *words)
+    assert not (tmp_path / "ws" / "kits").exists()
+
+
+def test_provision_keeps_existing_kits_without_force(tmp_path):
+    project = tmp_path / "project.yml"
+    fl_system.write_project(str(project), 18002, ["site-1"])
+    args = ["--project", str(project), "--workspace", str(tmp_path / "ws"), "--compose-dir", "", "--service-uid", "0"]
+    assert run_script("provision.py", *args).returncode == 0
+    key = tmp_path / "ws" / "kits" / "site-1" / "startup" / "client.key"
+    before = key.read_bytes()
+    assert_one_line_error(run_script("provision.py", *args), "already exist", "--force")
+    assert key.read_bytes() == before
+
+
+def fake_docker(tmp_path, info_rc=0, compose_rc=0, runtimes='{"runc":{}}', compose_v1=False):
+    """A stand-in `docker` on PATH that answers like a broken or partial installation."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "docker"
+    script.write_text(f"""#!/bin/sh
+case "$1 $2" in
+  "info --format") case "$3" in *Runtimes*) echo '{runtimes}';; *) echo '"28.0.0"';; esac; exit {info_rc};;
+  "compose version") echo "v2.40.3"; exit {compose_rc};;
+  "compose ps") exit 0;;
+esac
+exit 0
+""")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    if compose_v1:
+        (bin_dir / "docker-compose").write_text("#!/bin/sh\n")
+        (bin_dir / "docker-compose").chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}:/usr/bin:/bin")
+
+
+@pytest.mark.parametrize("kwargs, args, words", [
+    ({"info_rc": 1}, ["--cpu"], ["daemon is not running"]),
+    ({"compose_rc": 1, "compose_v1": True}, ["--cpu"], ["Compose v2 is missing", "v1"]),
+    ({}, [], ["no 'nvidia' runtime", "--cpu"]),
+])
+def test_check_host_explains_what_is_missing(tmp_path, kwargs, args, words):
+    assert_one_line_error(run_script("check_host.py", *args, env=fake_docker(tmp_path, **kwargs)), *words)
+
+
+def test_check_host_without_docker(tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))  # no docker anywhere
+    assert_one_line_error(run_script("check_host.py", "--cpu", env=env), "docker is not installed")
+
+
+def test_check_host_port_in_use(tmp_path, monkeypatch):
+    import check_host
+    from compose_env import HostError
+
+    monkeypatch.setattr(check_host, "running_services", lambda: set())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(HostError, match=f"port {s.getsockname()[1]} .* in use"):
+            check_host.check_port(s.getsockname()[1], "127.0.0.1")
+
+
+def test_check_host_kits_missing(tmp_path, monkeypatch):
+    import check_host
+    from compose_env import HostError
+
+    monkeypatch.setattr(check_host, "ROOT", str(tmp_path))
+    (tmp_path / "compose.participants.yaml").write_text("    - ./workspace/kits/site-1:/kit:ro\n")
+    with pytest.raises(HostError, match="no startup kit for site-1"):
+        check_host.check_kits()
+
+
+def test_submit_rejects_a_folder_that_is_not_a_job(tmp_path):
+    run = run_script("submit_job.py", "--job-folder", str(tmp_path))
+    assert run.returncode == 2 and "not a job folder" in run.stderr
