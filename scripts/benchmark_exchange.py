@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""Benchmark the model exchange (no training): round time, bytes moved, memory, against this machine's TCP floor.
+
+    .venv/bin/python scripts/benchmark_exchange.py                     # 124M GPT-2, 2 sites, streaming on and off
+    .venv/bin/python scripts/benchmark_exchange.py --sites 2,4 --rounds 3
+    .venv/bin/python scripts/benchmark_exchange.py --model tiny        # seconds, for a smoke run
+
+Each configuration provisions a fresh federation, runs it from its kits as local processes (mTLS on loopback,
+the same kits the containers use), submits an exchange-only job (sites load the global model and send it back),
+and samples every participant's process tree for resident memory. In the same run it measures raw TCP throughput
+over loopback, so every ratio compares figures taken on the same machine at the same time:
+
+    floor = bytes moved in a round (all sites, both directions) / raw TCP throughput
+    round time / floor          how far the exchange sits above what the wire allows
+    server peak / model bytes   how many model copies the server holds at its peak
+
+Writes <out>/benchmark.csv, benchmark.md and benchmark.png, and prints the table.
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import local_federation  # noqa: E402
+
+ROOT = local_federation.ROOT
+GIB = 1024**3
+
+
+def raw_tcp_throughput(total_bytes: int = 2 * GIB, chunk: int = 4 << 20) -> float:
+    """Bytes/s of one TCP stream over loopback (no TLS), sender and receiver in this process."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    received = [0]
+
+    def receive():
+        conn, _ = server.accept()
+        with conn:
+            while received[0] < total_bytes:
+                data = conn.recv(chunk)
+                if not data:
+                    break
+                received[0] += len(data)
+
+    t = threading.Thread(target=receive)
+    t.start()
+    payload = os.urandom(chunk)
+    start = time.perf_counter()
+    with socket.create_connection(server.getsockname()) as s:
+        sent = 0
+        while sent < total_bytes:
+            s.sendall(payload)
+            sent += len(payload)
+    t.join()
+    elapsed = time.perf_counter() - start
+    server.close()
+    return received[0] / elapsed
+
+
+def make_model(kind: str, out: str) -> tuple:
+    """(model folder, model bytes as exchanged: every state_dict entry, tied ones included)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if kind == "tiny":
+        import make_tiny_assets
+
+        make_tiny_assets.main(["--out", out])
+        path = os.path.join(out, "model")
+    else:
+        sys.path.insert(0, os.path.join(ROOT, "app_code"))
+        import make_tiny_assets
+
+        make_tiny_assets.main(["--out", out])  # for its tokenizer; the model is the full GPT-2 architecture
+        path = os.path.join(out, "gpt2-124m")
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(GPT2Config())  # 124M, random init: the exchange does not care about the values
+        model.save_pretrained(path)
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(os.path.join(out, "model")).save_pretrained(path)
+    from transformers import AutoModelForCausalLM
+
+    sd = AutoModelForCausalLM.from_pretrained(path).state_dict()
+    return path, sum(t.numel() * t.element_size() for t in sd.values())
+
+
+class TreeSampler(threading.Thread):
+    """Peak resident memory of each participant's process tree (kit parent + job process), sampled."""
+
+    def __init__(self, procs: dict, interval: float = 0.2):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.psutil = psutil
+        self.roots = {name: psutil.Process(p.pid) for name, p in procs.items()}
+        self.peak = {name: 0 for name in procs}
+        self.interval = interval
+        self.stop_event = threading.Event()
+
+    def run(self):
+        while not self.stop_event.is_set():
+            for name, root in self.roots.items():
+                try:
+                    tree = [root, *root.children(recursive=True)]
+                    rss = sum(p.memory_info().rss for p in tree if p.is_running())
+                except self.psutil.Error:
+                    continue
+                self.peak[name] = max(self.peak[name], rss)
+            self.stop_event.wait(self.interval)
+
+    def stop(self) -> dict:
+        self.stop_event.set()
+        self.join()
+        return self.peak
+
+
+def streamed_bytes(site_log: str) -> dict:
+    """Bytes the tensor streamers report per direction (server->site consumed, site->server produced)."""
+    got = [int(b) for b in re.findall(r"consumed blobs from peer .* \((\d+) bytes\)", site_log)]
+    sent = [int(b) for b in re.findall(r"produced blobs for peer .* \((\d+) bytes\)", site_log)]
+    return {"down": statistics.mean(got) if got else None, "up": statistics.mean(sent) if sent else None}
+
+
+def run_config(n_sites: int, streaming: bool, rounds: int, model_path: str, work: str) -> dict:
+    import make_job
+
+    sites = [f"site-{i + 1}" for i in range(n_sites)]
+    os.makedirs(work, exist_ok=True)
+    fed = local_federation.ProcessFederation(work, sites, name="bench")
+    fed.start()
+    sampler = None
+    try:
+        fed.wait_for_sites(timeout=300)
+        job = os.path.join(work, "job")
+        flags = ["--out", job, "--sites", ",".join(sites), "--rounds", str(rounds), "--model", model_path,
+                 "--dataset", "unused", "--exchange_only", "--round_timeout", "0"]
+        assert make_job.main(flags + ([] if streaming else ["--no-streaming"])) == 0
+        sampler = TreeSampler(fed.procs)
+        sampler.start()
+        job_id = fed.nvflare("job", "submit", "-j", job)["data"]["job_id"]
+        fed.nvflare("job", "wait", job_id, "--timeout", "3600", timeout=3700)
+        peaks = sampler.stop()
+        status = fed.nvflare("job", "meta", job_id)["data"]["status"]
+        result = fed.nvflare("job", "download", job_id, "-o", os.path.join(work, "dl"))["data"]["download_path"]
+        with open(os.path.join(result, "workspace", "log.txt")) as f:
+            stamps = local_federation.round_start_times(f.read())
+        per_site = [streamed_bytes(fed.site_job_log(s, job_id)) for s in sites] if streaming else []
+    finally:
+        if sampler and sampler.is_alive():
+            sampler.stop()
+        fed.stop()
+    round_times = [b - a for a, b in zip(stamps, stamps[1:])]
+    return {"status": status, "round_times": round_times, "peaks": peaks, "streamed": per_site}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sites", default="2", help="comma-separated site counts, e.g. 2,4,8")
+    p.add_argument("--streaming", default="on,off", help="on, off or on,off")
+    p.add_argument("--rounds", type=int, default=2, help="rounds per configuration (the first one is reported too)")
+    p.add_argument("--model", choices=["gpt2", "tiny"], default="gpt2", help="gpt2: the 124M architecture")
+    p.add_argument("--out", default=os.path.join(ROOT, "results", f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"))
+    args = p.parse_args(argv)
+    try:
+        counts = [int(x) for x in args.sites.split(",")]
+        modes = [{"on": True, "off": False}[x.strip()] for x in args.streaming.split(",")]
+    except (ValueError, KeyError):
+        p.error("--sites takes integers like 2,4,8 and --streaming takes on, off or on,off")
+    if any(c < 1 for c in counts) or args.rounds < 1:
+        p.error("site counts and --rounds must be at least 1")
+
+    os.makedirs(args.out, exist_ok=True)
+    work_root = tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("TMPDIR", "/var/tmp"))
+    model_path, model_bytes = make_model(args.model, os.path.join(work_root, "assets"))
+    tcp = raw_tcp_throughput()
+    print(f"model: {args.model}, {model_bytes / 1e6:.1f} MB as exchanged; raw loopback TCP: {tcp / 1e9:.2f} GB/s",
+          flush=True)
+
+    rows = []
+    for n in counts:
+        for streaming in modes:
+            label = f"{n} sites, streaming {'on' if streaming else 'off'}"
+            print(f"running {label} ...", flush=True)
+            r = run_config(n, streaming, args.rounds, model_path, os.path.join(work_root, f"n{n}-{int(streaming)}"))
+            down = statistics.mean([s["down"] for s in r["streamed"] if s["down"]] or [model_bytes])
+            up = statistics.mean([s["up"] for s in r["streamed"] if s["up"]] or [model_bytes])
+            floor = n * (down + up) / tcp
+            round_s = statistics.median(r["round_times"]) if r["round_times"] else float("nan")
+            server = r["peaks"].get("localhost", 0)
+            site_peaks = [v for k, v in r["peaks"].items() if k != "localhost"]
+            row = {
+                "sites": n, "streaming": "on" if streaming else "off", "status": r["status"],
+                "round_s_median": round(round_s, 2),
+                "round_s_all": " ".join(f"{t:.1f}" for t in r["round_times"]),
+                "bytes_down_per_site": int(down), "bytes_up_per_site": int(up),
+                "bytes_source": "streamer logs" if r["streamed"] else "state_dict size",
+                "effective_MB_s": round(n * (down + up) / round_s / 1e6, 1),
+                "raw_tcp_GB_s": round(tcp / 1e9, 2),
+                "round_over_floor": round(round_s / floor, 1),
+                "server_peak_GiB": round(server / GIB, 2),
+                "server_peak_over_model": round(server / model_bytes, 1),
+                "site_peak_GiB_max": round(max(site_peaks) / GIB, 2) if site_peaks else 0,
+                "site_peak_GiB_mean": round(statistics.mean(site_peaks) / GIB, 2) if site_peaks else 0,
+                "model_MB": round(model_bytes / 1e6, 1),
+            }
+            rows.append(row)
+            print("  " + json.dumps(row), flush=True)
+
+    csv_path = os.path.join(args.out, "benchmark.csv")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    cols = ["sites", "streaming", "round_s_median", "round_over_floor", "effective_MB_s", "server_peak_GiB",
+            "server_peak_over_model", "site_peak_GiB_max", "bytes_down_per_site", "bytes_up_per_site", "status"]
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    header = (f"model {args.model} ({model_bytes / 1e6:.1f} MB exchanged), raw loopback TCP {tcp / 1e9:.2f} GB/s, "
+              f"{os.cpu_count()} CPUs, {args.rounds} rounds, processes from provisioned kits (mTLS)")
+    with open(os.path.join(args.out, "benchmark.md"), "w") as f:
+        f.write(header + "\n\n" + "\n".join(md) + "\n")
+    plot(rows, os.path.join(args.out, "benchmark.png"), header)
+    print("\n" + header + "\n\n" + "\n".join(md))
+    print(f"\nwritten: {csv_path}, benchmark.md, benchmark.png")
+    return 0
+
+
+def plot(rows, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for mode in ("on", "off"):
+        rs = [r for r in rows if r["streaming"] == mode]
+        if rs:
+            a.plot([r["sites"] for r in rs], [r["round_s_median"] for r in rs], "o-", label=f"streaming {mode}")
+            b.plot([r["sites"] for r in rs], [r["server_peak_GiB"] for r in rs], "o-", label=f"streaming {mode}")
+    a.set(xlabel="sites", ylabel="round time (s, median)", title="exchange-only round time")
+    b.set(xlabel="sites", ylabel="server peak RSS (GiB)", title="server memory")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
