@@ -9,12 +9,8 @@ import nvflare.client as flare
 from nvflare.client.tracking import SummaryWriter
 
 from data import fingerprint, site_split
-from model import load_model_and_tokenizer
+from model import exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
 from training import build_trainer, evaluate, parse_settings
-
-
-def cpu_state_dict(model) -> dict:
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 def main(argv=None):
@@ -43,11 +39,11 @@ def main(argv=None):
         global_model = flare.receive()
         rnd = global_model.current_round
         print(f"{site}: round {rnd} received {len(global_model.params)} tensors", flush=True)
-        model.load_state_dict(global_model.params, strict=True)
+        load_exchanged_state_dict(model, global_model.params)
 
         if settings.exchange_only:
             # Weight 1: FedAvg weights by steps, and zero steps from every site would divide by zero.
-            flare.send(flare.FLModel(params=cpu_state_dict(model), meta={"NUM_STEPS_CURRENT_ROUND": 1}))
+            flare.send(flare.FLModel(params=exchange_state_dict(model), meta={"NUM_STEPS_CURRENT_ROUND": 1}))
             continue
 
         # The received model is the new global model: its held-out loss is the federation's progress.
@@ -67,7 +63,7 @@ def main(argv=None):
 
         flare.send(
             flare.FLModel(
-                params=cpu_state_dict(model),
+                params=exchange_state_dict(model),
                 metrics={
                     "train_loss": result.training_loss,
                     "global_eval_loss": global_metrics["eval_loss"],

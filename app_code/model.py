@@ -54,3 +54,33 @@ def load_model(name_or_path: str = DEFAULT_MODEL, **kwargs):
 
 def load_model_and_tokenizer(name_or_path: str = DEFAULT_MODEL, **kwargs):
     return load_model(name_or_path, **kwargs), load_tokenizer(name_or_path)
+
+
+def tied_aliases(state_dict: dict) -> list:
+    """Keys whose tensor shares storage with an earlier key (GPT-2's lm_head.weight is transformer.wte.weight).
+
+    Sending them would move the same bytes twice each way (154 MB per direction for the 124M GPT-2)."""
+    seen, aliases = set(), []
+    for key, tensor in state_dict.items():
+        ptr = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if ptr in seen:
+            aliases.append(key)
+        seen.add(ptr)
+    return aliases
+
+
+def exchange_state_dict(model) -> dict:
+    """The weights FL exchanges: the state dict on CPU, without tied aliases."""
+    sd = model.state_dict()
+    skip = set(tied_aliases(sd))
+    return {k: v.detach().cpu() for k, v in sd.items() if k not in skip}
+
+
+def load_exchanged_state_dict(model, params: dict):
+    """Load exchanged weights: every key but the tied aliases must be there, and nothing else."""
+    result = model.load_state_dict(params, strict=False)
+    missing = set(result.missing_keys) - set(tied_aliases(model.state_dict()))
+    if missing or result.unexpected_keys:
+        raise ValueError(f"weights do not fit the model: missing {sorted(missing)}, "
+                         f"unexpected {sorted(result.unexpected_keys)}")
+    return model

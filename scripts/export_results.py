@@ -194,7 +194,10 @@ def build_model(config, state: dict, name: str):
         raise ExportError(f"{name!r} is not a causal language model: {one_line(e)[:300]}") from None
 
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
+    from model import tied_aliases  # app_code: FL exchanges and persists tied weights once
+
+    tied = set(tied_aliases(expected))
+    missing = [k for k in expected if k not in state and k not in tied]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
               if k in state and state[k].shape != v.shape]
@@ -206,7 +209,7 @@ def build_model(config, state: dict, name: str):
                 parts.append(f"{label}: {', '.join(items[:3])}{more}")
         raise ExportError(f"the checkpoint does not fit the architecture of {name!r} ({'; '.join(parts)}): "
                           f"pass the model the job trained (FL_MODEL)")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=False)  # only tied aliases may be absent (checked above)
 
     # Tied parameters (GPT-2's lm_head = wte) take one value: make sure it is the checkpoint's for every name.
     loaded = model.state_dict()

@@ -38,7 +38,7 @@ def test_resume_after_server_kill(tmp_path, tiny_assets, capsys):
     from transformers import AutoModelForCausalLM
 
     from data import site_split
-    from model import load_tokenizer
+    from model import load_exchanged_state_dict, load_tokenizer
     from training import build_trainer, evaluate, parse_settings
 
     fed = fl_system.ProcessFederation(str(tmp_path), SITES)
@@ -79,7 +79,7 @@ def test_resume_after_server_kill(tmp_path, tiny_assets, capsys):
                                "--output_dir", str(tmp_path / "eval")])
     train_ds, eval_ds = site_split(settings.dataset, 0, len(SITES), eval_samples=settings.eval_samples)
     model = AutoModelForCausalLM.from_pretrained(settings.model)
-    model.load_state_dict(torch.load(progress["checkpoint"], weights_only=True)["model"])
+    load_exchanged_state_dict(model, torch.load(progress["checkpoint"], weights_only=True)["model"])
     ckpt_loss = evaluate(build_trainer(model, load_tokenizer(settings.model), train_ds, eval_ds, settings, "c"))
     for site in rounds[0]["sites"]:
         values = {m["name"]: m["value"] for m in site["metrics"]}

@@ -10,10 +10,11 @@ by a server restart can be resubmitted from its last completed round (scripts/su
 import json
 import os
 
+from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_opt.pt.file_model_persistor import PTFileModelPersistor
 
-from model import load_model
+from model import load_model, tied_aliases
 
 CHECKPOINT_DIR = "checkpoints"
 PROGRESS_FILE = "progress.json"
@@ -42,6 +43,16 @@ class PretrainedModelPersistor(PTFileModelPersistor):
         else:
             self.log_info(fl_ctx, f"initial global model: pretrained weights of {self.model_name_or_path!r}")
             self.model = load_model(self.model_name_or_path)
+
+    def load_model(self, fl_ctx):
+        ml = super().load_model(fl_ctx)
+        # Tied weights travel once (the sites re-tie them on load); drop the alias from what is persisted
+        # too, or the checkpoint would keep its initial, never-aggregated copy.
+        if self.model is not None:
+            for key in tied_aliases(self.model.state_dict()):
+                ml[ModelLearnableKey.WEIGHTS].pop(key, None)
+                self.persistence_manager.var_dict.pop(key, None)
+        return ml
 
     def save_model(self, ml, fl_ctx):
         super().save_model(ml, fl_ctx)
