@@ -97,7 +97,7 @@ def demo(tmp_path_factory):
         yield {"rc": run.returncode, "output": output, "work": work, "project": project, "env": env,
                "wall_s": time.monotonic() - t0, "port": port}
     finally:
-        compose = ["docker", "compose", "-f", "compose.yaml", "-f", "compose.cpu.yaml"]
+        compose = ["docker", "compose", "-f", "compose.yaml", "-f", "compose.cpu.yaml", "--profile", "tensorboard"]
         subprocess.run([*compose, "down", "-v", "--remove-orphans", "-t", "20"], cwd=work, env=env,
                        capture_output=True)
         subprocess.run(["docker", "image", "rm", "-f", env["FL_IMAGE"]], capture_output=True)
@@ -188,9 +188,32 @@ def test_containers_ran_hardened(demo):
         assert list(published) == ([f"{demo['port']}/tcp"] if service == "server" else []), service
 
 
+def test_tensorboard_service_serves_the_results(demo):
+    """The TensorBoard profile starts on the downloaded results and lists the sites' runs."""
+    import urllib.request
+
+    work, env = demo["work"], dict(demo["env"], FL_TENSORBOARD_BIND="127.0.0.1")
+    compose = ["docker", "compose", "-f", "compose.yaml", "-f", "compose.cpu.yaml", "--profile", "tensorboard"]
+    up = subprocess.run([*compose, "up", "-d", "--no-build", "--wait", "tensorboard"], cwd=work, env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stderr[-2000:]
+    port = subprocess.run([*compose, "port", "tensorboard", "6006"], cwd=work, env=env, capture_output=True,
+                          text=True).stdout.strip().rsplit(":", 1)[-1]
+    deadline = time.monotonic() + 120
+    runs = {}
+    while time.monotonic() < deadline and not any(site in " ".join(runs) for site in SITES):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as r:
+                runs = json.loads(r.read())
+        except OSError:
+            pass
+        time.sleep(2)
+    assert all(any(run.endswith(site) for run in runs) for site in SITES), runs
+
+
 def test_teardown_leaves_nothing(demo, capsys):
     work, env = demo["work"], demo["env"]
-    down = subprocess.run(["docker", "compose", "-f", "compose.yaml", "-f", "compose.cpu.yaml", "down", "-v",
+    down = subprocess.run(["docker", "compose", "-f", "compose.yaml", "-f", "compose.cpu.yaml", "--profile", "tensorboard", "down", "-v",
                            "--remove-orphans", "-t", "20"], cwd=work, env=env, capture_output=True, text=True)
     assert down.returncode == 0, down.stderr
     assert compose_resources(demo["project"]) == {"containers": [], "networks": [], "volumes": []}
