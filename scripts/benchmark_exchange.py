@@ -68,7 +68,7 @@ def raw_tcp_throughput(total_bytes: int = 2 * GIB, chunk: int = 4 << 20) -> floa
 
 
 def make_model(kind: str, out: str) -> tuple:
-    """(model folder, model bytes as exchanged: every state_dict entry, tied ones included)."""
+    """(model folder, model bytes as exchanged: the state dict without tied aliases, as app_code sends it)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -89,9 +89,10 @@ def make_model(kind: str, out: str) -> tuple:
         from transformers import AutoTokenizer
 
         AutoTokenizer.from_pretrained(os.path.join(out, "model")).save_pretrained(path)
-    from transformers import AutoModelForCausalLM
+    sys.path.insert(0, os.path.join(ROOT, "app_code"))
+    from model import exchange_state_dict, load_model
 
-    sd = AutoModelForCausalLM.from_pretrained(path).state_dict()
+    sd = exchange_state_dict(load_model(path))
     return path, sum(t.numel() * t.element_size() for t in sd.values())
 
 
