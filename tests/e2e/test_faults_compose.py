@@ -433,9 +433,12 @@ def test_resumed_job_runs_exactly_the_missing_rounds(stack, server_restarted, ca
     job_id, progress = server_restarted["job_id"], server_restarted["progress"]
     done = progress["completed_round"]
     follower = server_restarted["follower"]
-    # The first submit_job.py, still following the interrupted job: the job store says RUNNING for good.
-    follower_stuck = follower.proc.poll() is None
+    # The first submit_job.py, following the interrupted job: it either failed on a poll while the server was down
+    # or it still follows a job that the job store reports RUNNING for good.
+    follower_rc = follower.proc.poll()
     follower.stop()
+    first = "still following, job reported RUNNING" if follower_rc is None else \
+        f"exited {follower_rc}: {(follower.output.strip().splitlines() or [''])[-1][:160]}"
     if "resumed" not in stack.state:
         job = stack.make_job(os.path.join(stack.work, "job-resume"), "--project", "project.yml",
                              "--rounds", str(ROUNDS), "--model", TINY["FL_MODEL"], "--dataset", TINY["FL_DATASET"],
@@ -466,7 +469,7 @@ def test_resumed_job_runs_exactly_the_missing_rounds(stack, server_restarted, ca
               f"kept {done + 1} round(s), lost the round in progress (round {done + 2}); "
               + (f"submit_job.py --resume refused ({refused}); " if refused else "")
               + f"resumed job ({stack.state['resumed']['how']}) ran rounds {[r['round'] + 1 for r in rounds]}; "
-              f"the first submit_job.py still following a job reported RUNNING: {'yes' if follower_stuck else 'no'}")
+              f"the interrupted job's submit_job.py: {first}")
 
 
 def test_teardown_leaves_nothing(stack):
