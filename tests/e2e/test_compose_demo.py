@@ -23,19 +23,9 @@ SITES = ["site-1", "site-2"]
 ROUNDS = 2
 
 
-def docker_ready() -> bool:
-    try:
-        return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0 and \
-            subprocess.run(["docker", "info"], capture_output=True).returncode == 0
-    except FileNotFoundError:
-        return False
+import docker_env  # noqa: E402
 
-
-if not docker_ready():
-    if os.environ.get("FL_REQUIRE_DOCKER") == "1":
-        raise RuntimeError("FL_REQUIRE_DOCKER=1 but no Docker engine with Compose v2 answers")
-    pytest.skip("no Docker engine with Compose v2 (set FL_REQUIRE_DOCKER=1 to make this an error)",
-                allow_module_level=True)
+docker_env.require_docker()
 
 
 def project_files() -> list:
