@@ -24,16 +24,14 @@ CUSTOM_FILES = ["client.py", "controller.py", "data.py", "model.py", "persistor.
 
 
 def sites_from_project(project_yml: str) -> list:
-    import yaml
+    """The project's sites, read and checked the way provisioning reads them."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import provision
 
-    if not os.path.isfile(project_yml):
-        raise SystemExit(f"error: {project_yml} not found; pass --sites site-1,site-2 or point --project at it")
     try:
-        with open(project_yml) as f:
-            project = yaml.safe_load(f)
-        return [p["name"] for p in project["participants"] if p.get("type") == "client"]
-    except (yaml.YAMLError, KeyError, TypeError) as e:
-        raise SystemExit(f"error: {project_yml} is not a valid NVFlare project file ({e})")
+        return provision.participants(provision.load_project(project_yml))["sites"]
+    except provision.ProjectError as e:
+        raise SystemExit(f"error: {e}; pass --sites site-1,site-2 or point --project at a valid project file")
 
 
 def parse_args(argv=None):
