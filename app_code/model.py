@@ -69,17 +69,79 @@ def tied_aliases(state_dict: dict) -> list:
     return aliases
 
 
-def exchange_state_dict(model) -> dict:
-    """The weights FL exchanges: the state dict on CPU, without tied aliases."""
+# --- what FL exchanges ------------------------------------------------------------------------------------------
+
+EXCHANGE_DTYPES = ("float32", "bfloat16")
+# LoRA on GPT-2: PEFT's own default target for GPT-2 (c_attn: the fused q/k/v projection), the LoRA paper's rank
+# range, alpha = 2 r. "c_attn,c_proj" also adapts the attention output and MLP down-projections.
+LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "c_attn"}
+
+
+def is_lora(model) -> bool:
+    return any(c.__name__ == "PeftModel" for c in type(model).__mro__)
+
+
+def apply_lora(model, r: int = LORA_DEFAULTS["r"], alpha: int = LORA_DEFAULTS["alpha"],
+               dropout: float = LORA_DEFAULTS["dropout"], target_modules: str = LORA_DEFAULTS["target_modules"],
+               seed: int = None):
+    """Wrap a causal LM with a LoRA adapter (peft): only the adapter trains, only the adapter is exchanged.
+
+    seed fixes the adapter's random initialisation (lora_A) without touching the global RNG."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    targets = [t.strip() for t in target_modules.split(",") if t.strip()]
+    matched = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in targets]
+    if not targets or not matched:
+        raise ValueError(f"--lora_target_modules {target_modules!r} names no module of {type(model).__name__} "
+                         f"(GPT-2: c_attn, c_proj, c_fc)")
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM",
+        # GPT-2's projections are Conv1D (weights stored transposed); peft needs to be told.
+        fan_in_fan_out=all(isinstance(m, Conv1D) for m in matched),
+    )
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return get_peft_model(model, config)
+
+
+def exchanged_keys(model) -> list:
+    """State-dict keys FL exchanges: with LoRA the adapter only, else every tensor but the tied aliases."""
     sd = model.state_dict()
+    if is_lora(model):
+        return [k for k in sd if ".lora_" in k]
     skip = set(tied_aliases(sd))
-    return {k: v.detach().cpu() for k, v in sd.items() if k not in skip}
+    return [k for k in sd if k not in skip]
+
+
+def state_dict_bytes(params: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in params.values())
+
+
+def exchange_state_dict(model, dtype: str = "float32", base: dict = None) -> dict:
+    """The weights FL exchanges (see exchanged_keys), on CPU, floating tensors cast to ``dtype``.
+
+    With ``base`` (the weights received this round) it is the update, trained - base: bfloat16 keeps 8 bits of
+    mantissa, enough for an update but not for a weight plus a small step (that step would round away)."""
+    import torch
+
+    to = getattr(torch, dtype)
+    sd = model.state_dict()
+    out = {}
+    for k in exchanged_keys(model):
+        v = sd[k].detach()
+        if base is not None:
+            v = v.float() - base[k].to(v.device, torch.float32)
+        out[k] = v.to("cpu", to) if v.is_floating_point() else v.cpu()
+    return out
 
 
 def load_exchanged_state_dict(model, params: dict):
-    """Load exchanged weights: every key but the tied aliases must be there, and nothing else."""
+    """Load exchanged weights (upcast to the model's dtype): every exchanged key must be there, and nothing else."""
     result = model.load_state_dict(params, strict=False)
-    missing = set(result.missing_keys) - set(tied_aliases(model.state_dict()))
+    missing = set(result.missing_keys) & set(exchanged_keys(model))
     if missing or result.unexpected_keys:
         raise ValueError(f"weights do not fit the model: missing {sorted(missing)}, "
                          f"unexpected {sorted(result.unexpected_keys)}")

@@ -5,6 +5,10 @@ file is given. Shipping a 500 MB checkpoint inside the job is not an option, so 
 pretrained model the sites load (hub name or local folder). After every round the global model is also written
 to <server workspace>/checkpoints/<job_id>/ (a volume in the containers) with progress.json, so a job cut short
 by a server restart can be resubmitted from its last completed round (scripts/submit_job.py --resume JOB_ID).
+
+With ``lora`` set, the global model is a LoRA adapter: the server wraps the pretrained model as the sites do, and
+exchanges, aggregates and persists the adapter tensors only (a few MB); the LoRA settings go into the checkpoint
+(``train_conf["lora"]``), so a resumed job and scripts/export_results.py know what the tensors are.
 """
 
 import json
@@ -14,23 +18,28 @@ from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_opt.pt.file_model_persistor import PTFileModelPersistor
 
-from model import load_model, tied_aliases
+from model import apply_lora, exchanged_keys, load_model
 
 CHECKPOINT_DIR = "checkpoints"
 PROGRESS_FILE = "progress.json"
+LORA_INIT_SEED = 0  # the initial adapter (lora_A is random) is the same in every job with the same settings
 
 
 class PretrainedModelPersistor(PTFileModelPersistor):
-    def __init__(self, model_name_or_path: str, source_ckpt_file_full_name: str = None, **kwargs):
+    def __init__(self, model_name_or_path: str, source_ckpt_file_full_name: str = None, lora: dict = None,
+                 **kwargs):
         """
         Args:
             model_name_or_path: what ``AutoModelForCausalLM.from_pretrained`` loads when no checkpoint is given.
             source_ckpt_file_full_name: a persisted global model (``FL_global_model.pt``) to start from instead,
                 e.g. to resume a job; takes precedence over the pretrained weights.
+            lora: LoRA-only exchange: ``model.apply_lora`` arguments (r, alpha, dropout, target_modules), the
+                same the sites get; None = the full model is exchanged.
         """
         kwargs.setdefault("allow_numpy_conversion", False)
         super().__init__(model=None, source_ckpt_file_full_name=source_ckpt_file_full_name, **kwargs)
         self.model_name_or_path = model_name_or_path
+        self.lora = lora
         self._resume_dir = None
 
     def _initialize(self, fl_ctx):
@@ -43,15 +52,29 @@ class PretrainedModelPersistor(PTFileModelPersistor):
         else:
             self.log_info(fl_ctx, f"initial global model: pretrained weights of {self.model_name_or_path!r}")
             self.model = load_model(self.model_name_or_path)
+            if self.lora:
+                self.model = apply_lora(self.model, **self.lora, seed=LORA_INIT_SEED)
 
     def load_model(self, fl_ctx):
         ml = super().load_model(fl_ctx)
-        # Tied weights travel once (the sites re-tie them on load); drop the alias from what is persisted
-        # too, or the checkpoint would keep its initial, never-aggregated copy.
+        if ml is None:
+            return None
+        # Persist what travels: tied weights once (the sites re-tie them on load; a kept alias would hold its
+        # initial, never-aggregated copy), and with LoRA the adapter only (the base stays the pretrained model).
         if self.model is not None:
-            for key in tied_aliases(self.model.state_dict()):
+            keep = set(exchanged_keys(self.model))
+            for key in [k for k in self.persistence_manager.var_dict if k not in keep]:
                 ml[ModelLearnableKey.WEIGHTS].pop(key, None)
-                self.persistence_manager.var_dict.pop(key, None)
+                self.persistence_manager.var_dict.pop(key)
+        train_conf = self.persistence_manager.train_conf = dict(self.persistence_manager.train_conf or {})
+        if self.model is None and bool(train_conf.get("lora")) != bool(self.lora):  # started from a checkpoint
+            held, wanted = ("a LoRA adapter", "full model") if train_conf.get("lora") else ("a full model", "LoRA")
+            self.system_panic(f"initial checkpoint {self.source_ckpt_file_full_name} holds {held} but the job "
+                              f"exchanges the {wanted}: generate the job with the LoRA settings the checkpoint "
+                              "was trained with", fl_ctx)
+            return None
+        if self.lora:
+            train_conf["lora"] = dict(self.lora)
         return ml
 
     def save_model(self, ml, fl_ctx):

@@ -12,6 +12,11 @@ and writes into RESULT_DIR:
                              pad token = EOS): AutoModelForCausalLM.from_pretrained / AutoTokenizer.from_pretrained.
                              The architecture comes from --model's config (not its weights); the FL state dict is
                              loaded into it strictly and checked tensor by tensor.
+                             A LoRA job (make_job.py --lora) persists only its adapter: the adapter is loaded onto
+                             --model's pretrained weights and merged in (peft merge_and_unload), so global_model/
+                             is still a plain model that loads without peft.
+  global_adapter/            LoRA jobs only: the adapter itself (peft format, a few MB), for
+                             PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(--model), this folder).
   metrics.csv                one row per (round, site): round, site, train_loss, eval_loss, global_eval_loss,
                              perplexity; then per round a row with site "global": the server's weighted averages.
                              ROUNDS ARE 1-BASED here (round 1 = the first round; NVFlare and round_metrics.jsonl
@@ -51,6 +56,7 @@ METRICS = ("train_loss", "eval_loss", "global_eval_loss", "perplexity")
 CSV_COLUMNS = ("round", "site") + METRICS
 GLOBAL = "global"  # the site name of the server-aggregated rows
 MODEL_DIR = "global_model"
+ADAPTER_DIR = "global_adapter"
 TRAIN_LOSS_PNG = os.path.join("plots", "train_loss.png")
 PERPLEXITY_PNG = os.path.join("plots", "global_perplexity.png")
 MAX_LOSS = 50.0  # as app_code/training.py's evaluate(): exp() of a diverged loss stays finite
@@ -142,6 +148,11 @@ def metric_rows(rounds: list) -> list:
 
 
 def load_checkpoint(path: str) -> dict:
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str) -> tuple:
+    """(state dict, LoRA settings or None): a LoRA job's persistor records its adapter settings in train_conf."""
     import torch
 
     try:
@@ -151,7 +162,8 @@ def load_checkpoint(path: str) -> dict:
     state = data.get("model") if isinstance(data, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ExportError(f"{path} holds no model state dict (expected torch.load(...)['model'] = {{name: tensor}})")
-    return state
+    lora = (data.get("train_conf") or {}).get("lora") if isinstance(data.get("train_conf"), dict) else None
+    return state, lora or None
 
 
 def load_config(name_or_path: str):
@@ -219,6 +231,38 @@ def build_model(config, state: dict, name: str):
                           f"architecture (tied to another tensor with different values)")
     model.eval()
     return model
+
+
+def build_lora_model(name: str, state: dict, lora: dict):
+    """--model's pretrained weights with the FL adapter loaded (a peft model, not merged yet)."""
+    if APP_CODE not in sys.path:
+        sys.path.insert(0, APP_CODE)
+    from model import ModelLoadError, apply_lora, load_exchanged_state_dict, load_model
+
+    try:
+        model = apply_lora(load_model(name), **lora)
+    except (ModelLoadError, OSError) as e:
+        raise ExportError(f"cannot load the pretrained weights of {name!r} (a LoRA job's adapter goes on top of "
+                          f"them): {one_line(e)[:300]}") from None
+    except (ValueError, TypeError) as e:
+        raise ExportError(f"the checkpoint's LoRA settings {lora} do not fit {name!r}: {one_line(e)[:300]}") from None
+    try:
+        load_exchanged_state_dict(model, state)
+    except (ValueError, RuntimeError) as e:  # RuntimeError: shape mismatch
+        raise ExportError(f"the LoRA adapter in the checkpoint does not fit {name!r}: {one_line(e)[:300]}: "
+                          f"pass the model the job trained (FL_MODEL)") from None
+    model.eval()
+    return model
+
+
+def save_adapter(model, dest: str):
+    tmp = dest + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    _readable(tmp)
+    if os.path.isdir(dest):
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
 
 
 # --- outputs -----------------------------------------------------------------------------------------------------
@@ -356,13 +400,17 @@ def export(result_dir: str, model_name: str) -> list:
     ws = find_workspace(result_dir)
     metrics_path = os.path.join(ws, ROUND_METRICS)
     rows = metric_rows(read_round_metrics(metrics_path)) if os.path.isfile(metrics_path) else None
-    state = load_checkpoint(os.path.join(ws, CHECKPOINT))
+    state, lora = read_checkpoint(os.path.join(ws, CHECKPOINT))
     config = load_config(model_name)
     tokenizer = load_tokenizer(model_name)
-    model = build_model(config, state, model_name)
+    model = build_lora_model(model_name, state, lora) if lora else build_model(config, state, model_name)
 
     written = []
     try:
+        if lora:
+            save_adapter(model, os.path.join(result_dir, ADAPTER_DIR))
+            written.append(os.path.join(result_dir, ADAPTER_DIR))
+            model = model.merge_and_unload()
         dest = os.path.join(result_dir, MODEL_DIR)
         save_model(model, tokenizer, dest)
         written.append(dest)

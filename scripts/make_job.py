@@ -58,6 +58,19 @@ def parse_args(argv=None):
     p.add_argument("--start_round", type=int, default=0,
                    help="first round to run (resume); the job runs rounds start_round..rounds-1")
     p.add_argument("--tensor_send_timeout", type=float, default=300.0, help="seconds per streamed transfer")
+    sys.path.insert(0, APP_CODE)
+    from model import EXCHANGE_DTYPES, LORA_DEFAULTS
+
+    p.add_argument("--exchange_dtype", choices=EXCHANGE_DTYPES, default="float32",
+                   help="dtype of the exchanged weights: bfloat16 halves the bytes both ways (sites send their "
+                        "update, the server aggregates and persists in float32)")
+    p.add_argument("--lora", action="store_true",
+                   help="sites train a LoRA adapter (peft) on the frozen model; only the adapter is exchanged")
+    p.add_argument("--lora_r", type=int, default=LORA_DEFAULTS["r"], help="LoRA rank")
+    p.add_argument("--lora_alpha", type=int, default=LORA_DEFAULTS["alpha"], help="LoRA alpha (scale = alpha/r)")
+    p.add_argument("--lora_dropout", type=float, default=LORA_DEFAULTS["dropout"])
+    p.add_argument("--lora_target_modules", default=LORA_DEFAULTS["target_modules"],
+                   help="comma-separated module names to adapt (GPT-2: c_attn, c_proj, c_fc)")
     args = p.parse_args(argv)
     args.out = os.path.abspath(args.out)
     args.site_names = [s.strip() for s in args.sites.split(",") if s.strip()] or sites_from_project(args.project)
@@ -73,7 +86,17 @@ def parse_args(argv=None):
         p.error("--round_timeout must be >= 0")
     if not 0 <= args.start_round < args.rounds:
         p.error(f"--start_round must be in 0..{args.rounds - 1} (--rounds is the total, resumed rounds included)")
+    if args.lora and (args.lora_r < 1 or args.lora_alpha < 1 or not 0 <= args.lora_dropout < 1):
+        p.error("--lora_r and --lora_alpha must be at least 1 and --lora_dropout in [0, 1)")
     return args
+
+
+def lora_settings(args):
+    """The LoRA adapter the sites and the server persistor build (model.apply_lora arguments), or None."""
+    if not args.lora:
+        return None
+    return {"r": args.lora_r, "alpha": args.lora_alpha, "dropout": args.lora_dropout,
+            "target_modules": args.lora_target_modules}
 
 
 def train_args(args) -> str:
@@ -87,8 +110,12 @@ def train_args(args) -> str:
         "eval_samples": args.eval_samples,
         "batch_size": args.batch_size,
     }
+    if args.exchange_dtype != "float32":
+        flags["exchange_dtype"] = args.exchange_dtype
+    for key, value in (lora_settings(args) or {}).items():
+        flags[f"lora_{key}"] = value
     line = " ".join(f"--{k} {v}" for k, v in flags.items())
-    return line + (" --exchange_only" if args.exchange_only else "")
+    return line + (" --exchange_only" if args.exchange_only else "") + (" --lora" if args.lora else "")
 
 
 def build_recipe(args):
@@ -106,6 +133,7 @@ def build_recipe(args):
             controller = super()._create_controller(persistor_id, model_params, model_aggregator)
             controller.__class__ = FedAvgWithDeadline
             controller.round_timeout, controller.min_sites = args.round_timeout, args.min_sites
+            controller.exchange_dtype = args.exchange_dtype
             controller._targets, controller._answered = [], set()
             return controller
 
@@ -116,7 +144,8 @@ def build_recipe(args):
         min_clients=n,
         num_rounds=args.rounds - args.start_round,
         model_persistor=PretrainedModelPersistor(
-            model_name_or_path=args.model, source_ckpt_file_full_name=args.initial_ckpt or None
+            model_name_or_path=args.model, source_ckpt_file_full_name=args.initial_ckpt or None,
+            lora=lora_settings(args),
         ),
         server_expected_format=ExchangeFormat.PYTORCH,
         # Relative to APP_CODE (the export runs there) so the job refers to custom/client.py, not this host.
@@ -170,7 +199,8 @@ def main(argv=None) -> int:
     out = export(args)
     resume = f" from round {args.start_round + 1}" if args.start_round else ""
     print(f"job folder: {out} (sites: {', '.join(args.site_names)}; rounds: {args.rounds}{resume}; "
-          f"streaming: {'on' if args.streaming else 'off'})")
+          f"streaming: {'on' if args.streaming else 'off'}; exchange: "
+          f"{'LoRA adapter' if args.lora else 'full model'}, {args.exchange_dtype})")
     return 0
 
 

@@ -9,7 +9,7 @@ import nvflare.client as flare
 from nvflare.client.tracking import SummaryWriter
 
 from data import fingerprint, site_split
-from model import exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
+from model import apply_lora, exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
 from training import build_trainer, evaluate, parse_settings
 
 
@@ -20,6 +20,8 @@ def main(argv=None):
     site_index, num_sites = settings.shard_of(site)
 
     model, tokenizer = load_model_and_tokenizer(settings.model)
+    if settings.lora:
+        model = apply_lora(model, **settings.lora_kwargs())
     trainer = None
     if not settings.exchange_only:
         train_ds, eval_ds = site_split(
@@ -43,7 +45,8 @@ def main(argv=None):
 
         if settings.exchange_only:
             # Weight 1: FedAvg weights by steps, and zero steps from every site would divide by zero.
-            flare.send(flare.FLModel(params=exchange_state_dict(model), meta={"NUM_STEPS_CURRENT_ROUND": 1}))
+            flare.send(flare.FLModel(**outgoing(model, settings, global_model.params),
+                                     meta={"NUM_STEPS_CURRENT_ROUND": 1}))
             continue
 
         # The received model is the new global model: its held-out loss is the federation's progress.
@@ -63,7 +66,7 @@ def main(argv=None):
 
         flare.send(
             flare.FLModel(
-                params=exchange_state_dict(model),
+                **outgoing(model, settings, global_model.params),
                 metrics={
                     "train_loss": result.training_loss,
                     "global_eval_loss": global_metrics["eval_loss"],
@@ -73,6 +76,15 @@ def main(argv=None):
                 meta={"NUM_STEPS_CURRENT_ROUND": steps},
             )
         )
+
+
+def outgoing(model, settings, received: dict) -> dict:
+    """params and params_type to send: float32 weights, or in bfloat16 the update relative to what was received
+    (the server adds the sites' weighted mean update to its float32 global model)."""
+    if settings.exchange_dtype == "float32":
+        return {"params": exchange_state_dict(model), "params_type": flare.ParamsType.FULL}
+    return {"params": exchange_state_dict(model, settings.exchange_dtype, base=received),
+            "params_type": flare.ParamsType.DIFF}
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from data import DEFAULT_DATASET, TEXT_FIELD
-from model import DEFAULT_MODEL
+from model import DEFAULT_MODEL, EXCHANGE_DTYPES, LORA_DEFAULTS
 
 
 @dataclass
@@ -36,6 +36,28 @@ class TrainSettings:
     seed: int = field(default=42, metadata={"help": "Seed for sharding and training."})
     output_dir: str = field(default="outputs", metadata={"help": "Trainer scratch dir; a sub-folder per site."})
     exchange_only: bool = field(default=False, metadata={"help": "FL only: exchange the model without training."})
+    exchange_dtype: str = field(
+        default="float32",
+        metadata={"choices": list(EXCHANGE_DTYPES),
+                  "help": "FL only: dtype on the wire. bfloat16 halves the bytes; sites then send their update "
+                          "(trained - received) and the server keeps the global model in float32."},
+    )
+    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) on the frozen model; FL "
+                                                        "exchanges the adapter only."})
+    lora_r: int = field(default=LORA_DEFAULTS["r"], metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=LORA_DEFAULTS["alpha"], metadata={"help": "LoRA scaling (alpha / r)."})
+    lora_dropout: float = field(default=LORA_DEFAULTS["dropout"], metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: str = field(
+        default=LORA_DEFAULTS["target_modules"],
+        metadata={"help": "Comma-separated module names to adapt (GPT-2: c_attn, c_proj, c_fc)."},
+    )
+
+    def lora_kwargs(self):
+        """model.apply_lora arguments, or None without --lora (the server persistor gets the same dict)."""
+        if not self.lora:
+            return None
+        return {"r": self.lora_r, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
+                "target_modules": self.lora_target_modules}
 
     def site_list(self) -> list:
         return [s.strip() for s in self.sites.split(",") if s.strip()]
