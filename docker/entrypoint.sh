@@ -19,6 +19,11 @@ case "$role" in
     need_kit
     mkdir -p /workspace/tmp
     export TMPDIR=/workspace/tmp   # on the volume: large tensors spill here, not to a RAM-backed /tmp
+    # The healthcheck counts only a registration logged after this point, not one from before a restart.
+    stat -c %s /workspace/log.txt 2>/dev/null > /workspace/tmp/log_start || echo 0 > /workspace/tmp/log_start
+    if [ "$role" = site ]; then
+      fl-kit-check resolves || exit 2
+    fi
     # (no --verify: 2.9.0 kits carry no signature.json for it to check; mTLS still checks every certificate)
     exec bash /kit/startup/sub_start.sh --once
     ;;

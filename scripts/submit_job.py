@@ -20,6 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_job import check_job  # noqa: E402
 from compose_env import ADMIN_KIT, ADMIN_SERVICE, ROOT, HostError, admin_nvflare, check_docker, compose, require_admin, setting  # noqa: E402
 
 # .env name -> make_job.py flag; each setting has this one home (project.yml for the sites).
@@ -35,6 +36,11 @@ JOB_SETTINGS = {
 ROUND_RE = re.compile(r"Round (\d+) started")
 RESULT_RE = re.compile(r"got result from client (\S+) for task: name=train")
 FINISHED = "FINISHED"
+GONE_POLLS = 3  # polls in a row that find the job RUNNING in the store but not on the server: it was lost
+
+
+class JobInterrupted(HostError):
+    """The job stopped running without finishing (server restart): it can be resumed."""
 
 
 def parse_args(argv=None):
@@ -49,12 +55,16 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=float, default=float(setting("FL_JOB_TIMEOUT", "7200")),
                    help="seconds to wait for the job (it keeps running after a timeout)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between progress polls")
+    p.add_argument("--server-grace", type=float, default=300.0,
+                   help="seconds the server may not answer (restarting) before the job is reported interrupted")
     p.add_argument("--results", default=os.path.join(ROOT, "results"), help="download results under this folder")
     args = p.parse_args(argv)
     if args.job_folder and args.resume:
         p.error("--resume generates its job: it cannot be combined with --job-folder")
-    if args.job_folder and not os.path.isfile(os.path.join(args.job_folder, "meta.json")):
-        p.error(f"{args.job_folder} is not a job folder (no meta.json)")
+    if args.job_folder:
+        _, problems = check_job(args.job_folder)
+        if problems:
+            p.error(f"{args.job_folder} is not a complete job folder: {'; '.join(problems)}")
     return args
 
 
@@ -110,6 +120,35 @@ def stage_job(args) -> str:
     return dest
 
 
+def check_staged_job(job_dir: str, args) -> list:
+    """check_job.py in the admin container (the sites' image): files and imports; returns the job's sites."""
+    run = compose("exec", "-T", ADMIN_SERVICE, "python3", "/src/scripts/check_job.py", job_dir, "--imports", "--json",
+                  check=False, env_file=args.env_file)
+    try:
+        report = json.loads(run.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise HostError(f"could not check the job: {(run.stderr or run.stdout).strip()[-800:]}")
+    if report["problems"]:
+        raise HostError("the job is incomplete, nothing was submitted:\n  " + "\n  ".join(report["problems"])
+                        + "\n  fix: regenerate it (scripts/make_job.py) or restore the missing files")
+    return report["sites"]
+
+
+def require_sites(sites: list, args):
+    """Refuse to submit a job whose sites are not all connected: NVFlare would hold it, unscheduled."""
+    status = admin_nvflare("system", "status", env_file=args.env_file)
+    connected = sorted(c.get("client_name") for c in (status.get("data") or {}).get("clients") or [])
+    missing = [s for s in sites if s not in connected]
+    if missing:
+        raise HostError(
+            f"the job needs {', '.join(sites)} but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not connected to the server "
+            f"(connected: {', '.join(connected) or 'none'}); nothing was submitted. Start "
+            f"{'it' if len(missing) == 1 else 'them'} (one host: docker compose up -d {' '.join(missing)}; another "
+            "host: docker compose up -d in its bundle) and check its log (docker compose logs SITE), "
+            "or generate the job for the connected sites only (scripts/make_job.py --sites ...)")
+
+
 def server_log(job_id: str, args) -> list:
     """The job's server log messages so far (log.json lines, via `nvflare job logs`)."""
     logs = admin_nvflare("job", "logs", job_id, "--sites", "server", "--tail", "100000",
@@ -136,12 +175,36 @@ def round_events(messages: list) -> list:
     return events
 
 
+def live_jobs(args) -> set:
+    """Jobs the server runs now (`nvflare system status`), as opposed to what its job store says."""
+    status = admin_nvflare("system", "status", env_file=args.env_file, check=False)
+    return {j.get("job_id") for j in ((status.get("data") or {}).get("jobs") or [])}
+
+
 def follow(job_id: str, args) -> str:
-    """Print each round and each site's result as they happen; return the final status."""
+    """Print each round and each site's result as they happen; return the final status.
+
+    A server restart ends the job's process but NVFlare 2.9 keeps it RUNNING in its store for good: a job the
+    server no longer runs for GONE_POLLS polls in a row is reported as interrupted, with the resume command."""
     deadline = time.monotonic() + args.timeout
-    printed, last_status = set(), None
+    printed, last_status, gone, down_since = set(), None, 0, None
     while True:
-        meta = admin_nvflare("job", "meta", job_id, env_file=args.env_file)["data"]
+        try:
+            meta = admin_nvflare("job", "meta", job_id, env_file=args.env_file)["data"]
+            live = live_jobs(args) if meta.get("status") == "RUNNING" else set()
+        except HostError as e:  # the server is restarting, or gone
+            if down_since is None:
+                down_since = time.monotonic()
+                print(f"[{time.strftime('%H:%M:%S')}] server not answering, retrying for up to "
+                      f"{args.server_grace:.0f}s ...", flush=True)
+            if time.monotonic() - down_since > args.server_grace:
+                raise JobInterrupted(
+                    f"the server has not answered for {args.server_grace:.0f}s ({e}); once it is back "
+                    f"(docker compose up -d server), continue the job from its last saved round: "
+                    f"python3 scripts/submit_job.py --resume {job_id}")
+            time.sleep(args.interval)
+            continue
+        down_since = None
         status = meta.get("status", "?")
         if status != last_status:
             print(f"[{time.strftime('%H:%M:%S')}] job {job_id}: {status}", flush=True)
@@ -154,6 +217,12 @@ def follow(job_id: str, args) -> str:
                 print(f"[{time.strftime('%H:%M:%S')}] {what}", flush=True)
         if status.startswith(FINISHED):
             return status
+        gone = gone + 1 if status == "RUNNING" and job_id not in live else 0
+        if gone >= GONE_POLLS:
+            raise JobInterrupted(
+                f"job {job_id} is no longer running on the server (it restarted; NVFlare does not restart a job, "
+                f"and its store keeps saying RUNNING). Continue it from its last saved round: "
+                f"python3 scripts/submit_job.py --resume {job_id}")
         if time.monotonic() > deadline:
             raise HostError(
                 f"job {job_id} is still {status} after {args.timeout:.0f}s; it keeps running. Follow it with "
@@ -163,9 +232,16 @@ def follow(job_id: str, args) -> str:
         time.sleep(args.interval)
 
 
-def download(job_id: str, args) -> str:
+def download(job_id: str, args, failed: bool = False) -> tuple:
+    """Fetch the job into results/<job_id>; for a failed job also the sites' error logs. Returns (folder, the
+    error lines job_errors.py found)."""
     inside = "/home/fl/downloads"
     admin_nvflare("job", "download", job_id, "-o", inside, "--force", env_file=args.env_file)
+    errors = []
+    if failed:  # before the copy, so that site_errors/ lands in results/<job_id> with the rest
+        run = compose("exec", "-T", ADMIN_SERVICE, "python3", "/src/scripts/job_errors.py", job_id,
+                      "--startup-kit", ADMIN_KIT, "-o", f"{inside}/{job_id}", check=False, env_file=args.env_file)
+        errors = (run.stdout or run.stderr).strip().splitlines()
     # HF-format global model, metrics.csv and plots, made where torch and the model's tokenizer are at hand.
     model = args.FL_MODEL or setting("FL_MODEL", JOB_SETTINGS["FL_MODEL"][1], args.env_file)
     export = compose("exec", "-T", ADMIN_SERVICE, "python3", "/src/scripts/export_results.py", f"{inside}/{job_id}",
@@ -177,7 +253,7 @@ def download(job_id: str, args) -> str:
     if os.path.exists(dest):
         raise HostError(f"{dest} already exists; move it away to download again")
     compose("cp", f"{ADMIN_SERVICE}:{inside}/{job_id}", dest, env_file=args.env_file)
-    return dest
+    return dest, errors
 
 
 def summarize(dest: str):
@@ -204,16 +280,24 @@ def main(argv=None) -> int:
         check_docker()
         require_admin(args.env_file)
         job_dir = stage_job(args)
+        require_sites(check_staged_job(job_dir, args), args)
         job_id = admin_nvflare("job", "submit", "-j", job_dir, env_file=args.env_file)["data"]["job_id"]
         print(f"submitted job {job_id}", flush=True)
         status = follow(job_id, args)
-        dest = download(job_id, args)
+        dest, errors = download(job_id, args, failed=status != "FINISHED:COMPLETED")
         summarize(dest)
+    except JobInterrupted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except HostError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if status != "FINISHED:COMPLETED":
-        print(f"error: job {job_id} ended {status}; logs are in {dest}", file=sys.stderr)
+        print(f"error: job {job_id} ended {status}; what the server and the sites reported:", file=sys.stderr)
+        for line in errors or ["(nothing: see the logs)"]:
+            print(f"  {line}", file=sys.stderr)
+        print(f"logs: {os.path.relpath(dest)}/workspace/ (server), {os.path.relpath(dest)}/site_errors/ (sites), "
+              "docker compose logs SITE", file=sys.stderr)
         return 1
     return 0
 

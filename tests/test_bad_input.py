@@ -113,4 +113,91 @@ def test_check_host_kits_missing(tmp_path, monkeypatch):
 
 def test_submit_rejects_a_folder_that_is_not_a_job(tmp_path):
     run = run_script("submit_job.py", "--job-folder", str(tmp_path))
-    assert run.returncode == 2 and "not a job folder" in run.stderr
+    assert run.returncode == 2 and "not a complete job folder" in run.stderr and "meta.json is missing" in run.stderr
+
+
+JOB = os.path.join(fl_system.ROOT, "jobs", "gpt2-fedavg-stream")
+
+
+@pytest.mark.parametrize("remove, words", [
+    ("app/custom/data.py", ["app/custom/client.py imports 'data'", "neither in app/custom nor installed"]),
+    ("app/custom/persistor.py", ["uses persistor.PretrainedModelPersistor", "app/custom/persistor.py is missing"]),
+    ("app/custom/client.py", ["runs 'client.py'", "app/custom/client.py is missing"]),
+    ("app/config/config_fed_client.json", ["config_fed_client.json is missing"]),
+])
+def test_check_job_names_the_missing_file(tmp_path, remove, words):
+    import shutil
+
+    job = tmp_path / "job"
+    shutil.copytree(JOB, job)
+    before = sorted(str(p.relative_to(job)) for p in job.rglob("*"))
+    os.remove(job / remove)
+    run = run_script("check_job.py", str(job), "--imports")
+    assert run.returncode == 2, run.stdout
+    for w in words:
+        assert w in run.stderr, run.stderr
+    assert "fix: regenerate the job" in run.stderr
+    assert sorted(str(p.relative_to(job)) for p in job.rglob("*")) == [p for p in before if p != remove]
+
+
+def test_check_job_passes_the_committed_job():
+    run = run_script("check_job.py", JOB, "--imports")
+    assert run.returncode == 0 and "complete (sites: site-1, site-2)" in run.stdout, run.stderr
+
+
+def test_submit_refuses_a_job_whose_sites_are_not_connected(monkeypatch):
+    import submit_job
+
+    monkeypatch.setattr(submit_job, "admin_nvflare", lambda *a, **k: {"status": "ok", "data": {
+        "clients": [{"client_name": "site-1"}], "jobs": []}})
+    with pytest.raises(submit_job.HostError) as e:
+        submit_job.require_sites(["site-1", "site-2"], submit_job.parse_args([]))
+    assert "site-2 is not connected" in str(e.value) and "docker compose up -d site-2" in str(e.value)
+    assert "nothing was submitted" in str(e.value)
+
+
+def test_follow_reports_a_job_the_server_lost(monkeypatch, capsys):
+    """After a server restart the store says RUNNING for good; follow() must say so and give --resume."""
+    import submit_job
+
+    def fake(*args, **kwargs):
+        if args[:2] == ("job", "meta"):
+            return {"status": "ok", "data": {"status": "RUNNING"}}
+        if args[:2] == ("system", "status"):
+            return {"status": "ok", "data": {"clients": [], "jobs": []}}  # the restarted server runs nothing
+        return {"status": "ok", "data": {"logs": {"server": ""}}}
+
+    monkeypatch.setattr(submit_job, "admin_nvflare", fake)
+    args = submit_job.parse_args(["--interval", "0"])
+    with pytest.raises(submit_job.JobInterrupted, match="submit_job.py --resume abc"):
+        submit_job.follow("abc", args)
+
+
+def test_follow_waits_out_a_short_server_outage(monkeypatch, capsys):
+    import submit_job
+
+    answers = iter([submit_job.HostError("nvflare job meta gave no answer")] * 2 + ["FINISHED:COMPLETED"])
+
+    def fake(*args, **kwargs):
+        if args[:2] == ("job", "meta"):
+            answer = next(answers)
+            if isinstance(answer, Exception):
+                raise answer
+            return {"status": "ok", "data": {"status": answer}}
+        return {"status": "ok", "data": {"logs": {"server": ""}, "jobs": []}}
+
+    monkeypatch.setattr(submit_job, "admin_nvflare", fake)
+    assert submit_job.follow("abc", submit_job.parse_args(["--interval", "0"])) == "FINISHED:COMPLETED"
+    assert "server not answering, retrying" in capsys.readouterr().out
+
+
+def test_job_errors_keeps_the_cause_of_a_traceback():
+    import job_errors
+
+    log = ("2026-11-27 21:53:00,541 - TaskScriptRunner - ERROR - Traceback (most recent call last):\n"
+           '  File "client.py", line 3, in main\n'
+           "data.DataError: dataset path '/data/imdb' does not exist\n"
+           "2026-11-27 21:53:01,000 - ServerRunner - ERROR - [identity=x, run=y] - Aborting current RUN\n"
+           "2026-11-27 21:53:02,000 - Cell - INFO - all fine\n")
+    assert job_errors.summarize(log) == ["data.DataError: dataset path '/data/imdb' does not exist",
+                                         "Aborting current RUN"]

@@ -13,6 +13,7 @@ exchanges, aggregates and persists the adapter tensors only (a few MB); the LoRA
 
 import json
 import os
+import zipfile
 
 from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.app_constant import AppConstants
@@ -56,6 +57,15 @@ class PretrainedModelPersistor(PTFileModelPersistor):
                 self.model = apply_lora(self.model, **self.lora, seed=LORA_INIT_SEED)
 
     def load_model(self, fl_ctx):
+        ckpt = self.source_ckpt_file_full_name
+        # NVFlare's own panic says only "cannot load model checkpoint": name the file and the way out. torch.save
+        # writes a zip archive, so a truncated or foreign file is caught here without loading 500 MB twice.
+        if ckpt and os.path.isabs(ckpt) and os.path.isfile(ckpt) and not zipfile.is_zipfile(ckpt):
+            self.system_panic(
+                f"initial checkpoint {ckpt} is corrupt or not a PyTorch checkpoint ({os.path.getsize(ckpt)} bytes, "
+                "not a torch.save archive). Resume from an intact FL_global_model.pt (checkpoints/<job_id>/ on the "
+                "server volume) or start from the pretrained weights (no --initial_ckpt)", fl_ctx)
+            return None
         ml = super().load_model(fl_ctx)
         if ml is None:
             return None

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Check an NVFlare job folder before it is submitted: everything the server and the sites will need is there.
+
+    python3 scripts/check_job.py jobs/gpt2-fedavg-stream
+    python3 scripts/check_job.py /path/to/job --imports     # also resolve every import of app/custom/*.py
+
+Checks meta.json and its deploy_map, each app's config_fed_server.json / config_fed_client.json (valid JSON, the
+client's task script present), every component class that lives in app/custom, and, with --imports, that each
+module app/custom imports is either in app/custom or installed here. Run --imports where the sites' Python
+environment is (scripts/submit_job.py runs it in the admin container, which is the sites' image): a file missing
+from the job then fails here, in one line, instead of in every site's job process after submission.
+Exit 0 when the job is complete, 2 with one line per problem otherwise.
+"""
+
+import argparse
+import ast
+import importlib.util
+import json
+import os
+import re
+import sys
+
+CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.[A-Z]\w*$")  # module.Class, not a file path
+
+
+def _load_json(path: str, problems: list):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        problems.append(f"{path} is missing")
+    except (OSError, json.JSONDecodeError) as e:
+        problems.append(f"{path} is not valid JSON: {e}")
+    return None
+
+
+def _component_paths(config: dict):
+    """Class paths named by a job config (components, workflows, executors, filters...), wherever they sit."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key == "path" and isinstance(value, str) and CLASS_PATH.match(value):
+                yield value
+            else:
+                yield from _component_paths(value)
+    elif isinstance(config, list):
+        for item in config:
+            yield from _component_paths(item)
+
+
+def _task_scripts(config: dict):
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key == "task_script_path" and isinstance(value, str):
+                yield value
+            else:
+                yield from _task_scripts(value)
+    elif isinstance(config, list):
+        for item in config:
+            yield from _task_scripts(item)
+
+
+def _imports(py_file: str) -> set:
+    with open(py_file) as f:
+        tree = ast.parse(f.read(), py_file)
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def check_app(job: str, app: str, roles: set, imports: bool) -> list:
+    problems = []
+    app_dir = os.path.join(job, app)
+    if not os.path.isdir(app_dir):
+        return [f"deploy_map names app {app!r} but {app_dir} does not exist"]
+    custom = os.path.join(app_dir, "custom")
+    custom_modules = {f[:-3] for f in os.listdir(custom) if f.endswith(".py")} if os.path.isdir(custom) else set()
+    configs = []
+    if "server" in roles:
+        configs.append(os.path.join(app_dir, "config", "config_fed_server.json"))
+    if roles - {"server"}:
+        configs.append(os.path.join(app_dir, "config", "config_fed_client.json"))
+    for path in configs:
+        config = _load_json(path, problems)
+        if config is None:
+            continue
+        for script in _task_scripts(config):
+            if not os.path.isfile(os.path.join(custom, script)):
+                problems.append(f"{os.path.basename(path)} runs {script!r} but {app}/custom/{script} is missing")
+        for class_path in _component_paths(config):
+            module = class_path.rsplit(".", 1)[0]
+            if "." not in module and module not in custom_modules:  # top-level module: ours, in custom/
+                if not imports or importlib.util.find_spec(module) is None:
+                    problems.append(f"{os.path.basename(path)} uses {class_path} but {app}/custom/{module}.py "
+                                    "is missing")
+    if imports:
+        sys.path.insert(0, custom)
+        try:
+            for module in sorted(custom_modules):
+                for name in sorted(_imports(os.path.join(custom, module + ".py"))):
+                    if name not in custom_modules and importlib.util.find_spec(name) is None:
+                        problems.append(f"{app}/custom/{module}.py imports {name!r}, which is neither in "
+                                        f"{app}/custom nor installed")
+        finally:
+            sys.path.remove(custom)
+    return problems
+
+
+def check_job(job: str, imports: bool = False) -> tuple:
+    """(sites the job deploys to, problems found)."""
+    if not os.path.isdir(job):
+        return [], [f"{job} is not a folder"]
+    problems = []
+    meta = _load_json(os.path.join(job, "meta.json"), problems)
+    if meta is None:
+        return [], [p + " (a job folder holds meta.json and one folder per app)" for p in problems]
+    deploy_map = meta.get("deploy_map")
+    if not isinstance(deploy_map, dict) or not deploy_map:
+        return [], [f"{job}/meta.json has no deploy_map: it must map each app to 'server' and the site names"]
+    sites = []
+    for app, targets in deploy_map.items():
+        targets = set(targets or [])
+        problems += check_app(job, app, targets, imports)
+        sites += sorted(t for t in targets if t != "server")
+    return sites, problems
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job", help="job folder (meta.json + app folders)")
+    p.add_argument("--imports", action="store_true", help="also resolve the imports of app/custom/*.py here")
+    p.add_argument("--json", action="store_true", help='print {"sites": [...], "problems": [...]} and exit 0')
+    args = p.parse_args(argv)
+    sites, problems = check_job(args.job, imports=args.imports)
+    if args.json:
+        print(json.dumps({"sites": sites, "problems": problems}))
+        return 0
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print("fix: regenerate the job (python scripts/make_job.py --out FOLDER) or restore the missing files",
+              file=sys.stderr)
+        return 2
+    print(f"job {args.job}: complete (sites: {', '.join(sites) or 'none'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
