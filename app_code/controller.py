@@ -38,7 +38,8 @@ class FedAvgWithDeadline(FedAvg):
 
     def _aggregate_one_result(self, result) -> bool:
         self._answered.add((result.meta or {}).get("client_name"))
-        upcast_params(result)
+        if self.exchange_dtype != "float32":
+            upcast_params(result)
         return super()._aggregate_one_result(result)
 
     def _get_aggregated_result(self):
@@ -68,11 +69,25 @@ def cast_model(model, dtype: str):
     return sent
 
 
-def upcast_params(result):
-    """Replace the result's low-precision floating tensors by float32 ones, one at a time (bounded memory)."""
+def _float32(v):
     import torch
 
+    return v.float() if torch.is_tensor(v) and v.is_floating_point() and v.dtype != torch.float32 else v
+
+
+class _Upcast:
+    """A lazy tensor reference (NVFlare's disk offload) that loads as float32 when the aggregation reads it."""
+
+    def __init__(self, ref):
+        self.ref = ref
+
+    def materialize(self):
+        return _float32(self.ref.materialize())
+
+
+def upcast_params(result):
+    """Make the result's low-precision floating tensors float32, one at a time (bounded memory). Tensors still
+    on disk (disk offload) are upcast when NVFlare's aggregation loads them, one by one."""
     params = result.params or {}
-    for k, v in params.items():
-        if torch.is_tensor(v) and v.is_floating_point() and v.dtype != torch.float32:
-            params[k] = v.float()
+    result.params = {k: _Upcast(v) if callable(getattr(v, "materialize", None)) else _float32(v)
+                     for k, v in params.items()}

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark the model exchange (no training): round time, bytes moved, memory, against this machine's TCP floor.
 
-    .venv/bin/python scripts/benchmark_exchange.py                     # 124M GPT-2, 2 sites, streaming on and off
-    .venv/bin/python scripts/benchmark_exchange.py --sites 2,4 --rounds 3
+    .venv/bin/python scripts/benchmark_exchange.py                     # 124M GPT-2, 2 sites, every configuration
+    .venv/bin/python scripts/benchmark_exchange.py --sites 2,4,8 --configs stream,plain-offload
     .venv/bin/python scripts/benchmark_exchange.py --model tiny        # seconds, for a smoke run
 
 Each configuration provisions a fresh federation, runs it from its kits as local processes (mTLS on loopback,
@@ -34,6 +34,23 @@ import local_federation  # noqa: E402
 
 ROOT = local_federation.ROOT
 GIB = 1024**3
+
+
+# name -> (make_job flags, extra environment for every participant, what it is)
+CONFIGS = {
+    "stream": ([], {}, "NVFlare tensor streaming (TensorServerStreamer/TensorClientStreamer)"),
+    "plain": (["--no-streaming"], {}, "plain FedAvg messages (FOBS, large tensors through download references)"),
+    "plain-offload": (["--no-streaming", "--disk_offload"], {},
+                      "plain messages; the server downloads results to disk and aggregates tensor by tensor"),
+    "plain-offload-gc": (["--no-streaming", "--disk_offload", "--server_memory_gc_rounds", "1"],
+                         {"MALLOC_ARENA_MAX": "2"}, "plain-offload + gc/malloc_trim every round + MALLOC_ARENA_MAX=2"),
+    "stream-gc": (["--server_memory_gc_rounds", "1"], {"MALLOC_ARENA_MAX": "2"},
+                  "stream + gc/malloc_trim every round + MALLOC_ARENA_MAX=2"),
+    "stream-bf16": (["--exchange_dtype", "bfloat16"], {}, "stream, weights sent as bfloat16 (half the bytes)"),
+    "plain-offload-bf16": (["--no-streaming", "--disk_offload", "--exchange_dtype", "bfloat16"], {},
+                           "plain-offload, weights sent as bfloat16"),
+}
+DEFAULT_CONFIGS = "stream,plain,plain-offload,plain-offload-gc"
 
 
 def raw_tcp_throughput(total_bytes: int = 2 * GIB, chunk: int = 4 << 20) -> float:
@@ -133,20 +150,27 @@ def streamed_bytes(site_log: str) -> dict:
     return {"down": statistics.mean(got) if got else None, "up": statistics.mean(sent) if sent else None}
 
 
-def run_config(n_sites: int, streaming: bool, rounds: int, model_path: str, work: str) -> dict:
+def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: str) -> dict:
     import make_job
 
+    flags, env, _ = CONFIGS[config]
     sites = [f"site-{i + 1}" for i in range(n_sites)]
     os.makedirs(work, exist_ok=True)
     fed = local_federation.ProcessFederation(work, sites, name="bench")
-    fed.start()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the participants inherit it
+    try:
+        fed.start()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     sampler = None
     try:
         fed.wait_for_sites(timeout=300)
         job = os.path.join(work, "job")
-        flags = ["--out", job, "--sites", ",".join(sites), "--rounds", str(rounds), "--model", model_path,
-                 "--dataset", "unused", "--exchange_only", "--round_timeout", "0"]
-        assert make_job.main(flags + ([] if streaming else ["--no-streaming"])) == 0
+        job_flags = ["--out", job, "--sites", ",".join(sites), "--rounds", str(rounds), "--model", model_path,
+                     "--dataset", "unused", "--exchange_only", "--round_timeout", "0"]
+        assert make_job.main(job_flags + flags) == 0
         sampler = TreeSampler(fed.procs)
         sampler.start()
         job_id = fed.nvflare("job", "submit", "-j", job)["data"]["job_id"]
@@ -156,7 +180,7 @@ def run_config(n_sites: int, streaming: bool, rounds: int, model_path: str, work
         result = fed.nvflare("job", "download", job_id, "-o", os.path.join(work, "dl"))["data"]["download_path"]
         with open(os.path.join(result, "workspace", "log.txt")) as f:
             stamps = local_federation.round_start_times(f.read())
-        per_site = [streamed_bytes(fed.site_job_log(s, job_id)) for s in sites] if streaming else []
+        per_site = [streamed_bytes(fed.site_job_log(s, job_id)) for s in sites] if "--no-streaming" not in flags else []
     finally:
         if sampler and sampler.is_alive():
             sampler.stop()
@@ -166,18 +190,24 @@ def run_config(n_sites: int, streaming: bool, rounds: int, model_path: str, work
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    listing = "\n".join(f"  {name:<20} {what}" for name, (_, _, what) in CONFIGS.items())
+    p = argparse.ArgumentParser(description=__doc__ + "\nConfigurations (--configs):\n" + listing,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sites", default="2", help="comma-separated site counts, e.g. 2,4,8")
-    p.add_argument("--streaming", default="on,off", help="on, off or on,off")
+    p.add_argument("--configs", default=DEFAULT_CONFIGS,
+                   help=f"comma-separated, from: {', '.join(CONFIGS)} (default {DEFAULT_CONFIGS})")
     p.add_argument("--rounds", type=int, default=2, help="rounds per configuration (the first one is reported too)")
     p.add_argument("--model", choices=["gpt2", "tiny"], default="gpt2", help="gpt2: the 124M architecture")
     p.add_argument("--out", default=os.path.join(ROOT, "results", f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"))
     args = p.parse_args(argv)
     try:
         counts = [int(x) for x in args.sites.split(",")]
-        modes = [{"on": True, "off": False}[x.strip()] for x in args.streaming.split(",")]
-    except (ValueError, KeyError):
-        p.error("--sites takes integers like 2,4,8 and --streaming takes on, off or on,off")
+    except ValueError:
+        p.error("--sites takes integers like 2,4,8")
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown or not configs:
+        p.error(f"unknown configuration(s) {unknown}: choose from {', '.join(CONFIGS)}")
     if any(c < 1 for c in counts) or args.rounds < 1:
         p.error("site counts and --rounds must be at least 1")
 
@@ -190,18 +220,18 @@ def main(argv=None) -> int:
 
     rows = []
     for n in counts:
-        for streaming in modes:
-            label = f"{n} sites, streaming {'on' if streaming else 'off'}"
-            print(f"running {label} ...", flush=True)
-            r = run_config(n, streaming, args.rounds, model_path, os.path.join(work_root, f"n{n}-{int(streaming)}"))
-            down = statistics.mean([s["down"] for s in r["streamed"] if s["down"]] or [model_bytes])
-            up = statistics.mean([s["up"] for s in r["streamed"] if s["up"]] or [model_bytes])
+        for config in configs:
+            print(f"running {n} sites, {config} ...", flush=True)
+            r = run_config(n, config, args.rounds, model_path, os.path.join(work_root, f"n{n}-{config}"))
+            sent = model_bytes // 2 if "bfloat16" in CONFIGS[config][0] else model_bytes
+            down = statistics.mean([s["down"] for s in r["streamed"] if s["down"]] or [sent])
+            up = statistics.mean([s["up"] for s in r["streamed"] if s["up"]] or [sent])
             floor = n * (down + up) / tcp
             round_s = statistics.median(r["round_times"]) if r["round_times"] else float("nan")
             server = r["peaks"].get("localhost", 0)
             site_peaks = [v for k, v in r["peaks"].items() if k != "localhost"]
             row = {
-                "sites": n, "streaming": "on" if streaming else "off", "status": r["status"],
+                "sites": n, "config": config, "status": r["status"],
                 "round_s_median": round(round_s, 2),
                 "round_s_all": " ".join(f"{t:.1f}" for t in r["round_times"]),
                 "bytes_down_per_site": int(down), "bytes_up_per_site": int(up),
@@ -223,7 +253,7 @@ def main(argv=None) -> int:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    cols = ["sites", "streaming", "round_s_median", "round_over_floor", "effective_MB_s", "server_peak_GiB",
+    cols = ["sites", "config", "round_s_median", "round_over_floor", "effective_MB_s", "server_peak_GiB",
             "server_peak_over_model", "site_peak_GiB_max", "bytes_down_per_site", "bytes_up_per_site", "status"]
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
@@ -244,11 +274,10 @@ def plot(rows, path, title):
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for mode in ("on", "off"):
-        rs = [r for r in rows if r["streaming"] == mode]
-        if rs:
-            a.plot([r["sites"] for r in rs], [r["round_s_median"] for r in rs], "o-", label=f"streaming {mode}")
-            b.plot([r["sites"] for r in rs], [r["server_peak_GiB"] for r in rs], "o-", label=f"streaming {mode}")
+    for config in dict.fromkeys(r["config"] for r in rows):
+        rs = [r for r in rows if r["config"] == config]
+        a.plot([r["sites"] for r in rs], [r["round_s_median"] for r in rs], "o-", label=config)
+        b.plot([r["sites"] for r in rs], [r["server_peak_GiB"] for r in rs], "o-", label=config)
     a.set(xlabel="sites", ylabel="round time (s, median)", title="exchange-only round time")
     b.set(xlabel="sites", ylabel="server peak RSS (GiB)", title="server memory")
     for ax in (a, b):

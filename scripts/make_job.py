@@ -58,6 +58,11 @@ def parse_args(argv=None):
     p.add_argument("--start_round", type=int, default=0,
                    help="first round to run (resume); the job runs rounds start_round..rounds-1")
     p.add_argument("--tensor_send_timeout", type=float, default=300.0, help="seconds per streamed transfer")
+    p.add_argument("--disk_offload", action="store_true",
+                   help="server: received tensors go to disk (TMPDIR) and are read one by one while aggregating "
+                        "(NVFlare's enable_tensor_disk_offload; with --no-streaming)")
+    p.add_argument("--server_memory_gc_rounds", type=int, default=0,
+                   help="server: gc + malloc_trim every N rounds (0 = never)")
     sys.path.insert(0, APP_CODE)
     from model import EXCHANGE_DTYPES, LORA_DEFAULTS
 
@@ -86,6 +91,8 @@ def parse_args(argv=None):
         p.error("--round_timeout must be >= 0")
     if not 0 <= args.start_round < args.rounds:
         p.error(f"--start_round must be in 0..{args.rounds - 1} (--rounds is the total, resumed rounds included)")
+    if args.server_memory_gc_rounds < 0:
+        p.error("--server_memory_gc_rounds must be >= 0")
     if args.lora and (args.lora_r < 1 or args.lora_alpha < 1 or not 0 <= args.lora_dropout < 1):
         p.error("--lora_r and --lora_alpha must be at least 1 and --lora_dropout in [0, 1)")
     return args
@@ -153,6 +160,8 @@ def build_recipe(args):
         train_args=train_args(args),
         key_metric="global_eval_loss",
         key_metric_mode="min",
+        enable_tensor_disk_offload=args.disk_offload,
+        server_memory_gc_rounds=args.server_memory_gc_rounds,
     )
     add_experiment_tracking(recipe, tracking_type="tensorboard")
     if args.streaming:

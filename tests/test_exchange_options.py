@@ -105,6 +105,28 @@ def test_server_aggregates_bf16_updates_in_float32_and_the_global_model_stays_fl
     assert torch.allclose(updated.params["w"], 0.02 + expected)
 
 
+def test_disk_offloaded_bf16_results_are_upcast_when_loaded(tmp_path):
+    """With --disk_offload results arrive as lazy references to tensors on disk: upcast on load, one by one."""
+    from nvflare.app_opt.pt.lazy_tensor_dict import LazyTensorDict
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(1)
+    a = (torch.randn(32, 32, generator=g) * 1e-3).bfloat16()
+    b = (torch.randn(32, 32, generator=g) * 1e-3).bfloat16()
+    c = _controller()
+    for site, t, steps in (("site-1", a, 3), ("site-2", b, 7)):
+        folder = tmp_path / site
+        folder.mkdir()
+        save_file({"w": t}, str(folder / "w.safetensors"))
+        lazy = LazyTensorDict({"w": (str(folder / "w.safetensors"), "w")}, str(folder))
+        params = {"w": lazy.make_lazy_ref("w")}
+        assert not torch.is_tensor(params["w"])  # still on disk
+        assert c._aggregate_one_result(_result(site, params, steps))
+    mean = c._get_aggregated_result().params["w"]
+    assert mean.dtype == torch.float32
+    assert torch.allclose(mean, (a.float() * 3 + b.float() * 7) / 10, rtol=1e-6, atol=1e-12)
+
+
 def test_server_sends_a_bf16_copy_and_keeps_its_float32_model():
     from controller import cast_model
     from nvflare.app_common.abstract.fl_model import FLModel
