@@ -197,3 +197,22 @@ def test_trainer_cli_reports_bad_input_in_one_line(tiny_assets, tmp_path, case, 
     for word in expected:
         assert word in errors[0], (word, errors[0])
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("model.safetensors"))
+
+
+def test_rounds_walk_through_the_shard_instead_of_repeating_it():
+    """Trainer.train() restarts its sampler from the same seed each call: round_rows must hand each FL round new
+    rows (the first rounds of a shard disjoint, the whole shard covered before any row repeats)."""
+    from datasets import Dataset
+    from training import parse_settings, round_rows
+
+    shard = Dataset.from_dict({"row": list(range(100))})
+    s = parse_settings(["--max_steps", "5", "--batch_size", "4", "--grad_accum", "2"])  # 40 rows a round
+    rounds = [round_rows(shard, s, r)["row"] for r in range(5)]
+    assert all(len(r) == 40 for r in rounds)
+    assert not set(rounds[0]) & set(rounds[1])  # rounds 1 and 2: no row twice
+    assert set(rounds[0]) | set(rounds[1]) | set(rounds[2]) == set(range(100))  # 120 rows: the shard, then more
+    assert rounds[3] != rounds[1]  # the next pass over the shard is in a new order
+    assert round_rows(shard, s, 3)["row"] == rounds[3]  # deterministic: a resumed job trains the same rows
+    epochs = parse_settings(["--max_steps", "-1"])
+    a, b = round_rows(shard, epochs, 0)["row"], round_rows(shard, epochs, 1)["row"]
+    assert sorted(a) == sorted(b) == list(range(100)) and a != b  # whole shard, new order each round

@@ -10,7 +10,7 @@ from nvflare.client.tracking import SummaryWriter
 
 from data import fingerprint, site_split
 from model import apply_lora, exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
-from training import build_trainer, evaluate, parse_settings
+from training import build_trainer, evaluate, parse_settings, round_rows
 
 
 def main(argv=None):
@@ -35,6 +35,7 @@ def main(argv=None):
         print(f"{site}: shard {site_index}/{num_sites}, {len(train_ds)} train rows "
               f"(fingerprint {fingerprint(train_ds)}), {len(eval_ds)} held-out rows", flush=True)
         trainer = build_trainer(model, tokenizer, train_ds, eval_ds, settings, site)
+        shard = trainer.train_dataset  # tokenized once; each round trains on its own rows of it
     writer = SummaryWriter()
 
     while flare.is_running():
@@ -51,6 +52,7 @@ def main(argv=None):
 
         # The received model is the new global model: its held-out loss is the federation's progress.
         global_metrics = evaluate(trainer)
+        trainer.train_dataset = round_rows(shard, settings, rnd)
         result = trainer.train()
         steps = trainer.state.global_step
         local_metrics = evaluate(trainer)

@@ -128,6 +128,29 @@ def build_trainer(model, tokenizer, train_dataset, eval_dataset, settings: Train
     )
 
 
+def round_rows(dataset, settings: TrainSettings, rnd: int):
+    """The rows of this site's shard that FL round ``rnd`` trains on.
+
+    Trainer.train() restarts its sampler from the same seed at every call, so without this every round would
+    train on the same first batches of the shard and never see the rest. Rounds instead walk through seeded
+    permutations of the shard: each round takes the next max_steps x batch x accumulation rows, so consecutive
+    rounds see new rows until the shard is used up, then a new permutation starts. With max_steps <= 0 (epochs)
+    each round gets the whole shard in a new order."""
+    import numpy as np
+
+    n = len(dataset)
+    if settings.max_steps <= 0:
+        return dataset.shuffle(seed=settings.seed + rnd)
+    need = settings.max_steps * settings.batch_size * settings.grad_accum
+    indices, pos = [], rnd * need
+    while len(indices) < need:
+        epoch, offset = divmod(pos, n)
+        take = min(n - offset, need - len(indices))
+        indices.extend(np.random.default_rng(settings.seed + epoch).permutation(n)[offset:offset + take].tolist())
+        pos += take
+    return dataset.select(indices)
+
+
 def evaluate(trainer) -> dict:
     """Held-out loss and perplexity of the trainer's current model."""
     loss = float(trainer.evaluate()["eval_loss"])
