@@ -32,6 +32,7 @@ JOB_SETTINGS = {
     "FL_MAX_TRAIN_SAMPLES": ("--max_train_samples", "0"),
     "FL_EVAL_SAMPLES": ("--eval_samples", "1000"),
     "FL_BATCH_SIZE": ("--batch_size", "16"),
+    "FL_EXCHANGE_DTYPE": ("--exchange_dtype", "float32"),
 }
 ROUND_RE = re.compile(r"Round (\d+) started")
 RESULT_RE = re.compile(r"got result from client (\S+) for task: name=train")
@@ -52,6 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", metavar="JOB_ID",
                    help="resubmit JOB_ID from its last persisted global model (same settings as now in .env)")
     p.add_argument("--no-streaming", action="store_true", help="plain FedAvg messages (FL_STREAMING=0)")
+    p.add_argument("--lora", action="store_true", help="train and exchange a LoRA adapter only (FL_LORA=1)")
     p.add_argument("--timeout", type=float, default=float(setting("FL_JOB_TIMEOUT", "7200")),
                    help="seconds to wait for the job (it keeps running after a timeout)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between progress polls")
@@ -76,6 +78,8 @@ def make_job_flags(args) -> list:
     streaming = setting("FL_STREAMING", "1", args.env_file) not in ("0", "false", "no")
     if args.no_streaming or not streaming:
         flags.append("--no-streaming")
+    if args.lora or setting("FL_LORA", "0", args.env_file) in ("1", "true", "yes"):
+        flags.append("--lora")  # a resumed LoRA job must be a LoRA job too: the setting lives in .env
     return flags
 
 

@@ -1,0 +1,28 @@
+"""submit_job.py turns .env settings into make_job.py flags: every flag it passes must be one make_job accepts."""
+
+import pytest
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, []),
+    ({"FL_LORA": "1", "FL_EXCHANGE_DTYPE": "bfloat16", "FL_STREAMING": "0"},
+     ["--lora", "--no-streaming", "--exchange_dtype", "bfloat16"]),
+])
+def test_env_settings_become_make_job_flags(monkeypatch, tmp_path, env, expected):
+    import make_job
+    import submit_job
+
+    for name in ["FL_LORA", "FL_EXCHANGE_DTYPE", "FL_STREAMING", *submit_job.JOB_SETTINGS]:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = submit_job.parse_args(["--env-file", str(tmp_path / "none.env")])
+    flags = submit_job.make_job_flags(args)
+    for flag in expected:
+        assert flag in flags, flags
+    if "--exchange_dtype" in expected:
+        assert flags[flags.index("--exchange_dtype") + 1] == "bfloat16"
+    parsed = make_job.parse_args(flags + ["--out", str(tmp_path / "job"), "--sites", "site-1,site-2"])
+    assert parsed.lora == ("--lora" in expected)
+    assert parsed.streaming == ("--no-streaming" not in expected)
+    assert parsed.exchange_dtype == env.get("FL_EXCHANGE_DTYPE", "float32")
