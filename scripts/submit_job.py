@@ -37,6 +37,7 @@ JOB_SETTINGS = {
 ROUND_RE = re.compile(r"Round (\d+) started")
 RESULT_RE = re.compile(r"got result from client (\S+) for task: name=train")
 FINISHED = "FINISHED"
+SILENT_S = 45  # a site not heard from for this long is down (sites heartbeat every 10 s)
 GONE_POLLS = 3  # polls in a row that find the job RUNNING in the store but not on the server: it was lost
 
 
@@ -141,7 +142,10 @@ def check_staged_job(job_dir: str, args) -> list:
 def require_sites(sites: list, args):
     """Refuse to submit a job whose sites are not all connected: NVFlare would hold it, unscheduled."""
     status = admin_nvflare("system", "status", env_file=args.env_file)
-    connected = sorted(c.get("client_name") for c in (status.get("data") or {}).get("clients") or [])
+    # The server lists a lost site for 10 minutes (its heartbeat timeout); a live one heartbeats every 10 s.
+    now = time.time()
+    connected = sorted(c.get("client_name") for c in (status.get("data") or {}).get("clients") or []
+                       if now - float(c.get("client_last_conn_time") or now) < SILENT_S)
     missing = [s for s in sites if s not in connected]
     if missing:
         raise HostError(

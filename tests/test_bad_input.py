@@ -148,12 +148,18 @@ def test_check_job_passes_the_committed_job():
 def test_submit_refuses_a_job_whose_sites_are_not_connected(monkeypatch):
     import submit_job
 
-    monkeypatch.setattr(submit_job, "admin_nvflare", lambda *a, **k: {"status": "ok", "data": {
-        "clients": [{"client_name": "site-1"}], "jobs": []}})
+    import time
+
+    now = time.time()
+    # site-2 stopped 2 minutes ago: the server still lists it (for 10 minutes) but has not heard from it since.
+    monkeypatch.setattr(submit_job, "admin_nvflare", lambda *a, **k: {"status": "ok", "data": {"jobs": [], "clients": [
+        {"client_name": "site-1", "client_last_conn_time": now - 5},
+        {"client_name": "site-2", "client_last_conn_time": now - 120}]}})
     with pytest.raises(submit_job.HostError) as e:
-        submit_job.require_sites(["site-1", "site-2"], submit_job.parse_args([]))
-    assert "site-2 is not connected" in str(e.value) and "docker compose up -d site-2" in str(e.value)
-    assert "nothing was submitted" in str(e.value)
+        submit_job.require_sites(["site-1", "site-2", "site-3"], submit_job.parse_args([]))
+    assert "site-2, site-3 are not connected" in str(e.value), str(e.value)
+    assert "docker compose up -d site-2 site-3" in str(e.value) and "nothing was submitted" in str(e.value)
+    submit_job.require_sites(["site-1"], submit_job.parse_args([]))  # the live site alone: accepted
 
 
 def test_follow_reports_a_job_the_server_lost(monkeypatch, capsys):
