@@ -48,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--max_train_samples", type=int, default=0, help="cap on each site's shard (0 = whole)")
     p.add_argument("--eval_samples", type=int, default=1000, help="held-out examples evaluated per round")
     p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--learning_rate", type=float, default=None,
+                   help="sites' learning rate (default: app_code/training.py's 2e-4; LoRA usually wants ~1e-3)")
     p.add_argument("--exchange_only", action="store_true", help="no training: benchmark the model exchange")
     p.add_argument("--round_timeout", type=int, default=3600,
                    help="seconds a round waits for all sites before aggregating those that answered (0 = forever)")
@@ -91,6 +93,8 @@ def parse_args(argv=None):
         p.error("--round_timeout must be >= 0")
     if not 0 <= args.start_round < args.rounds:
         p.error(f"--start_round must be in 0..{args.rounds - 1} (--rounds is the total, resumed rounds included)")
+    if args.learning_rate is not None and args.learning_rate <= 0:
+        p.error("--learning_rate must be positive")
     if args.server_memory_gc_rounds < 0:
         p.error("--server_memory_gc_rounds must be >= 0")
     if args.lora and (args.lora_r < 1 or args.lora_alpha < 1 or not 0 <= args.lora_dropout < 1):
@@ -117,6 +121,8 @@ def train_args(args) -> str:
         "eval_samples": args.eval_samples,
         "batch_size": args.batch_size,
     }
+    if args.learning_rate is not None:
+        flags["learning_rate"] = args.learning_rate
     if args.exchange_dtype != "float32":
         flags["exchange_dtype"] = args.exchange_dtype
     for key, value in (lora_settings(args) or {}).items():
