@@ -381,3 +381,24 @@ def test_lora_job_moves_only_the_adapter_and_exports_a_loadable_model(tmp_path, 
     assert set(merged) == set(base)
     changed = {k for k in base if not torch.equal(merged[k], base[k])}
     assert changed and all(".attn.c_attn." in k for k in changed), changed
+
+
+def test_persistor_does_not_pin_the_initial_weights(tiny_assets, tmp_path):
+    """After load_model the HF model object is released (it would keep a whole model copy alive all job long);
+    a second load_model answers the current global model from the persistence manager."""
+    import gc
+    import weakref
+
+    from nvflare.app_common.abstract.model import ModelLearnableKey, make_model_learnable
+
+    p, ctx, panics = _persistor(str(tmp_path), model_name_or_path=tiny_assets["model"])
+    model_ref = weakref.ref(p.model)
+    weights = p.load_model(ctx)[ModelLearnableKey.WEIGHTS]
+    assert p.model is None and not panics
+    trained = {k: v + 1.0 for k, v in weights.items()}
+    p.save_model(make_model_learnable(trained, {}), ctx)
+    del weights
+    gc.collect()
+    assert model_ref() is None, "the pretrained model object is still alive"
+    again = p.load_model(ctx)[ModelLearnableKey.WEIGHTS]
+    assert set(again) == set(trained) and all(torch.equal(again[k], trained[k]) for k in trained)
