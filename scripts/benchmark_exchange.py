@@ -198,6 +198,9 @@ def main(argv=None) -> int:
                    help=f"comma-separated, from: {', '.join(CONFIGS)} (default {DEFAULT_CONFIGS})")
     p.add_argument("--rounds", type=int, default=2, help="rounds per configuration (the first one is reported too)")
     p.add_argument("--model", choices=["gpt2", "tiny"], default="gpt2", help="gpt2: the 124M architecture")
+    p.add_argument("--project", default="6,8", metavar="SITES",
+                   help="with two or more --sites counts: project each configuration's server and site peaks to "
+                        "gpt2-large at these site counts, from the measured slopes ('' = no projection)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"))
     args = p.parse_args(argv)
     try:
@@ -263,8 +266,60 @@ def main(argv=None) -> int:
         f.write(header + "\n\n" + "\n".join(md) + "\n")
     plot(rows, os.path.join(args.out, "benchmark.png"), header)
     print("\n" + header + "\n\n" + "\n".join(md))
+    targets = [int(x) for x in args.project.split(",") if x.strip()]
+    if targets and len(set(counts)) >= 2 and args.model == "gpt2":
+        base = runtime_base(configs[0], work_root)
+        lines = projection(rows, model_bytes, base, targets)
+        with open(os.path.join(args.out, "projection.md"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        print("\n" + "\n".join(lines))
     print(f"\nwritten: {csv_path}, benchmark.md, benchmark.png")
     return 0
+
+
+def large_model_bytes() -> int:
+    """gpt2-large's weights as exchanged (tied lm_head once), counted on the meta device: nothing allocated."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with torch.device("meta"):
+        model = GPT2LMHeadModel(GPT2Config(n_embd=1280, n_layer=36, n_head=20))
+    # parameters() yields a shared (tied) parameter once; meta tensors have no storage to compare.
+    return sum(t.numel() * t.element_size() for t in model.parameters())
+
+
+def runtime_base(config: str, work_root: str) -> dict:
+    """Peaks with a negligible model (the tiny one, 2 sites): what the processes cost without any weights."""
+    path, _ = make_model("tiny", os.path.join(work_root, "assets-tiny"))
+    r = run_config(2, config, 2, path, os.path.join(work_root, "base"))
+    sites = [v for k, v in r["peaks"].items() if k != "localhost"]
+    return {"server": r["peaks"]["localhost"], "site": max(sites)}
+
+
+def projection(rows: list, model_bytes: int, base: dict, targets: list) -> list:
+    """peak(N sites, M model bytes) = base + M x (a + b N), a and b fitted per configuration on the measured site
+    counts; then evaluated for gpt2-large. Exchange only: training memory comes on top at the sites."""
+    large = large_model_bytes()
+    out = [f"Projection to gpt2-large ({large / 1e9:.2f} GB exchanged), exchange only, from the measured slopes "
+           f"(runtime without weights: server {base['server'] / GIB:.2f} GiB, site {base['site'] / GIB:.2f} GiB):",
+           "", "| config | sites | server model copies (a + b·N) | server peak (GiB) | site peak (GiB) |",
+           "|---|---|---|---|---|"]
+    for config in dict.fromkeys(r["config"] for r in rows):
+        pts = sorted((r["sites"], r["server_peak_GiB"] * GIB, r["site_peak_GiB_max"] * GIB)
+                     for r in rows if r["config"] == config)
+        if len({n for n, _, _ in pts}) < 2:
+            continue
+        ns = [n for n, _, _ in pts]
+        copies = [(p - base["server"]) / model_bytes for _, p, _ in pts]
+        n_mean, c_mean = statistics.mean(ns), statistics.mean(copies)
+        b = sum((n - n_mean) * (c - c_mean) for n, c in zip(ns, copies)) / sum((n - n_mean) ** 2 for n in ns)
+        a = c_mean - b * n_mean
+        site_copies = max((s - base["site"]) / model_bytes for _, _, s in pts)
+        for n in targets:
+            out.append(f"| {config} | {n} | {a:.1f} + {b:.2f}·{n} = {a + b * n:.1f} | "
+                       f"{(base['server'] + large * (a + b * n)) / GIB:.1f} | "
+                       f"{(base['site'] + large * site_copies) / GIB:.1f} |")
+    return out
 
 
 def plot(rows, path, title):
