@@ -397,6 +397,11 @@ def test_persistor_does_not_pin_the_initial_weights(tiny_assets, tmp_path):
     assert p.model is None and not panics
     trained = {k: v + 1.0 for k, v in weights.items()}
     p.save_model(make_model_learnable(trained, {}), ctx)
+    # Written once per round: the job's copy (app folder) is the resume checkpoint's file, linked.
+    app_copy = os.path.join(str(tmp_path), "app_server", "FL_global_model.pt")
+    assert os.path.samefile(app_copy, os.path.join(str(tmp_path), "checkpoints", "job-1", "FL_global_model.pt"))
+    assert torch.equal(torch.load(app_copy, weights_only=True)["model"]["transformer.wte.weight"],
+                       trained["transformer.wte.weight"])
     del weights
     gc.collect()
     assert model_ref() is None, "the pretrained model object is still alive"

@@ -96,9 +96,20 @@ class PretrainedModelPersistor(PTFileModelPersistor):
         return ml
 
     def save_model(self, ml, fl_ctx):
-        super().save_model(ml, fl_ctx)
-        # Same atomic write as the app-folder copy; progress.json is replaced only after the weights are in place.
-        self.save_model_file(os.path.join(self._resume_dir, self.global_model_file_name))
+        self._get_persistence_manager(fl_ctx).update(ml)
+        # NVFlare's atomic write; progress.json is replaced only after the weights are in place.
+        checkpoint = os.path.join(self._resume_dir, self.global_model_file_name)
+        self.save_model_file(checkpoint)
+        # The app folder's copy (what the job's download holds) is the same bytes: link it rather than serialize
+        # the model a second time every round (both live on the server's workspace volume).
+        link = self._ckpt_save_path + ".link"
+        try:
+            if os.path.lexists(link):
+                os.remove(link)
+            os.link(checkpoint, link)
+            os.replace(link, self._ckpt_save_path)
+        except OSError:  # not one filesystem: write it
+            self.save_model_file(self._ckpt_save_path)
         progress = {
             "job_id": fl_ctx.get_job_id(),
             "completed_round": fl_ctx.get_prop(AppConstants.CURRENT_ROUND),
