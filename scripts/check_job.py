@@ -34,29 +34,17 @@ def _load_json(path: str, problems: list):
     return None
 
 
-def _component_paths(config: dict):
-    """Class paths named by a job config (components, workflows, executors, filters...), wherever they sit."""
+def _values(config, key: str):
+    """Every string value of ``key`` anywhere in a job config (components, workflows, executors, filters...)."""
     if isinstance(config, dict):
-        for key, value in config.items():
-            if key == "path" and isinstance(value, str) and CLASS_PATH.match(value):
+        for k, value in config.items():
+            if k == key and isinstance(value, str):
                 yield value
             else:
-                yield from _component_paths(value)
+                yield from _values(value, key)
     elif isinstance(config, list):
         for item in config:
-            yield from _component_paths(item)
-
-
-def _task_scripts(config: dict):
-    if isinstance(config, dict):
-        for key, value in config.items():
-            if key == "task_script_path" and isinstance(value, str):
-                yield value
-            else:
-                yield from _task_scripts(value)
-    elif isinstance(config, list):
-        for item in config:
-            yield from _task_scripts(item)
+            yield from _values(item, key)
 
 
 def _imports(py_file: str) -> set:
@@ -87,10 +75,10 @@ def check_app(job: str, app: str, roles: set, imports: bool) -> list:
         config = _load_json(path, problems)
         if config is None:
             continue
-        for script in _task_scripts(config):
+        for script in _values(config, "task_script_path"):
             if not os.path.isfile(os.path.join(custom, script)):
                 problems.append(f"{os.path.basename(path)} runs {script!r} but {app}/custom/{script} is missing")
-        for class_path in _component_paths(config):
+        for class_path in filter(CLASS_PATH.match, _values(config, "path")):
             module = class_path.rsplit(".", 1)[0]
             if "." not in module and module not in custom_modules:  # top-level module: ours, in custom/
                 if not imports or importlib.util.find_spec(module) is None:

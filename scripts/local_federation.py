@@ -120,6 +120,19 @@ class ProcessFederation:
             time.sleep(2)
         raise AssertionError(f"sites registered after {timeout}s: {sorted(registered)}, expected {self.sites}")
 
+    def __enter__(self):
+        """Started, with every site registered; stopped on exit."""
+        self.start()
+        try:
+            self.wait_for_sites()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def site_job_log(self, site: str, job_id: str) -> str:
         with open(os.path.join(self.workspace(site), job_id, "log.txt")) as f:
             return f.read()

@@ -32,13 +32,8 @@ def tree_digest(path: str, skip: str = None) -> str:
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
     root = tmp_path_factory.mktemp("badjobs")
-    fed = fl_system.ProcessFederation(str(root), SITES)
-    fed.start()
-    try:
-        fed.wait_for_sites()
+    with fl_system.ProcessFederation(str(root), SITES) as fed:
         yield fed
-    finally:
-        fed.stop()
 
 
 def run_job(fed, tiny_assets, tmp_path, *flags) -> dict:

@@ -17,13 +17,8 @@ MEMBER = "member@test.org"
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("secfed"))
-    fed = fl_system.ProcessFederation(root, SITES, extra_admins=((MEMBER, "member"),))
-    fed.start()
-    try:
-        fed.wait_for_sites()
+    with fl_system.ProcessFederation(root, SITES, extra_admins=((MEMBER, "member"),)) as fed:
         yield fed
-    finally:
-        fed.stop()
 
 
 def read(path):
