@@ -38,16 +38,16 @@ GIB = 1024**3
 
 # name -> (make_job flags, extra environment for every participant, what it is)
 CONFIGS = {
-    "stream": ([], {}, "NVFlare tensor streaming (TensorServerStreamer/TensorClientStreamer)"),
-    "plain": (["--no-streaming"], {}, "plain FedAvg messages (FOBS, large tensors through download references)"),
-    "plain-offload": (["--no-streaming", "--disk_offload"], {},
+    "stream": (["--transfer", "tensor"], {}, "NVFlare tensor streaming (TensorServerStreamer/TensorClientStreamer)"),
+    "plain": (["--transfer", "memory"], {}, "plain FedAvg messages (FOBS, large tensors through download references)"),
+    "plain-offload": (["--transfer", "offload"], {},
                       "plain messages; the server downloads results to disk and aggregates tensor by tensor"),
-    "plain-offload-gc": (["--no-streaming", "--disk_offload", "--server_memory_gc_rounds", "1"],
+    "plain-offload-gc": (["--transfer", "offload", "--server_memory_gc_rounds", "1"],
                          {"MALLOC_ARENA_MAX": "2"}, "plain-offload + gc/malloc_trim every round + MALLOC_ARENA_MAX=2"),
-    "stream-gc": (["--server_memory_gc_rounds", "1"], {"MALLOC_ARENA_MAX": "2"},
+    "stream-gc": (["--transfer", "tensor", "--server_memory_gc_rounds", "1"], {"MALLOC_ARENA_MAX": "2"},
                   "stream + gc/malloc_trim every round + MALLOC_ARENA_MAX=2"),
-    "stream-bf16": (["--exchange_dtype", "bfloat16"], {}, "stream, weights sent as bfloat16 (half the bytes)"),
-    "plain-offload-bf16": (["--no-streaming", "--disk_offload", "--exchange_dtype", "bfloat16"], {},
+    "stream-bf16": (["--transfer", "tensor", "--exchange_dtype", "bfloat16"], {}, "stream, weights sent as bfloat16 (half the bytes)"),
+    "plain-offload-bf16": (["--transfer", "offload", "--exchange_dtype", "bfloat16"], {},
                            "plain-offload, weights sent as bfloat16"),
 }
 DEFAULT_CONFIGS = "stream,plain,plain-offload,plain-offload-gc"
@@ -180,7 +180,7 @@ def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: st
         result = fed.nvflare("job", "download", job_id, "-o", os.path.join(work, "dl"))["data"]["download_path"]
         with open(os.path.join(result, "workspace", "log.txt")) as f:
             stamps = local_federation.round_start_times(f.read())
-        per_site = [streamed_bytes(fed.site_job_log(s, job_id)) for s in sites] if "--no-streaming" not in flags else []
+        per_site = [streamed_bytes(fed.site_job_log(s, job_id)) for s in sites] if "tensor" in flags else []
     finally:
         if sampler and sampler.is_alive():
             sampler.stop()

@@ -92,7 +92,7 @@ def run_mode(mode: str, rounds: int, assets: dict, train_flags: list, work: str)
         job = os.path.join(work, "job")
         assert make_job.main(["--out", job, "--sites", ",".join(SITES), "--rounds", str(rounds),
                               "--model", assets["model"], "--dataset", assets["dataset"], *train_flags,
-                              *MODES[mode]]) == 0
+                              *MODES[mode], "--transfer", "tensor"]) == 0  # its streamers log the bytes
         start = time.monotonic()
         job_id = fed.nvflare("job", "submit", "-j", job)["data"]["job_id"]
         fed.nvflare("job", "wait", job_id, "--timeout", "1800", timeout=1900)

@@ -19,6 +19,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_CODE = os.path.join(ROOT, "app_code")
 DEFAULT_JOB_DIR = os.path.join(ROOT, "jobs", "gpt2-fedavg-stream")
 JOB_NAME = "gpt2-fedavg-stream"
+# How the weights move. The default was chosen by scripts/benchmark_exchange.py (README, "Benchmark"): at 2-4 sites
+# x 124M, offload rounds were 2.4x faster than the tensor streamers and the server peak 1.4-1.6x lower, growing by
+# 0.5 model copies per site instead of 1.5.
+TRANSFERS = {
+    "offload": "NVFlare's FOBS streaming (download references); the server downloads each result to disk (TMPDIR) "
+               "and aggregates it tensor by tensor (enable_tensor_disk_offload)",
+    "tensor": "NVFlare's tensor streamers (TensorServerStreamer / TensorClientStreamer), results in memory",
+    "memory": "NVFlare's FOBS streaming, results in memory",
+}
 # What app/custom must hold: the client script, what it imports, and the server's persistor; nothing else.
 CUSTOM_FILES = ["client.py", "controller.py", "data.py", "model.py", "persistor.py", "training.py"]
 
@@ -42,7 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="FedAvg rounds")
     p.add_argument("--model", default="gpt2", help="HF model name or a path that exists on server and sites")
     p.add_argument("--dataset", default="stanfordnlp/imdb", help="HF dataset name or a path on each site")
-    p.add_argument("--no-streaming", dest="streaming", action="store_false", help="plain FedAvg messages")
+    p.add_argument("--transfer", choices=list(TRANSFERS), default="offload",
+                   help="how the weights move: " + "; ".join(f"{k}: {v}" for k, v in TRANSFERS.items()))
     p.add_argument("--max_steps", type=int, default=200, help="optimizer steps per site per round (-1 = epochs)")
     p.add_argument("--num_train_epochs", type=float, default=1.0)
     p.add_argument("--max_train_samples", type=int, default=0, help="cap on each site's shard (0 = whole)")
@@ -60,9 +70,6 @@ def parse_args(argv=None):
     p.add_argument("--start_round", type=int, default=0,
                    help="first round to run (resume); the job runs rounds start_round..rounds-1")
     p.add_argument("--tensor_send_timeout", type=float, default=300.0, help="seconds per streamed transfer")
-    p.add_argument("--disk_offload", action="store_true",
-                   help="server: received tensors go to disk (TMPDIR) and are read one by one while aggregating "
-                        "(NVFlare's enable_tensor_disk_offload; with --no-streaming)")
     p.add_argument("--server_memory_gc_rounds", type=int, default=0,
                    help="server: gc + malloc_trim every N rounds (0 = never)")
     sys.path.insert(0, APP_CODE)
@@ -166,11 +173,11 @@ def build_recipe(args):
         train_args=train_args(args),
         key_metric="global_eval_loss",
         key_metric_mode="min",
-        enable_tensor_disk_offload=args.disk_offload,
+        enable_tensor_disk_offload=args.transfer == "offload",
         server_memory_gc_rounds=args.server_memory_gc_rounds,
     )
     add_experiment_tracking(recipe, tracking_type="tensorboard")
-    if args.streaming:
+    if args.transfer == "tensor":
         recipe.enable_tensor_streaming(tensor_send_timeout=args.tensor_send_timeout)
     return recipe
 
@@ -214,7 +221,7 @@ def main(argv=None) -> int:
     out = export(args)
     resume = f" from round {args.start_round + 1}" if args.start_round else ""
     print(f"job folder: {out} (sites: {', '.join(args.site_names)}; rounds: {args.rounds}{resume}; "
-          f"streaming: {'on' if args.streaming else 'off'}; exchange: "
+          f"transfer: {args.transfer}; exchange: "
           f"{'LoRA adapter' if args.lora else 'full model'}, {args.exchange_dtype})")
     return 0
 

@@ -53,7 +53,8 @@ def parse_args(argv=None):
         p.add_argument(flag, dest=env_name, default=None, help=f"default: ${env_name} from .env, else {default}")
     p.add_argument("--resume", metavar="JOB_ID",
                    help="resubmit JOB_ID from its last persisted global model (same settings as now in .env)")
-    p.add_argument("--no-streaming", action="store_true", help="plain FedAvg messages (FL_STREAMING=0)")
+    p.add_argument("--transfer", choices=["offload", "tensor", "memory"], default=None,
+                   help="how the weights move (make_job.py --help); default: $FL_TRANSFER from .env, else offload")
     p.add_argument("--lora", action="store_true", help="train and exchange a LoRA adapter only (FL_LORA=1)")
     p.add_argument("--timeout", type=float, default=float(setting("FL_JOB_TIMEOUT", "7200")),
                    help="seconds to wait for the job (it keeps running after a timeout)")
@@ -76,9 +77,7 @@ def make_job_flags(args) -> list:
     for env_name, (flag, default) in JOB_SETTINGS.items():
         value = getattr(args, env_name) or setting(env_name, default, args.env_file)
         flags += [flag, str(value)]
-    streaming = setting("FL_STREAMING", "1", args.env_file) not in ("0", "false", "no")
-    if args.no_streaming or not streaming:
-        flags.append("--no-streaming")
+    flags += ["--transfer", args.transfer or setting("FL_TRANSFER", "offload", args.env_file)]
     if args.lora or setting("FL_LORA", "0", args.env_file) in ("1", "true", "yes"):
         flags.append("--lora")  # a resumed LoRA job must be a LoRA job too: the setting lives in .env
     return flags

@@ -350,6 +350,7 @@ def test_lora_job_moves_only_the_adapter_and_exports_a_loadable_model(tmp_path, 
             "--out", job, "--sites", ",".join(sites), "--rounds", str(rounds), "--model", tiny_assets["model"],
             "--dataset", tiny_assets["dataset"], "--max_steps", "2", "--batch_size", "4", "--eval_samples", "8",
             "--lora", "--lora_r", str(LORA["r"]), "--lora_alpha", str(LORA["alpha"]),
+            "--transfer", "tensor",  # the tensor streamers log the bytes they move
         ]) == 0
         job_id = fed.nvflare("job", "submit", "-j", job)["data"]["job_id"]
         fed.nvflare("job", "wait", job_id, "--timeout", "300", timeout=330)

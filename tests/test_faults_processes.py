@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -65,6 +66,8 @@ def test_site_killed_mid_round_all_rounds_still_run(tmp_path, tiny_assets, capsy
         server_log = f.read()
     assert (f"round {first_missing + 1}: 1 of 2 sites answered within {ROUND_TIMEOUT}s; no result from site-2"
             in server_log)
+    # The default transfer: every result reached the aggregation as tensors spooled to disk.
+    assert re.search(r"result from site-1: (\d+) of \1 tensors spooled to disk", server_log), server_log[-2000:]
     # Every completed round's global model is intact on the server's disk.
     assert progress["completed_round"] == ROUNDS - 1
     weights = torch.load(progress["checkpoint"], weights_only=True)["model"]

@@ -28,6 +28,7 @@ def finished_job(tmp_path_factory, tiny_assets):
         assert make_job.main([
             "--out", job_dir, "--sites", ",".join(SITES), "--rounds", str(ROUNDS),
             "--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"], *TRAIN,
+            "--transfer", "tensor",  # the tensor streamers; the default (offload) runs in the other federations
         ]) == 0
         submitted = fed.nvflare("job", "submit", "-j", job_dir)
         assert submitted["status"] == "ok", submitted

@@ -62,7 +62,7 @@ def _task_args(job):
 def job3(tmp_path_factory):
     out = tmp_path_factory.mktemp("job3") / "job"
     assert make_job.main(["--out", str(out), "--sites", ",".join(SITES3), "--rounds", "4",
-                          "--model", "/m", "--dataset", "/d"]) == 0
+                          "--model", "/m", "--dataset", "/d", "--transfer", "tensor"]) == 0
     return str(out)
 
 
@@ -113,15 +113,21 @@ def test_custom_folder_holds_exactly_the_app_code_it_needs(job3):
             assert a.read() == b.read(), f"app/custom/{name} differs from app_code/{name}"
 
 
-def test_no_streaming(tmp_path):
+@pytest.mark.parametrize("transfer, offload", [("offload", True), ("memory", False)])
+def test_transfers_without_the_tensor_streamers(tmp_path, transfer, offload):
     out = tmp_path / "job"
-    assert make_job.main(["--out", str(out), "--sites", "a,b", "--no-streaming"]) == 0
+    assert make_job.main(["--out", str(out), "--sites", "a,b", "--transfer", transfer]) == 0
     server_paths = _component_paths(_server(str(out)))
     client_paths = _component_paths(_client(str(out)))
     assert not any("TensorServerStreamer" in p or "TensorClientStreamer" in p for p in server_paths + client_paths)
+    assert _fedavg_arg(_server(str(out)), "enable_tensor_disk_offload") is offload
     # Still a complete FedAvg job.
     assert _fedavg_arg(_server(str(out)), "num_clients") == 2
     assert "persistor.PretrainedModelPersistor" in server_paths
+
+
+def test_default_transfer_is_offload():
+    assert make_job.parse_args(["--sites", "a"]).transfer == "offload"
 
 
 def test_out_folder_is_replaced(tmp_path):

@@ -4,15 +4,15 @@ import pytest
 
 
 @pytest.mark.parametrize("env, expected", [
-    ({}, []),
-    ({"FL_LORA": "1", "FL_EXCHANGE_DTYPE": "bfloat16", "FL_STREAMING": "0"},
-     ["--lora", "--no-streaming", "--exchange_dtype", "bfloat16"]),
+    ({}, ["--transfer", "offload"]),
+    ({"FL_LORA": "1", "FL_EXCHANGE_DTYPE": "bfloat16", "FL_TRANSFER": "tensor"},
+     ["--lora", "--transfer", "tensor", "--exchange_dtype", "bfloat16"]),
 ])
 def test_env_settings_become_make_job_flags(monkeypatch, tmp_path, env, expected):
     import make_job
     import submit_job
 
-    for name in ["FL_LORA", "FL_EXCHANGE_DTYPE", "FL_STREAMING", *submit_job.JOB_SETTINGS]:
+    for name in ["FL_LORA", "FL_EXCHANGE_DTYPE", "FL_TRANSFER", *submit_job.JOB_SETTINGS]:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -24,5 +24,6 @@ def test_env_settings_become_make_job_flags(monkeypatch, tmp_path, env, expected
         assert flags[flags.index("--exchange_dtype") + 1] == "bfloat16"
     parsed = make_job.parse_args(flags + ["--out", str(tmp_path / "job"), "--sites", "site-1,site-2"])
     assert parsed.lora == ("--lora" in expected)
-    assert parsed.streaming == ("--no-streaming" not in expected)
+    assert parsed.transfer == env.get("FL_TRANSFER", "offload")
+    assert flags[flags.index("--transfer") + 1] == parsed.transfer
     assert parsed.exchange_dtype == env.get("FL_EXCHANGE_DTYPE", "float32")

@@ -37,7 +37,11 @@ class FedAvgWithDeadline(FedAvg):
                            timeout=timeout or self.round_timeout, callback=callback)
 
     def _aggregate_one_result(self, result) -> bool:
-        self._answered.add((result.meta or {}).get("client_name"))
+        site = (result.meta or {}).get("client_name")
+        self._answered.add(site)
+        on_disk = sum(callable(getattr(v, "materialize", None)) for v in (result.params or {}).values())
+        if on_disk:  # NVFlare's tensor disk offload says nothing itself
+            self.info(f"result from {site}: {on_disk} of {len(result.params)} tensors spooled to disk (offload)")
         if self.exchange_dtype != "float32":
             upcast_params(result)
         return super()._aggregate_one_result(result)
