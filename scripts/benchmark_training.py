@@ -296,7 +296,7 @@ def summarize(precision: str, run: str, mode: str, result: dict) -> dict:
     loop_s = sum(r["loop_s"] for r in rounds)
     row = {"precision": precision, "run": run, "mode": mode, "rounds": len(rounds),
            "steps": sum(r["steps"] for r in rounds), "tokens": tokens,
-           "train_s": round(train_s, 3), "loop_s": round(loop_s, 3),
+           "train_s": round(train_s, 6), "loop_s": round(loop_s, 6),
            "train_tok_s": round(tokens / train_s, 1), "loop_tok_s": round(tokens / loop_s, 1),
            "setup_s_per_call": round((train_s - loop_s) / len(rounds), 3),
            "e2e_s": "", "e2e_tok_s": "", "ratio_train": "", "ratio_loop": "", "ratio_e2e": ""}
