@@ -89,9 +89,7 @@ def resume_flags(job_id: str, args) -> list:
     state = (status.get("data") or {}).get("status", "")
     # After a server restart NVFlare 2.9 leaves the interrupted job RUNNING in its store for good (abort and
     # delete both refuse it): only a job the server really runs now blocks a resume.
-    running = admin_nvflare("system", "status", env_file=args.env_file, check=False)
-    live = {j.get("job_id") for j in ((running.get("data") or {}).get("jobs") or [])}
-    if state == "RUNNING" and job_id in live:
+    if state == "RUNNING" and job_id in live_jobs(args):
         raise HostError(f"job {job_id} is still RUNNING; abort it first (nvflare job abort {job_id}) or let it finish")
     run = compose("exec", "-T", "server", "cat", f"/workspace/checkpoints/{job_id}/progress.json",
                   check=False, env_file=args.env_file)
