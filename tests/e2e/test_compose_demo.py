@@ -153,11 +153,13 @@ def test_metrics_and_plots_exported(demo):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_streaming_ran(demo):
+def test_default_transfer_ran(demo):
+    """The default transfer (offload): every site's result, every round, reached the server spooled to disk."""
     with open(os.path.join(result_dir(demo), "workspace", "log.txt")) as f:
         log = f.read()
     for site in SITES:
-        assert log.count(f"Starting to send tensors to peer '{site}'") == ROUNDS
+        spooled = re.findall(rf"result from {site}: (\d+) of (\d+) tensors spooled to disk", log)
+        assert len(spooled) == ROUNDS and all(a == b for a, b in spooled), (site, spooled)
 
 
 def test_containers_ran_hardened(demo):
