@@ -76,18 +76,22 @@ def running_services(env_file=None) -> set:
     return {r["Service"] for r in rows}
 
 
-def require_admin(env_file=None):
-    if ADMIN_SERVICE not in running_services(env_file):
+def require_admin(env_file=None, service=ADMIN_SERVICE):
+    running = running_services(env_file)
+    if service not in running:
+        admins = sorted(s for s in running if s == ADMIN_SERVICE or s.startswith(ADMIN_SERVICE + "-"))
+        hint = f" (running admin consoles: {', '.join(admins)})" if admins else ""
         raise HostError(
-            "the admin container is not running: start the federation first (docker compose up -d), "
-            "after provisioning the kits (python scripts/provision.py)"
+            f"the admin container '{service}' is not running{hint}: start the federation first "
+            "(docker compose up -d), after provisioning the kits (python scripts/provision.py)"
         )
 
 
-def admin_nvflare(*args, env_file=None, check=True) -> dict:
-    """Run an nvflare CLI command in the admin container; return its JSON envelope."""
+def admin_nvflare(*args, env_file=None, check=True, service=ADMIN_SERVICE) -> dict:
+    """Run an nvflare CLI command in an admin container (project.yml's first admin by default); return its JSON
+    envelope."""
     run = compose(
-        "exec", "-T", ADMIN_SERVICE, "nvflare", "--format", "json", *args, "--startup-kit", ADMIN_KIT,
+        "exec", "-T", service, "nvflare", "--format", "json", *args, "--startup-kit", ADMIN_KIT,
         check=False, env_file=env_file,
     )
     try:

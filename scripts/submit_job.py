@@ -61,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--interval", type=float, default=5.0, help="seconds between progress polls")
     p.add_argument("--server-grace", type=float, default=300.0,
                    help="seconds the server may not answer (restarting) before the job is reported interrupted")
+    p.add_argument("--admin", default=ADMIN_SERVICE, metavar="SERVICE",
+                   help="admin console to submit through: the compose service of one of project.yml's admins "
+                        "(admin = the first, admin-2 the second, ...)")
     p.add_argument("--results", default=os.path.join(ROOT, "results"), help="download results under this folder")
     args = p.parse_args(argv)
     if args.job_folder and args.resume:
@@ -85,7 +88,7 @@ def make_job_flags(args) -> list:
 
 def resume_flags(job_id: str, args) -> list:
     """--initial_ckpt/--start_round from the server's checkpoints/<job_id>/progress.json (on its volume)."""
-    status = admin_nvflare("job", "meta", job_id, env_file=args.env_file, check=False)
+    status = admin_nvflare("job", "meta", job_id, env_file=args.env_file, service=args.admin, check=False)
     state = (status.get("data") or {}).get("status", "")
     # After a server restart NVFlare 2.9 leaves the interrupted job RUNNING in its store for good (abort and
     # delete both refuse it): only a job the server really runs now blocks a resume.
@@ -109,11 +112,11 @@ def stage_job(args) -> str:
     dest = f"/home/fl/jobs/{time.strftime('%Y%m%d-%H%M%S')}"
     if args.job_folder:
         tar = subprocess.run(["tar", "-C", args.job_folder, "-c", "."], capture_output=True, check=True).stdout
-        compose("exec", "-T", ADMIN_SERVICE, "sh", "-c", f"mkdir -p {dest} && tar -x -C {dest}",
+        compose("exec", "-T", args.admin, "sh", "-c", f"mkdir -p {dest} && tar -x -C {dest}",
                 input=tar, env_file=args.env_file)
     else:
         extra = resume_flags(args.resume, args) if args.resume else []
-        run = compose("exec", "-T", ADMIN_SERVICE, "python3", "/src/scripts/make_job.py", "--out", dest,
+        run = compose("exec", "-T", args.admin, "python3", "/src/scripts/make_job.py", "--out", dest,
                       "--project", "/src/project.yml", *make_job_flags(args), *extra, check=False,
                       env_file=args.env_file)
         if run.returncode != 0:
@@ -124,7 +127,7 @@ def stage_job(args) -> str:
 
 def check_staged_job(job_dir: str, args) -> list:
     """check_job.py in the admin container (the sites' image): files and imports; returns the job's sites."""
-    run = compose("exec", "-T", ADMIN_SERVICE, "python3", "/src/scripts/check_job.py", job_dir, "--imports", "--json",
+    run = compose("exec", "-T", args.admin, "python3", "/src/scripts/check_job.py", job_dir, "--imports", "--json",
                   check=False, env_file=args.env_file)
     try:
         report = json.loads(run.stdout.strip().splitlines()[-1])
@@ -138,7 +141,7 @@ def check_staged_job(job_dir: str, args) -> list:
 
 def require_sites(sites: list, args):
     """Refuse to submit a job whose sites are not all connected: NVFlare would hold it, unscheduled."""
-    status = admin_nvflare("system", "status", env_file=args.env_file)
+    status = admin_nvflare("system", "status", env_file=args.env_file, service=args.admin)
     # The server lists a lost site for 10 minutes (its heartbeat timeout); a live one heartbeats every 10 s.
     now = time.time()
     connected = sorted(c.get("client_name") for c in (status.get("data") or {}).get("clients") or []
@@ -154,10 +157,25 @@ def require_sites(sites: list, args):
             "or generate the job for the connected sites only (scripts/make_job.py --sites ...)")
 
 
+def submit(job_dir: str, args) -> str:
+    envelope = admin_nvflare("job", "submit", "-j", job_dir, env_file=args.env_file, service=args.admin, check=False)
+    if envelope.get("status") == "ok":
+        return envelope["data"]["job_id"]
+    message = f"{envelope.get('message')} {envelope.get('hint') or ''}".strip()
+    if "not authorized" in message.lower():
+        # The job brings its own code (app/custom): NVFlare's default policy lets only these roles submit it.
+        raise HostError(
+            f"the server refused the job: {message}. The admin of console '{args.admin}' may not submit jobs "
+            "that bring their own code (app/custom): NVFlare allows that to the project_admin and lead roles "
+            "only (role: in project.yml). Submit through such an admin's console (--admin SERVICE; "
+            "docker compose ps lists admin, admin-2, ...); nothing was submitted")
+    raise HostError(f"nvflare job submit: {message}; nothing was submitted")
+
+
 def server_log(job_id: str, args) -> list:
     """The job's server log messages so far (log.json lines, via `nvflare job logs`)."""
     logs = admin_nvflare("job", "logs", job_id, "--sites", "server", "--tail", "100000",
-                         env_file=args.env_file, check=False)
+                         env_file=args.env_file, service=args.admin, check=False)
     raw = (logs.get("data") or {}).get("logs", {}).get("server", "") or ""
     messages = []
     for line in raw.splitlines():
@@ -182,7 +200,7 @@ def round_events(messages: list) -> list:
 
 def live_jobs(args) -> set:
     """Jobs the server runs now (`nvflare system status`), as opposed to what its job store says."""
-    status = admin_nvflare("system", "status", env_file=args.env_file, check=False)
+    status = admin_nvflare("system", "status", env_file=args.env_file, service=args.admin, check=False)
     return {j.get("job_id") for j in ((status.get("data") or {}).get("jobs") or [])}
 
 
@@ -195,7 +213,7 @@ def follow(job_id: str, args) -> str:
     printed, last_status, gone, down_since = set(), None, 0, None
     while True:
         try:
-            meta = admin_nvflare("job", "meta", job_id, env_file=args.env_file)["data"]
+            meta = admin_nvflare("job", "meta", job_id, env_file=args.env_file, service=args.admin)["data"]
             live = live_jobs(args) if meta.get("status") == "RUNNING" else set()
         except HostError as e:  # the server is restarting, or gone
             if down_since is None:
@@ -231,7 +249,7 @@ def follow(job_id: str, args) -> str:
         if time.monotonic() > deadline:
             raise HostError(
                 f"job {job_id} is still {status} after {args.timeout:.0f}s; it keeps running. Follow it with "
-                f"`docker compose exec {ADMIN_SERVICE} nvflare job monitor {job_id} --startup-kit {ADMIN_KIT}` "
+                f"`docker compose exec {args.admin} nvflare job monitor {job_id} --startup-kit {ADMIN_KIT}` "
                 f"or stop it with `... nvflare job abort {job_id} ...`"
             )
         time.sleep(args.interval)
@@ -241,15 +259,15 @@ def download(job_id: str, args, failed: bool = False) -> tuple:
     """Fetch the job into results/<job_id>; for a failed job also the sites' error logs. Returns (folder, the
     error lines job_errors.py found)."""
     inside = "/home/fl/downloads"
-    admin_nvflare("job", "download", job_id, "-o", inside, "--force", env_file=args.env_file)
+    admin_nvflare("job", "download", job_id, "-o", inside, "--force", env_file=args.env_file, service=args.admin)
     errors = []
     if failed:  # before the copy, so that site_errors/ lands in results/<job_id> with the rest
-        run = compose("exec", "-T", ADMIN_SERVICE, "python3", "/src/scripts/job_errors.py", job_id,
+        run = compose("exec", "-T", args.admin, "python3", "/src/scripts/job_errors.py", job_id,
                       "--startup-kit", ADMIN_KIT, "-o", f"{inside}/{job_id}", check=False, env_file=args.env_file)
         errors = (run.stdout or run.stderr).strip().splitlines()
     # HF-format global model, metrics.csv and plots, made where torch and the model's tokenizer are at hand.
     model = args.FL_MODEL or setting("FL_MODEL", JOB_SETTINGS["FL_MODEL"][1], args.env_file)
-    export = compose("exec", "-T", ADMIN_SERVICE, "python3", "/src/scripts/export_results.py", f"{inside}/{job_id}",
+    export = compose("exec", "-T", args.admin, "python3", "/src/scripts/export_results.py", f"{inside}/{job_id}",
                      "--model", model, check=False, env_file=args.env_file)
     if export.returncode != 0:
         print(f"warning: results exported without the HF model / plots: {(export.stderr or '').strip()}")
@@ -257,7 +275,7 @@ def download(job_id: str, args, failed: bool = False) -> tuple:
     dest = os.path.join(args.results, job_id)
     if os.path.exists(dest):
         raise HostError(f"{dest} already exists; move it away to download again")
-    compose("cp", f"{ADMIN_SERVICE}:{inside}/{job_id}", dest, env_file=args.env_file)
+    compose("cp", f"{args.admin}:{inside}/{job_id}", dest, env_file=args.env_file)
     return dest, errors
 
 
@@ -283,10 +301,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         check_docker()
-        require_admin(args.env_file)
+        require_admin(args.env_file, args.admin)
         job_dir = stage_job(args)
         require_sites(check_staged_job(job_dir, args), args)
-        job_id = admin_nvflare("job", "submit", "-j", job_dir, env_file=args.env_file)["data"]["job_id"]
+        job_id = submit(job_dir, args)
         print(f"submitted job {job_id}", flush=True)
         status = follow(job_id, args)
         dest, errors = download(job_id, args, failed=status != "FINISHED:COMPLETED")

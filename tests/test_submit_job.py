@@ -27,3 +27,25 @@ def test_env_settings_become_make_job_flags(monkeypatch, tmp_path, env, expected
     assert parsed.transfer == env.get("FL_TRANSFER", "offload")
     assert flags[flags.index("--transfer") + 1] == parsed.transfer
     assert parsed.exchange_dtype == env.get("FL_EXCHANGE_DTYPE", "float32")
+
+
+@pytest.mark.parametrize("envelope, expected", [
+    ({"status": "ok", "data": {"job_id": "j1"}}, "j1"),
+    ({"status": "error", "message": "user not authorized for the action 'submit_job'"},
+     "console 'admin-2' may not submit jobs that bring their own code"),
+    ({"status": "error", "message": "job folder has no meta.json"}, "nvflare job submit: job folder has no meta.json"),
+])
+def test_submit_names_the_console_and_the_fix_when_refused(monkeypatch, tmp_path, envelope, expected):
+    import submit_job
+    from compose_env import HostError
+
+    calls = []
+    monkeypatch.setattr(submit_job, "admin_nvflare", lambda *a, **kw: calls.append((a, kw)) or envelope)
+    args = submit_job.parse_args(["--env-file", str(tmp_path / "none.env"), "--admin", "admin-2"])
+    if envelope["status"] == "ok":
+        assert submit_job.submit("/home/fl/jobs/x", args) == expected
+    else:
+        with pytest.raises(HostError, match="nothing was submitted") as e:
+            submit_job.submit("/home/fl/jobs/x", args)
+        assert expected in str(e.value)
+    assert calls[0][0] == ("job", "submit", "-j", "/home/fl/jobs/x") and calls[0][1]["service"] == "admin-2"

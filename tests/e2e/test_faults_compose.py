@@ -8,6 +8,9 @@ sites, in a clean copy of the project, sharing one compose stack across the modu
   * the server container is killed mid-job and brought back as the README says (docker compose up -d): the job
     store and /workspace/checkpoints survive on the volume, the interrupted job's submit_job.py says so and gives
     the resume command, and submit_job.py --resume continues the job from the last persisted round;
+  * who may not join or submit: a site container whose kit comes from another provisioning (another root CA)
+    is refused by mTLS and the server never lists it; an admin console whose role is `member` (added to the
+    copy's project.yml) cannot submit the job, and submit_job.py says why and what to do;
   * bad input on the running deployment: a job whose site is down is refused before submission; a job whose
     dataset is missing at the sites fails fast and submit_job.py prints the sites' own error; a site whose server
     name does not resolve stops at start with the fix.
@@ -43,6 +46,8 @@ KILL_SITES = ["site-1", "site-2"]  # the site-kill job runs on two of them, site
 ROUND_TIMEOUT = 60  # round 1 of the two-site tiny job (site start-up included) takes 20-30 s on 2 cores
 PEAK_BOUND_MIB = 3072  # tiny model on CPU: a container above this is a leak, not the workload
 ADMIN_KIT = "/home/fl/admin-kit"
+MEMBER = "member@fl-demo.org"  # second admin of the copy's project.yml: role member, may not bring custom code
+MEMBER_SERVICE = "admin-2"  # its console's compose service
 # What the demo's --tiny mode exports; every later command (compose, submit_job.py) runs with the same settings.
 TINY = {"HF_HUB_OFFLINE": "1", "FL_MODEL": "/assets/tiny/model", "FL_DATASET": "/assets/tiny/imdb",
         "FL_ROUNDS": str(ROUNDS), "FL_MAX_STEPS": "5", "FL_BATCH_SIZE": "4", "FL_EVAL_SAMPLES": "32",
@@ -76,9 +81,11 @@ def edit_project(work: str, port: int):
     with open(path) as f:
         text = f.read()
     extra = "".join(f"  - name: {s}\n    type: client\n    org: hospital_{s[-1]}\n" for s in SITES[2:])
-    assert "fed_learn_port: 8002" in text and "  - name: admin@" in text
+    member = f"  - name: {MEMBER}\n    type: admin\n    org: fl_demo\n    role: member\n"
+    assert "fed_learn_port: 8002" in text and "  - name: admin@" in text and "    role: project_admin\n" in text
     text = text.replace("fed_learn_port: 8002", f"fed_learn_port: {port}")
     text = text.replace("  - name: admin@", extra + "  - name: admin@", 1)
+    text = text.replace("    role: project_admin\n", "    role: project_admin\n" + member, 1)
     with open(path, "w") as f:
         f.write(text)
 
@@ -279,7 +286,8 @@ def test_four_sites_complete_three_rounds_memory(stack, capsys):
 def test_private_keys_only_for_the_service_user(stack, capsys):
     """The kit's private key (the read-only mount, and the copy sub_start.sh makes in /workspace/kit or the admin
     entrypoint in ~/admin-kit) is readable by the containers' user and by neither group nor others."""
-    copies = {"server": "/workspace/kit", "admin": ADMIN_KIT, **{s: "/workspace/kit" for s in SITES}}
+    copies = {"server": "/workspace/kit", "admin": ADMIN_KIT, MEMBER_SERVICE: ADMIN_KIT,
+              **{s: "/workspace/kit" for s in SITES}}
     found = []
     for service, copy in copies.items():
         cid = stack.cid(service)
@@ -451,6 +459,69 @@ def test_resumed_job_runs_exactly_the_missing_rounds(stack, server_restarted, ca
               f"submit_job.py pointed to --resume "
               + (f"{follower_s:.0f}s after the kill; " if follower_s else "(no figure); ")
               + f"submit_job.py --resume ran rounds {[r['round'] + 1 for r in rounds]}")
+
+
+def test_site_from_another_provisioning_is_rejected(stack, tmp_path, capsys):
+    """A site kit from another provisioning of the same project file (own root CA; same server name, port and
+    site name), run as the image runs a site, on the stack's network where the server's name resolves."""
+    import provision
+
+    with open(os.path.join(stack.work, "project.yml")) as f:
+        text = f.read()
+    rogue_project = tmp_path / "rogue.yml"
+    rogue_project.write_text(text.replace("\nname: gpt2-fl\n", "\nname: rogue-fl\n", 1))
+    kit = provision.provision(str(rogue_project), str(tmp_path / "ws"), str(tmp_path / "store"), False,
+                              provision.DEFAULT_SERVICE_UID)["kits"]["site-1"]
+    server = stack.cid("server")
+    log_start = int(stack.exec(server, "stat", "-c", "%s", "/workspace/log.txt").stdout)
+    name = f"{stack.project}-rogue"
+    started = subprocess.run(["docker", "run", "-d", "--name", name, "--network", f"{stack.project}_default",
+                              "-v", f"{kit}:/kit:ro", stack.env["FL_IMAGE"], "site"],
+                             capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    try:
+        ip = next(iter(stack.inspect(name)["NetworkSettings"]["Networks"].values()))["IPAddress"]
+        deadline = time.monotonic() + 120
+        while "CERTIFICATE_VERIFY_FAILED" not in (rogue := subprocess.run(
+                ["docker", "logs", name], capture_output=True, text=True).stdout):
+            assert time.monotonic() < deadline, f"no certificate error from the rogue site:\n{rogue[-3000:]}"
+            time.sleep(2)
+        time.sleep(10)  # a few more connection attempts
+        rogue = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    assert "Successfully registered" not in rogue
+    line = next(ln for ln in rogue.splitlines() if "CERTIFICATE_VERIFY_FAILED" in ln)
+    assert "fl-server" in line, line  # it reached the server by its name, and refused its certificate
+    # The server side: no connection from the rogue's address was ever created, and the federation is unchanged.
+    # (NVFlare 2.9 logs nothing for a TLS handshake that never completes: the record is the absence.)
+    server_new = stack.exec(server, "tail", "-c", f"+{log_start + 1}", "/workspace/log.txt").stdout
+    assert f"<= {ip}:" not in server_new, server_new[-3000:]
+    clients = sorted(c["client_name"] for c in stack.nvflare("system", "status")["data"]["clients"])
+    assert clients == SITES, clients
+    with capsys.disabled():
+        print(f"\n[figures] site kit from another provisioning, container {ip} on the stack network: refused, "
+              f"its log: {line.split(' - ', 3)[-1][:220]}; server: no connection from {ip}, sites {clients}")
+
+
+def test_member_admin_cannot_submit_custom_code(stack, capsys):
+    """The member admin's own console (its provisioned kit, its compose service) submits the job like a user."""
+    jobs_before = {j["job_id"] for j in stack.nvflare("job", "list")["data"]}
+    sub = stack.submit("--admin", MEMBER_SERVICE)
+    rc = sub.wait(300)
+    assert rc == 2, sub.output[-3000:]
+    out = sub.output
+    assert "the server refused the job" in out and "not authorized" in out, out[-3000:]
+    assert f"console '{MEMBER_SERVICE}' may not submit jobs that bring their own code" in out
+    assert "--admin SERVICE" in out and "nothing was submitted" in out
+    assert {j["job_id"] for j in stack.nvflare("job", "list")["data"]} == jobs_before
+    # The same console is a working, authenticated admin: it is its role, not its kit, that was refused.
+    member_status = stack.compose("exec", "-T", MEMBER_SERVICE, "nvflare", "--format", "json", "system", "status",
+                                  "--startup-kit", ADMIN_KIT, check=False, timeout=120)
+    assert json.loads(member_status.stdout.strip().splitlines()[-1])["status"] == "ok", member_status.stdout[-2000:]
+    with capsys.disabled():
+        print(f"\n[figures] {MEMBER} (role member) submitting through {MEMBER_SERVICE}: submit_job.py exit {rc}: "
+              f"{out.strip().splitlines()[-1][:240]}")
 
 
 def test_job_refused_while_one_of_its_sites_is_down(stack, capsys):
