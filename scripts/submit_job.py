@@ -163,9 +163,11 @@ def submit(job_dir: str, args) -> str:
         return envelope["data"]["job_id"]
     message = f"{envelope.get('message')} {envelope.get('hint') or ''}".strip()
     if "not authorized" in message.lower():
+        # NVFlare wraps the reason in "Authentication failed ... Check startup kit credentials": the kit is fine.
+        reason = re.search(r"user '[^']+' is not authorized for '[^']+'", message)
         # The job brings its own code (app/custom): NVFlare's default policy lets only these roles submit it.
         raise HostError(
-            f"the server refused the job: {message}. The admin of console '{args.admin}' may not submit jobs "
+            f"the server refused the job: {reason.group(0) if reason else message}. The admin of console '{args.admin}' may not submit jobs "
             "that bring their own code (app/custom): NVFlare allows that to the project_admin and lead roles "
             "only (role: in project.yml). Submit through such an admin's console (--admin SERVICE; "
             "docker compose ps lists admin, admin-2, ...); nothing was submitted")
