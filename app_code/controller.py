@@ -8,33 +8,76 @@ Here each round waits at most ``round_timeout`` seconds for all sites, then aggr
 With ``exchange_dtype="bfloat16"`` the global model travels to the sites as bfloat16 (half the bytes) while the
 server keeps, aggregates and persists it in float32: every site result is upcast before NVFlare's weighted sum,
 which would otherwise accumulate in the inputs' bfloat16 and hand the persistor a bfloat16 global model.
+
+With ``broadcast="shared"`` (the default) the round's sites download the global model from one shared transaction
+instead of one serialization per site (shared_broadcast.py); "per-site" is NVFlare's own behaviour. Only for
+FOBS streaming (transfers offload and memory): make_job passes "per-site" with the tensor streamers.
 """
 
 import copy
 
 from nvflare.app_common.workflows.fedavg import FedAvg
 
+from shared_broadcast import SharedBroadcast
+
+BROADCASTS = ("shared", "per-site")
+
 
 class FedAvgWithDeadline(FedAvg):
     def __init__(self, *args, round_timeout: int = 0, min_sites: int = 1, exchange_dtype: str = "float32",
-                 **kwargs):
+                 broadcast: str = "shared", **kwargs):
         """
         Args:
             round_timeout: seconds a round waits for the sites' results (0 = forever, NVFlare's behaviour).
             min_sites: fewest results a round may aggregate after the timeout; fewer stops the job.
             exchange_dtype: dtype of the floating tensors sent to the sites (float32 or bfloat16).
+            broadcast: "shared" (one download for all the round's sites) or "per-site" (NVFlare's).
         """
         super().__init__(*args, **kwargs)
+        if broadcast not in BROADCASTS:
+            raise ValueError(f"broadcast must be one of {BROADCASTS}, got {broadcast!r}")
         self.round_timeout = round_timeout
         self.min_sites = min_sites
         self.exchange_dtype = exchange_dtype
-        self._targets, self._answered = [], set()
+        self.broadcast = broadcast
+        self._targets, self._answered, self._shared = [], set(), None
+
+    def run(self):
+        try:
+            super().run()
+        finally:  # abort, stop or error: the round's download must not outlive the job
+            self._end_shared_broadcast()
 
     def send_model(self, task_name="train", data=None, targets=None, min_responses=None, timeout=0, callback=None):
         self._targets, self._answered = list(targets or []), set()
+        self._end_shared_broadcast()
         data = cast_model(data, self.exchange_dtype)
+        timeout = timeout or self.round_timeout
+        if self.broadcast == "shared":
+            data = self._share(data, timeout)
         super().send_model(task_name=task_name, data=data, targets=targets, min_responses=min_responses,
-                           timeout=timeout or self.round_timeout, callback=callback)
+                           timeout=timeout, callback=callback)
+
+    def _share(self, model, timeout):
+        """A shallow copy of the model whose params reference one download transaction for all the targets."""
+        cell = _server_cell(getattr(self, "engine", None))
+        if not cell or not self._targets or model is None or not SharedBroadcast.supports(model.params):
+            self.info("broadcast: NVFlare's per-site serialization (no cell, no targets or non-tensor params)")
+            return model
+        # The transaction's idle timeout only backs up the deletion when the round ends: at least the round's
+        # deadline (a day when rounds wait forever), so it cannot expire under a round still running.
+        self._shared = SharedBroadcast(cell, model.params, len(self._targets),
+                                       timeout=(timeout or 24 * 3600) + 60)
+        self._shared_round = self.current_round
+        sent = copy.copy(model)
+        sent.params = self._shared.refs
+        return sent
+
+    def _end_shared_broadcast(self):
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            self.info(f"round {self._shared_round + 1}: global model {shared.summary()}")
+            shared.close()
 
     def _aggregate_one_result(self, result) -> bool:
         site = (result.meta or {}).get("client_name")
@@ -47,6 +90,7 @@ class FedAvgWithDeadline(FedAvg):
         return super()._aggregate_one_result(result)
 
     def _get_aggregated_result(self):
+        self._end_shared_broadcast()
         silent = sorted(set(self._targets) - self._answered)
         if silent:
             summary = (f"round {self.current_round + 1}: {self._received_count} of {len(self._targets)} sites "
@@ -57,6 +101,14 @@ class FedAvgWithDeadline(FedAvg):
                 raise RuntimeError(reason)
             self.warning(f"{summary}; aggregating the others")
         return super()._get_aggregated_result()
+
+
+def _server_cell(engine):
+    """The job cell the sites' get_task replies go out on (as NVFlare's tensor disk offload finds it)."""
+    if engine is None:
+        return None
+    run_manager = getattr(engine, "run_manager", None)
+    return getattr(run_manager, "cell", None) or engine.get_cell()
 
 
 def cast_model(model, dtype: str):

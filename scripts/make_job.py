@@ -28,8 +28,15 @@ TRANSFERS = {
     "tensor": "NVFlare's tensor streamers (TensorServerStreamer / TensorClientStreamer), results in memory",
     "memory": "NVFlare's FOBS streaming, results in memory",
 }
-# What app/custom must hold: the client script, what it imports, and the server's persistor; nothing else.
-CUSTOM_FILES = ["client.py", "controller.py", "data.py", "model.py", "persistor.py", "training.py"]
+# How FOBS streaming (offload, memory) sends each round's global model; the tensor streamers have their own way.
+BROADCASTS = {
+    "shared": "one download transaction for all the round's sites, each item serialized once "
+              "(app_code/shared_broadcast.py)",
+    "per-site": "NVFlare's own: the task serialized for each site, one download per site",
+}
+# What app/custom must hold: the client script, what it imports, the server's workflow and persistor; nothing else.
+CUSTOM_FILES = ["client.py", "controller.py", "data.py", "model.py", "persistor.py", "shared_broadcast.py",
+                "training.py"]
 
 
 def sites_from_project(project_yml: str) -> list:
@@ -53,6 +60,10 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="stanfordnlp/imdb", help="HF dataset name or a path on each site")
     p.add_argument("--transfer", choices=list(TRANSFERS), default="offload",
                    help="how the weights move: " + "; ".join(f"{k}: {v}" for k, v in TRANSFERS.items()))
+    p.add_argument("--broadcast", choices=list(BROADCASTS), default="shared",
+                   help="how the server sends the global model with --transfer offload or memory: "
+                        + "; ".join(f"{k}: {v}" for k, v in BROADCASTS.items())
+                        + " (the tensor streamers always send per site)")
     p.add_argument("--max_steps", type=int, default=200, help="optimizer steps per site per round (-1 = epochs)")
     p.add_argument("--num_train_epochs", type=float, default=1.0)
     p.add_argument("--max_train_samples", type=int, default=0, help="cap on each site's shard (0 = whole)")
@@ -117,6 +128,11 @@ def lora_settings(args):
             "target_modules": args.lora_target_modules}
 
 
+def effective_broadcast(args) -> str:
+    """--broadcast applies to FOBS streaming only: the tensor streamers replace the task's tensors themselves."""
+    return "per-site" if args.transfer == "tensor" else args.broadcast
+
+
 def train_args(args) -> str:
     flags = {
         "model": args.model,
@@ -154,7 +170,8 @@ def build_recipe(args):
             controller.__class__ = FedAvgWithDeadline
             controller.round_timeout, controller.min_sites = args.round_timeout, args.min_sites
             controller.exchange_dtype = args.exchange_dtype
-            controller._targets, controller._answered = [], set()
+            controller.broadcast = effective_broadcast(args)
+            controller._targets, controller._answered, controller._shared = [], set(), None
             return controller
 
     n = len(args.site_names)
@@ -221,7 +238,7 @@ def main(argv=None) -> int:
     out = export(args)
     resume = f" from round {args.start_round + 1}" if args.start_round else ""
     print(f"job folder: {out} (sites: {', '.join(args.site_names)}; rounds: {args.rounds}{resume}; "
-          f"transfer: {args.transfer}; exchange: "
+          f"transfer: {args.transfer}, broadcast {effective_broadcast(args)}; exchange: "
           f"{'LoRA adapter' if args.lora else 'full model'}, {args.exchange_dtype})")
     return 0
 

@@ -12,7 +12,7 @@ import make_job
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_CODE = os.path.join(ROOT, "app_code")
 COMMITTED_JOB = os.path.join(ROOT, "jobs", "gpt2-fedavg-stream")
-CUSTOM = {"client.py", "controller.py", "data.py", "model.py", "persistor.py", "training.py"}
+CUSTOM = {"client.py", "controller.py", "data.py", "model.py", "persistor.py", "shared_broadcast.py", "training.py"}
 SITES3 = ["site-1", "site-2", "site-3"]
 
 
@@ -248,3 +248,15 @@ def test_resume_settings(tmp_path):
     assert persistor["args"]["source_ckpt_file_full_name"] == "/ck/FL.pt"
     with pytest.raises(SystemExit):
         make_job.main(["--out", out, "--rounds", "2", "--start_round", "2", "--sites", "site-1"])
+
+
+@pytest.mark.parametrize("flags, expected", [([], "shared"), (["--transfer", "memory"], "shared"),
+                                             (["--broadcast", "per-site"], "per-site"),
+                                             (["--transfer", "tensor"], "per-site"),
+                                             (["--transfer", "tensor", "--broadcast", "shared"], "per-site")])
+def test_broadcast_setting(tmp_path, flags, expected):
+    """Shared by default for FOBS streaming; the tensor streamers always send per site (they replace the task's
+    tensors themselves)."""
+    out = str(tmp_path / "job")
+    assert make_job.main(["--out", out, "--sites", "a,b", *flags]) == 0
+    assert _fedavg_arg(_server(out), "broadcast") == expected
