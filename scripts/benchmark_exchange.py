@@ -4,11 +4,18 @@
     .venv/bin/python scripts/benchmark_exchange.py                     # 124M GPT-2, 2 sites, every configuration
     .venv/bin/python scripts/benchmark_exchange.py --sites 2,4,8 --configs stream,plain-offload
     .venv/bin/python scripts/benchmark_exchange.py --model tiny        # seconds, for a smoke run
+    .venv/bin/python scripts/benchmark_exchange.py --deployment compose --sites 2,4   # the real containers
 
-Each configuration provisions a fresh federation, runs it from its kits as local processes (mTLS on loopback,
-the same kits the containers use), submits an exchange-only job (sites load the global model and send it back),
-and samples every participant's process tree for resident memory. In the same run it measures raw TCP throughput
-over loopback, so every ratio compares figures taken on the same machine at the same time:
+Each configuration provisions a fresh federation and submits an exchange-only job (sites load the global model
+and send it back). Two deployments:
+  processes  (default) the kits run as local processes (mTLS on loopback, the same kits the containers use);
+             memory = each participant's process tree RSS, sampled; raw TCP over loopback.
+  compose    the real deployment in an isolated copy of the project: provision.py, the image, compose.yaml with
+             the CPU overlay, the job generated and submitted in the admin container; memory = each container's
+             resident memory from its cgroup (anon + mapped files, no page cache), sampled; raw TCP from a site
+             container to the server container over the compose bridge. Needs Docker with Compose v2.
+In the same run it measures raw TCP throughput over the same path, so every ratio compares figures taken on the
+same machine at the same time:
 
     floor = bytes moved in a round (all sites, both directions) / raw TCP throughput
     round time / floor          how far the exchange sits above what the wire allows
@@ -22,7 +29,9 @@ import csv
 import json
 import os
 import re
+import shutil
 import socket
+import subprocess
 import statistics
 import sys
 import tempfile
@@ -186,7 +195,139 @@ def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: st
             sampler.stop()
         fed.stop()
     round_times = [b - a for a, b in zip(stamps, stamps[1:])]
+    peaks["server"] = peaks.pop("localhost")
     return {"status": status, "round_times": round_times, "peaks": peaks, "streamed": per_site}
+
+
+# Raw TCP between two containers of the stack (no TLS): the receiver times from its first byte to EOF.
+TCP_RECEIVER = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1); print("listening", flush=True)
+c, _ = s.accept(); n, t0 = 0, None
+while True:
+    b = c.recv(4 << 20)
+    if not b:
+        break
+    t0 = t0 or time.perf_counter(); n += len(b)
+print(n / (time.perf_counter() - t0), flush=True)
+"""
+TCP_SENDER = """
+import os, socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2]))); p = os.urandom(4 << 20)
+for _ in range(int(sys.argv[3]) // len(p)):
+    c.sendall(p)
+c.close()
+"""
+
+
+class CgroupSampler(TreeSampler):
+    """Peak resident memory of each container (cgroup memory.stat), sampled like TreeSampler."""
+
+    def __init__(self, cids: dict, interval: float = 0.2):
+        threading.Thread.__init__(self, daemon=True)
+        import compose_stack
+
+        self.readers = {name: compose_stack.resident_bytes_reader(cid) for name, cid in cids.items()}
+        self.peak = {name: 0 for name in cids}
+        self.interval = interval
+        self.stop_event = threading.Event()
+
+    def run(self):
+        while not self.stop_event.is_set():
+            for name, read in self.readers.items():
+                try:
+                    self.peak[name] = max(self.peak[name], read())
+                except (OSError, ValueError):  # the container is gone
+                    continue
+            self.stop_event.wait(self.interval)
+
+
+def write_bench_project(path: str, sites: list, port: int):
+    """The copy's project.yml with these sites and port; server, admin and builders as the project has them."""
+    import yaml
+
+    with open(path) as f:
+        project = yaml.safe_load(f)
+    others = [p for p in project["participants"] if p["type"] != "client"]
+    for p in others:
+        if p["type"] == "server":
+            p["fed_learn_port"] = port
+    clients = [{"name": s, "type": "client", "org": f"org_{s.replace('-', '_')}"} for s in sites]
+    project["participants"] = others[:1] + clients + others[1:]
+    with open(path, "w") as f:
+        yaml.safe_dump(project, f, sort_keys=False)
+
+
+def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, work: str, image: str,
+                       base_image: str = None) -> dict:
+    """run_config on the real deployment: an isolated copy of the project, its own compose project and volumes."""
+    import compose_stack
+
+    flags, extra_env, _ = CONFIGS[config]
+    sites = [f"site-{i + 1}" for i in range(n_sites)]
+    compose_stack.copy_project(work)
+    write_bench_project(os.path.join(work, "project.yml"), sites, local_federation.free_port())
+    shutil.copytree(model_path, os.path.join(work, "assets", "bench-model"))
+    env = dict(os.environ, FL_PROJECT_NAME=f"bench-{os.getpid()}-{n_sites}-{config}", FL_IMAGE=image,
+               FL_SERVER_BIND="127.0.0.1", COMPOSE_FILE="compose.yaml:compose.cpu.yaml", HF_HUB_OFFLINE="1",
+               FL_SITE_SHM_SIZE="256m", **extra_env)  # extra_env reaches the containers through services.yaml
+    if base_image:
+        env["FL_BASE_IMAGE"] = base_image
+
+    def run(cmd, timeout=900, check=True):
+        r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:6])} ...: {(r.stderr or r.stdout)[-1500:]}")
+        return r
+
+    def nvflare(*args, timeout=300, check=True):
+        out = run(["docker", "compose", "exec", "-T", "admin", "nvflare", "--format", "json", *args,
+                   "--startup-kit", "/home/fl/admin-kit"], timeout=timeout, check=check).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    run([sys.executable, "scripts/provision.py"])
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+        print(f"  building {image} (once) ...", flush=True)
+        run(["docker", "compose", "build", "server"], timeout=3600)
+    sampler = None
+    try:
+        run(["docker", "compose", "up", "-d", "--no-build", "--wait"])
+        receiver = subprocess.Popen(["docker", "compose", "exec", "-T", "server", "python3", "-c", TCP_RECEIVER,
+                                     "9999"], cwd=work, env=env, stdout=subprocess.PIPE, text=True)
+        assert receiver.stdout.readline().strip() == "listening"
+        run(["docker", "compose", "exec", "-T", "site-1", "python3", "-c", TCP_SENDER, "fl-server", "9999",
+             str(2 * GIB)])
+        tcp = float(receiver.communicate(timeout=120)[0].strip().splitlines()[-1])
+        cids = {svc: run(["docker", "compose", "ps", "-q", "--no-trunc", svc]).stdout.strip()
+                for svc in ["server", *sites]}
+        run(["docker", "compose", "exec", "-T", "admin", "python3", "/src/scripts/make_job.py", "--out",
+             "/home/fl/jobs/bench", "--project", "/src/project.yml", "--sites", ",".join(sites), "--rounds",
+             str(rounds), "--model", "/assets/bench-model", "--dataset", "unused", "--exchange_only",
+             "--round_timeout", "0", *flags])
+        sampler = CgroupSampler(cids)
+        sampler.start()
+        job_id = nvflare("job", "submit", "-j", "/home/fl/jobs/bench")["data"]["job_id"]
+        nvflare("job", "wait", job_id, "--timeout", "3600", timeout=3700, check=False)  # status comes next
+        peaks = sampler.stop()
+        status = nvflare("job", "meta", job_id)["data"]["status"]
+        result = nvflare("job", "download", job_id, "-o", "/home/fl/dl")["data"]["download_path"]
+        log = run(["docker", "compose", "exec", "-T", "admin", "cat", f"{result}/workspace/log.txt"]).stdout
+        if status != "FINISHED:COMPLETED":
+            errors = run(["docker", "compose", "exec", "-T", "admin", "python3", "/src/scripts/job_errors.py", job_id,
+                          "--startup-kit", "/home/fl/admin-kit"], check=False)
+            print(f"  job {job_id} {status}:\n    " + "\n    ".join(
+                [ln for ln in log.splitlines() if "ERROR" in ln][-5:] + (errors.stdout or "").splitlines()[-10:]),
+                flush=True)
+        per_site = [streamed_bytes(run(["docker", "compose", "exec", "-T", s, "cat", f"/workspace/{job_id}/log.txt"],
+                                       check=False).stdout) for s in sites] if "tensor" in flags else []
+    finally:
+        if sampler and sampler.is_alive():
+            sampler.stop()
+        run(["docker", "compose", "down", "-v", "--remove-orphans", "-t", "20"], check=False)
+    stamps = local_federation.round_start_times(log)
+    return {"status": status, "round_times": [b - a for a, b in zip(stamps, stamps[1:])], "peaks": peaks,
+            "streamed": per_site, "tcp": tcp}
 
 
 def main(argv=None) -> int:
@@ -201,6 +342,11 @@ def main(argv=None) -> int:
     p.add_argument("--project", default="6,8", metavar="SITES",
                    help="with two or more --sites counts: project each configuration's server and site peaks to "
                         "gpt2-large at these site counts, from the measured slopes ('' = no projection)")
+    p.add_argument("--deployment", choices=["processes", "compose"], default="processes",
+                   help="processes: kits as local processes; compose: the real containers (Docker)")
+    p.add_argument("--image", default="gpt2-fl:bench", help="compose: image tag to run (built once if missing)")
+    p.add_argument("--base-image", default=os.environ.get("FL_BASE_IMAGE"),
+                   help="compose: base image for that build (default: the Dockerfile's, or $FL_BASE_IMAGE)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"))
     args = p.parse_args(argv)
     try:
@@ -214,25 +360,40 @@ def main(argv=None) -> int:
     if any(c < 1 for c in counts) or args.rounds < 1:
         p.error("site counts and --rounds must be at least 1")
 
+    if args.deployment == "compose":
+        import compose_env
+
+        try:
+            compose_env.check_docker()
+        except compose_env.HostError as e:
+            p.error(f"--deployment compose: {e}")
+
+        def runner(n, config, rounds, model, work):
+            return run_config_compose(n, config, rounds, model, work, args.image, args.base_image)
+    else:
+        runner = run_config
+
     os.makedirs(args.out, exist_ok=True)
     work_root = tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("TMPDIR", "/var/tmp"))
     model_path, model_bytes = make_model(args.model, os.path.join(work_root, "assets"))
+    path_name = "compose bridge" if args.deployment == "compose" else "loopback"
     tcp = raw_tcp_throughput()
-    print(f"model: {args.model}, {model_bytes / 1e6:.1f} MB as exchanged; raw loopback TCP: {tcp / 1e9:.2f} GB/s",
-          flush=True)
+    print(f"model: {args.model}, {model_bytes / 1e6:.1f} MB as exchanged; raw loopback TCP: {tcp / 1e9:.2f} GB/s"
+          + (" (the compose bridge is measured in each stack)" if args.deployment == "compose" else ""), flush=True)
 
     rows = []
     for n in counts:
         for config in configs:
             print(f"running {n} sites, {config} ...", flush=True)
-            r = run_config(n, config, args.rounds, model_path, os.path.join(work_root, f"n{n}-{config}"))
+            r = runner(n, config, args.rounds, model_path, os.path.join(work_root, f"n{n}-{config}"))
+            run_tcp = r.get("tcp", tcp)
             sent = model_bytes // 2 if "bfloat16" in CONFIGS[config][0] else model_bytes
             down = statistics.mean([s["down"] for s in r["streamed"] if s["down"]] or [sent])
             up = statistics.mean([s["up"] for s in r["streamed"] if s["up"]] or [sent])
-            floor = n * (down + up) / tcp
+            floor = n * (down + up) / run_tcp
             round_s = statistics.median(r["round_times"]) if r["round_times"] else float("nan")
-            server = r["peaks"].get("localhost", 0)
-            site_peaks = [v for k, v in r["peaks"].items() if k != "localhost"]
+            server = r["peaks"].get("server", 0)
+            site_peaks = [v for k, v in r["peaks"].items() if k != "server"]
             row = {
                 "sites": n, "config": config, "status": r["status"],
                 "round_s_median": round(round_s, 2),
@@ -240,7 +401,7 @@ def main(argv=None) -> int:
                 "bytes_down_per_site": int(down), "bytes_up_per_site": int(up),
                 "bytes_source": "streamer logs" if r["streamed"] else "state_dict size",
                 "effective_MB_s": round(n * (down + up) / round_s / 1e6, 1),
-                "raw_tcp_GB_s": round(tcp / 1e9, 2),
+                "raw_tcp_GB_s": round(run_tcp / 1e9, 2),
                 "round_over_floor": round(round_s / floor, 1),
                 "server_peak_GiB": round(server / GIB, 2),
                 "server_peak_over_model": round(server / model_bytes, 1),
@@ -260,15 +421,19 @@ def main(argv=None) -> int:
             "server_peak_over_model", "site_peak_GiB_max", "bytes_down_per_site", "bytes_up_per_site", "status"]
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    header = (f"model {args.model} ({model_bytes / 1e6:.1f} MB exchanged), raw loopback TCP {tcp / 1e9:.2f} GB/s, "
-              f"{os.cpu_count()} CPUs, {args.rounds} rounds, processes from provisioned kits (mTLS)")
+    tcps = sorted({r["raw_tcp_GB_s"] for r in rows})
+    deployed = ("containers (compose, CPU overlay), memory per container from its cgroup"
+                if args.deployment == "compose" else "processes from provisioned kits, memory per process tree")
+    header = (f"model {args.model} ({model_bytes / 1e6:.1f} MB exchanged), raw {path_name} TCP "
+              f"{tcps[0]:.2f}{f'-{tcps[-1]:.2f}' if len(tcps) > 1 else ''} GB/s, {os.cpu_count()} CPUs, "
+              f"{args.rounds} rounds, {deployed} (mTLS)")
     with open(os.path.join(args.out, "benchmark.md"), "w") as f:
         f.write(header + "\n\n" + "\n".join(md) + "\n")
     plot(rows, os.path.join(args.out, "benchmark.png"), header)
     print("\n" + header + "\n\n" + "\n".join(md))
     targets = [int(x) for x in args.project.split(",") if x.strip()]
     if targets and len(set(counts)) >= 2 and args.model == "gpt2":
-        base = runtime_base(configs[0], work_root)
+        base = runtime_base(configs[0], work_root, runner)
         lines = projection(rows, model_bytes, base, targets)
         with open(os.path.join(args.out, "projection.md"), "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -288,12 +453,12 @@ def large_model_bytes() -> int:
     return sum(t.numel() * t.element_size() for t in model.parameters())
 
 
-def runtime_base(config: str, work_root: str) -> dict:
-    """Peaks with a negligible model (the tiny one, 2 sites): what the processes cost without any weights."""
+def runtime_base(config: str, work_root: str, runner=run_config) -> dict:
+    """Peaks with a negligible model (the tiny one, 2 sites): what the runtime costs without any weights."""
     path, _ = make_model("tiny", os.path.join(work_root, "assets-tiny"))
-    r = run_config(2, config, 2, path, os.path.join(work_root, "base"))
-    sites = [v for k, v in r["peaks"].items() if k != "localhost"]
-    return {"server": r["peaks"]["localhost"], "site": max(sites)}
+    r = runner(2, config, 2, path, os.path.join(work_root, "base"))
+    sites = [v for k, v in r["peaks"].items() if k != "server"]
+    return {"server": r["peaks"]["server"], "site": max(sites)}
 
 
 def projection(rows: list, model_bytes: int, base: dict, targets: list) -> list:

@@ -8,7 +8,6 @@ since no registry is reachable there); packages come from the wheelhouse (docker
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -24,22 +23,9 @@ ROUNDS = 2
 
 
 import docker_env  # noqa: E402
+from compose_stack import copy_project  # noqa: E402
 
 docker_env.require_docker()
-
-
-def project_files() -> list:
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
-    return [f for f in out.splitlines() if os.path.isfile(os.path.join(ROOT, f))]
-
-
-def ensure_wheelhouse() -> str:
-    wheels = os.path.join(ROOT, "docker", "wheels")
-    if not any(f.endswith(".whl") for f in os.listdir(wheels)):
-        subprocess.run(["bash", os.path.join(ROOT, "scripts", "build_wheelhouse.sh")], check=True,
-                       env=dict(os.environ, PYTHON=os.environ.get("PYTHON", sys.executable)))
-    return wheels
 
 
 def compose_resources(project: str) -> dict:
@@ -55,13 +41,7 @@ def compose_resources(project: str) -> dict:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     work = str(tmp_path_factory.mktemp("demo"))
-    for rel in project_files():
-        os.makedirs(os.path.dirname(os.path.join(work, rel)), exist_ok=True)
-        shutil.copy2(os.path.join(ROOT, rel), os.path.join(work, rel))
-    wheels = ensure_wheelhouse()
-    for name in os.listdir(wheels):
-        os.link(os.path.join(wheels, name), os.path.join(work, "docker", "wheels", name)) \
-            if not os.path.exists(os.path.join(work, "docker", "wheels", name)) else None
+    copy_project(work)
 
     # Like a user moving the server port: one edit in project.yml; provisioning regenerates the compose side.
     port = fl_system.free_port()

@@ -22,7 +22,6 @@ FL_TEST_BASE_IMAGE; packages from the wheelhouse (docker/wheels). About 12 minut
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -55,24 +54,9 @@ TINY = {"HF_HUB_OFFLINE": "1", "FL_MODEL": "/assets/tiny/model", "FL_DATASET": "
 
 
 import docker_env  # noqa: E402
+from compose_stack import copy_project, peak_memory_bytes  # noqa: E402
 
 docker_env.require_docker()
-
-
-def copy_project(work: str):
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
-    for rel in out.splitlines():
-        if os.path.isfile(os.path.join(ROOT, rel)):
-            os.makedirs(os.path.dirname(os.path.join(work, rel)), exist_ok=True)
-            shutil.copy2(os.path.join(ROOT, rel), os.path.join(work, rel))
-    wheels = os.path.join(ROOT, "docker", "wheels")
-    if not any(f.endswith(".whl") for f in os.listdir(wheels)):
-        subprocess.run(["bash", os.path.join(ROOT, "scripts", "build_wheelhouse.sh")], check=True,
-                       env=dict(os.environ, PYTHON=os.environ.get("PYTHON", sys.executable)))
-    for name in os.listdir(wheels):
-        if not os.path.exists(os.path.join(work, "docker", "wheels", name)):
-            os.link(os.path.join(wheels, name), os.path.join(work, "docker", "wheels", name))
 
 
 def edit_project(work: str, port: int):
@@ -217,19 +201,6 @@ def sites_of(r: dict) -> list:
 
 def global_eval_loss(r: dict) -> float:
     return {m["name"]: m["value"] for m in r["aggregated_metrics"]}["global_eval_loss"]
-
-
-def peak_memory_bytes(cid: str) -> int:
-    """The container's peak memory from its cgroup: v1 on the host (cgroupfs driver), else from inside."""
-    host = f"/sys/fs/cgroup/memory/docker/{cid}/memory.max_usage_in_bytes"
-    if os.path.isfile(host):
-        with open(host) as f:
-            return int(f.read())
-    for path in ("/sys/fs/cgroup/memory/memory.max_usage_in_bytes", "/sys/fs/cgroup/memory.peak"):
-        run = subprocess.run(["docker", "exec", cid, "cat", path], capture_output=True, text=True)
-        if run.returncode == 0 and run.stdout.strip().isdigit():
-            return int(run.stdout)
-    raise AssertionError(f"no peak memory counter for container {cid[:12]} (cgroup v1 or memory.peak)")
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,7 @@ JOB_ENV = {
 
 
 import docker_env  # noqa: E402
+from compose_stack import copy_project  # noqa: E402
 
 docker_env.require_docker()
 
@@ -57,26 +58,6 @@ def must(cmd, **kw) -> subprocess.CompletedProcess:
     r = run(cmd, **kw)
     assert r.returncode == 0, f"{' '.join(map(str, cmd))} -> {r.returncode}\n{(r.stdout or '')[-3000:]}\n{(r.stderr or '')[-3000:]}"
     return r
-
-
-def project_files() -> list:
-    out = must(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT).stdout
-    return [f for f in out.splitlines() if os.path.isfile(os.path.join(ROOT, f))]
-
-
-def copy_project(work: str, with_wheels: bool):
-    for rel in project_files():
-        os.makedirs(os.path.dirname(os.path.join(work, rel)), exist_ok=True)
-        shutil.copy2(os.path.join(ROOT, rel), os.path.join(work, rel))
-    if with_wheels:
-        wheels = os.path.join(ROOT, "docker", "wheels")
-        if not any(f.endswith(".whl") for f in os.listdir(wheels)):
-            subprocess.run(["bash", os.path.join(ROOT, "scripts", "build_wheelhouse.sh")], check=True,
-                           env=dict(os.environ, PYTHON=os.environ.get("PYTHON", sys.executable)))
-        for name in os.listdir(wheels):
-            dst = os.path.join(work, "docker", "wheels", name)
-            if not os.path.exists(dst):
-                os.link(os.path.join(wheels, name), dst)
 
 
 def compose_resources(project: str) -> dict:

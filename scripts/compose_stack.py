@@ -1,0 +1,79 @@
+"""A second compose stack next to the user's: an isolated copy of the project, and its containers' memory.
+
+Used by scripts/benchmark_exchange.py (--deployment compose) and the container tests: each runs the real
+deployment (provision.py, compose.yaml, the image) in a copy, under its own compose project name, so the user's
+kits, .env and volumes are never touched.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def project_files() -> list:
+    """The project's files as git sees them (tracked and untracked, not ignored): what a clone would hold."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    return [f for f in out.splitlines() if os.path.isfile(os.path.join(ROOT, f))]
+
+
+def ensure_wheelhouse() -> str:
+    wheels = os.path.join(ROOT, "docker", "wheels")
+    if not any(f.endswith(".whl") for f in os.listdir(wheels)):
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "build_wheelhouse.sh")], check=True,
+                       env=dict(os.environ, PYTHON=os.environ.get("PYTHON", sys.executable)))
+    return wheels
+
+
+def copy_project(work: str, with_wheels: bool = True):
+    """Copy the project into work; the wheelhouse (GBs) is hard-linked, built first if it is empty."""
+    for rel in project_files():
+        os.makedirs(os.path.dirname(os.path.join(work, rel)), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, rel), os.path.join(work, rel))
+    if with_wheels:
+        wheels = ensure_wheelhouse()
+        for name in os.listdir(wheels):
+            dst = os.path.join(work, "docker", "wheels", name)
+            if not os.path.exists(dst):
+                os.link(os.path.join(wheels, name), dst)
+
+
+def _cgroup_dir(cid: str) -> str:
+    for path in (f"/sys/fs/cgroup/memory/docker/{cid}",                  # cgroup v1, cgroupfs driver
+                 f"/sys/fs/cgroup/system.slice/docker-{cid}.scope",       # cgroup v2, systemd driver
+                 f"/sys/fs/cgroup/docker/{cid}"):                         # cgroup v2, cgroupfs driver
+        if os.path.isfile(os.path.join(path, "memory.stat")):
+            return path
+    raise RuntimeError(f"no memory cgroup for container {cid[:12]} under /sys/fs/cgroup (run on the Docker host)")
+
+
+def resident_bytes_reader(cid: str):
+    """A function returning the container's resident memory now: anonymous + mapped file pages, i.e. the RSS
+    of its processes together, without the page cache that a file-writing container also accrues."""
+    path = os.path.join(_cgroup_dir(cid), "memory.stat")
+
+    def read() -> int:
+        with open(path) as f:
+            stat = dict(line.split() for line in f)
+        if "total_rss" in stat:  # v1
+            return int(stat["total_rss"]) + int(stat.get("total_mapped_file", 0))
+        return int(stat["anon"]) + int(stat.get("file_mapped", 0))
+
+    return read
+
+
+def peak_memory_bytes(cid: str) -> int:
+    """The container's peak memory as the kernel counted it (page cache included): v1 on the host, else from
+    inside the container."""
+    host = f"/sys/fs/cgroup/memory/docker/{cid}/memory.max_usage_in_bytes"
+    if os.path.isfile(host):
+        with open(host) as f:
+            return int(f.read())
+    for path in ("/sys/fs/cgroup/memory/memory.max_usage_in_bytes", "/sys/fs/cgroup/memory.peak"):
+        run = subprocess.run(["docker", "exec", cid, "cat", path], capture_output=True, text=True)
+        if run.returncode == 0 and run.stdout.strip().isdigit():
+            return int(run.stdout)
+    raise RuntimeError(f"no peak memory counter for container {cid[:12]} (cgroup v1 or memory.peak)")
