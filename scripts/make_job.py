@@ -170,7 +170,7 @@ def build_recipe(args):
             controller.__class__ = FedAvgWithDeadline
             controller.round_timeout, controller.min_sites = args.round_timeout, args.min_sites
             controller.exchange_dtype = args.exchange_dtype
-            controller.broadcast = effective_broadcast(args)
+            controller.broadcast_mode = effective_broadcast(args)
             controller._targets, controller._answered, controller._shared = [], set(), None
             return controller
 

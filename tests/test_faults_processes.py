@@ -66,6 +66,11 @@ def test_site_killed_mid_round_all_rounds_still_run(tmp_path, tiny_assets, capsy
         server_log = f.read()
     assert (f"round {first_missing + 1}: 1 of 2 sites answered within {ROUND_TIMEOUT}s; no result from site-2"
             in server_log)
+    # The default broadcast: each round's global model went to the sites from one shared download, both sites
+    # in round 1, only site-1 once site-2 was lost; every round ended its download.
+    served = re.findall(r"round (\d+): global model served to (\d+) sites from one shared download", server_log)
+    assert [int(r) for r, _ in served] == list(range(1, ROUNDS + 1)), server_log[-3000:]
+    assert served[0][1] == "2" and all(n == "1" for _, n in served[first_missing + 1:]), served
     # The default transfer: every result reached the aggregation as tensors spooled to disk.
     assert re.search(r"result from site-1: (\d+) of \1 tensors spooled to disk", server_log), server_log[-2000:]
     # Every completed round's global model is intact on the server's disk.

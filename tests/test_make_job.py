@@ -259,4 +259,4 @@ def test_broadcast_setting(tmp_path, flags, expected):
     tensors themselves)."""
     out = str(tmp_path / "job")
     assert make_job.main(["--out", out, "--sites", "a,b", *flags]) == 0
-    assert _fedavg_arg(_server(out), "broadcast") == expected
+    assert _fedavg_arg(_server(out), "broadcast_mode") == expected

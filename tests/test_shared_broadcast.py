@@ -112,15 +112,21 @@ def cell():
 
 @pytest.fixture
 def controller(monkeypatch, cell):
-    """FedAvgWithDeadline with that cell and NVFlare's own send_model replaced by a recorder."""
-    from nvflare.app_common.workflows.model_controller import ModelController
+    """FedAvgWithDeadline with that cell; NVFlare's send path runs down to Controller.broadcast, which records the
+    task instead of scheduling it."""
+    from nvflare.apis.dxo import from_shareable
+    from nvflare.apis.fl_context import FLContext
 
     from controller import FedAvgWithDeadline
 
     sent = []
-    monkeypatch.setattr(ModelController, "send_model", lambda self, **kw: sent.append(kw))
+
+    def broadcast(self, task, targets=None, min_responses=0, wait_time_after_min_received=0, fl_ctx=None):
+        sent.append({"params": from_shareable(task.data).data, "timeout": task.timeout, "targets": targets})
+
+    monkeypatch.setattr(FedAvgWithDeadline, "broadcast", broadcast)
     c = FedAvgWithDeadline(num_clients=2, round_timeout=30)
-    c.engine, c.current_round, c.sent, c.logs = _Engine(cell), 0, sent, []
+    c.engine, c.fl_ctx, c.current_round, c.sent, c.logs = _Engine(cell), FLContext(), 0, sent, []
     c.info = c.warning = lambda msg, *a, **k: c.logs.append(msg)
     return c
 
@@ -138,9 +144,9 @@ def test_controller_sends_references_into_one_transaction_and_ends_it_with_the_r
     model = FLModel(params={"w": torch.randn(8, 8), "b": torch.zeros(8)}, current_round=0)
     before = _open_transactions()
     controller.send_model(data=model, targets=["site-1", "site-2"], callback=lambda r: True)
-    (kw,) = controller.sent
-    refs = kw["data"].params
-    assert kw["timeout"] == 30 and kw["data"] is not model and kw["data"].current_round == 0
+    (task,) = controller.sent
+    refs = task["params"]
+    assert task["timeout"] == 30 and task["targets"] == ["site-1", "site-2"]
     assert all(isinstance(v, LazyDownloadRef) for v in refs.values())
     assert len({v.ref_id for v in refs.values()}) == 1 and {v.item_id for v in refs.values()} == {"T0", "T1"}
     assert all(torch.is_tensor(v) for v in model.params.values())  # the global model itself is untouched
@@ -158,15 +164,15 @@ def test_controller_sends_references_into_one_transaction_and_ends_it_with_the_r
 def test_per_site_or_non_tensor_params_keep_nvflares_broadcast(controller, broadcast, params):
     from nvflare.app_common.abstract.fl_model import FLModel
 
-    controller.broadcast = broadcast
+    controller.broadcast_mode = broadcast
     model = FLModel(params=params)
     before = _open_transactions()
     controller.send_model(data=model, targets=["site-1", "site-2"], callback=lambda r: True)
-    assert controller.sent[0]["data"] is model and _open_transactions() == before
+    assert controller.sent[0]["params"] is params and _open_transactions() == before
 
 
 def test_unknown_broadcast_is_refused():
     from controller import FedAvgWithDeadline
 
-    with pytest.raises(ValueError, match="broadcast"):
-        FedAvgWithDeadline(num_clients=2, broadcast="multicast")
+    with pytest.raises(ValueError, match="broadcast_mode"):
+        FedAvgWithDeadline(num_clients=2, broadcast_mode="multicast")

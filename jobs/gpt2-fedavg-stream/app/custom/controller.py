@@ -9,9 +9,9 @@ With ``exchange_dtype="bfloat16"`` the global model travels to the sites as bflo
 server keeps, aggregates and persists it in float32: every site result is upcast before NVFlare's weighted sum,
 which would otherwise accumulate in the inputs' bfloat16 and hand the persistor a bfloat16 global model.
 
-With ``broadcast="shared"`` (the default) the round's sites download the global model from one shared transaction
-instead of one serialization per site (shared_broadcast.py); "per-site" is NVFlare's own behaviour. Only for
-FOBS streaming (transfers offload and memory): make_job passes "per-site" with the tensor streamers.
+With ``broadcast_mode="shared"`` (the default) the round's sites download the global model from one shared
+transaction instead of one serialization per site (shared_broadcast.py); "per-site" is NVFlare's own behaviour.
+Only for FOBS streaming (transfers offload and memory): make_job passes "per-site" with the tensor streamers.
 """
 
 import copy
@@ -25,21 +25,22 @@ BROADCASTS = ("shared", "per-site")
 
 class FedAvgWithDeadline(FedAvg):
     def __init__(self, *args, round_timeout: int = 0, min_sites: int = 1, exchange_dtype: str = "float32",
-                 broadcast: str = "shared", **kwargs):
+                 broadcast_mode: str = "shared", **kwargs):
         """
         Args:
             round_timeout: seconds a round waits for the sites' results (0 = forever, NVFlare's behaviour).
             min_sites: fewest results a round may aggregate after the timeout; fewer stops the job.
             exchange_dtype: dtype of the floating tensors sent to the sites (float32 or bfloat16).
-            broadcast: "shared" (one download for all the round's sites) or "per-site" (NVFlare's).
+            broadcast_mode: "shared" (one download for all the round's sites) or "per-site" (NVFlare's).
+                Not "broadcast": that name is NVFlare's Controller.broadcast method.
         """
         super().__init__(*args, **kwargs)
-        if broadcast not in BROADCASTS:
-            raise ValueError(f"broadcast must be one of {BROADCASTS}, got {broadcast!r}")
+        if broadcast_mode not in BROADCASTS:
+            raise ValueError(f"broadcast_mode must be one of {BROADCASTS}, got {broadcast_mode!r}")
         self.round_timeout = round_timeout
         self.min_sites = min_sites
         self.exchange_dtype = exchange_dtype
-        self.broadcast = broadcast
+        self.broadcast_mode = broadcast_mode
         self._targets, self._answered, self._shared = [], set(), None
 
     def run(self):
@@ -53,7 +54,7 @@ class FedAvgWithDeadline(FedAvg):
         self._end_shared_broadcast()
         data = cast_model(data, self.exchange_dtype)
         timeout = timeout or self.round_timeout
-        if self.broadcast == "shared":
+        if self.broadcast_mode == "shared":
             data = self._share(data, timeout)
         super().send_model(task_name=task_name, data=data, targets=targets, min_responses=min_responses,
                            timeout=timeout, callback=callback)
