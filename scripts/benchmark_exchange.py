@@ -48,9 +48,13 @@ GIB = 1024**3
 # name -> (make_job flags, extra environment for every participant, what it is)
 CONFIGS = {
     "stream": (["--transfer", "tensor"], {}, "NVFlare tensor streaming (TensorServerStreamer/TensorClientStreamer)"),
-    "plain": (["--transfer", "memory"], {}, "plain FedAvg messages (FOBS, large tensors through download references)"),
+    "plain": (["--transfer", "memory"], {}, "plain FedAvg messages (FOBS, large tensors through download references); "
+              "results held in memory"),
     "plain-offload": (["--transfer", "offload"], {},
-                      "plain messages; the server downloads results to disk and aggregates tensor by tensor"),
+                      "plain messages; the server downloads results to disk and aggregates tensor by tensor; "
+                      "the global model served to all sites from one shared download (the default job)"),
+    "plain-offload-per-site": (["--transfer", "offload", "--broadcast", "per-site"], {},
+                               "plain-offload with NVFlare's own broadcast: a task copy + one download per site"),
     "plain-offload-gc": (["--transfer", "offload", "--server_memory_gc_rounds", "1"],
                          {"MALLOC_ARENA_MAX": "2"}, "plain-offload + gc/malloc_trim every round + MALLOC_ARENA_MAX=2"),
     "stream-gc": (["--transfer", "tensor", "--server_memory_gc_rounds", "1"], {"MALLOC_ARENA_MAX": "2"},
@@ -59,7 +63,7 @@ CONFIGS = {
     "plain-offload-bf16": (["--transfer", "offload", "--exchange_dtype", "bfloat16"], {},
                            "plain-offload, weights sent as bfloat16"),
 }
-DEFAULT_CONFIGS = "stream,plain,plain-offload,plain-offload-gc"
+DEFAULT_CONFIGS = "stream,plain,plain-offload-per-site,plain-offload"
 
 
 def raw_tcp_throughput(total_bytes: int = 2 * GIB, chunk: int = 4 << 20) -> float:
