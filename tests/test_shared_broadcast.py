@@ -171,6 +171,22 @@ def test_per_site_or_non_tensor_params_keep_nvflares_broadcast(controller, broad
     assert controller.sent[0]["params"] is params and _open_transactions() == before
 
 
+def test_a_failing_shared_download_falls_back_to_nvflares_broadcast(controller, monkeypatch):
+    import shared_broadcast
+    from nvflare.app_common.abstract.fl_model import FLModel
+
+    def refuse(*a, **k):
+        raise ValueError("no such transaction")
+
+    monkeypatch.setattr(shared_broadcast.ObjectDownloader, "add_object", refuse)
+    params = {"w": torch.zeros(2)}
+    before = _open_transactions()
+    controller.send_model(data=FLModel(params=params), targets=["site-1", "site-2"], callback=lambda r: True)
+    assert controller.sent[0]["params"] is params and controller._shared is None
+    assert _open_transactions() == before  # the transaction it had opened is gone
+    assert any("sending per site" in m for m in controller.logs)
+
+
 def test_unknown_broadcast_is_refused():
     from controller import FedAvgWithDeadline
 

@@ -67,8 +67,12 @@ class FedAvgWithDeadline(FedAvg):
             return model
         # The transaction's idle timeout only backs up the deletion when the round ends: at least the round's
         # deadline (a day when rounds wait forever), so it cannot expire under a round still running.
-        self._shared = SharedBroadcast(cell, model.params, len(self._targets),
-                                       timeout=(timeout or 24 * 3600) + 60)
+        try:
+            self._shared = SharedBroadcast(cell, model.params, len(self._targets),
+                                           timeout=(timeout or 24 * 3600) + 60)
+        except Exception as e:  # the round can still go out NVFlare's way
+            self.warning(f"broadcast: shared download not created ({type(e).__name__}: {e}); sending per site")
+            return model
         self._shared_round = self.current_round
         sent = copy.copy(model)
         sent.params = self._shared.refs

@@ -115,10 +115,15 @@ class SharedBroadcast:
         self.downloadable = SharedTensorDownloadable({self.item_ids[k]: params[k] for k in names})
         self.num_receivers = num_receivers
         self.model_bytes = sum(t.numel() * t.element_size() for t in params.values())
+        fqcn = cell.get_fqcn()
         self._downloader = ObjectDownloader(cell=cell, timeout=timeout, num_receivers=num_receivers)
-        ref_id = self._downloader.add_object(self.downloadable)
-        self.refs = {k: LazyDownloadRef(fqcn=cell.get_fqcn(), ref_id=ref_id, item_id=self.item_ids[k],
-                                        dot=dots.TENSOR_DOWNLOAD) for k in names}
+        try:
+            ref_id = self._downloader.add_object(self.downloadable)
+        except Exception:
+            self.close()
+            raise
+        self.refs = {k: LazyDownloadRef(fqcn=fqcn, ref_id=ref_id, item_id=self.item_ids[k], dot=dots.TENSOR_DOWNLOAD)
+                     for k in names}
 
     @staticmethod
     def supports(params) -> bool:
