@@ -126,34 +126,45 @@ def make_model(kind: str, out: str) -> tuple:
     return path, sum(t.numel() * t.element_size() for t in sd.values())
 
 
-class TreeSampler(threading.Thread):
-    """Peak resident memory of each participant's process tree (kit parent + job process), sampled."""
+class PeakSampler(threading.Thread):
+    """Peak of each named reading (bytes), sampled every ``interval`` s until stop()."""
 
-    def __init__(self, procs: dict, interval: float = 0.2):
+    def __init__(self, readers: dict, interval: float = 0.2, gone=(OSError, ValueError)):
         super().__init__(daemon=True)
-        import psutil
-
-        self.psutil = psutil
-        self.roots = {name: psutil.Process(p.pid) for name, p in procs.items()}
-        self.peak = {name: 0 for name in procs}
-        self.interval = interval
+        self.readers, self.interval, self.gone = readers, interval, gone
+        self.peak = {name: 0 for name in readers}
         self.stop_event = threading.Event()
 
     def run(self):
         while not self.stop_event.is_set():
-            for name, root in self.roots.items():
+            for name, read in self.readers.items():
                 try:
-                    tree = [root, *root.children(recursive=True)]
-                    rss = sum(p.memory_info().rss for p in tree if p.is_running())
-                except self.psutil.Error:
+                    self.peak[name] = max(self.peak[name], read())
+                except self.gone:  # the process or container is gone
                     continue
-                self.peak[name] = max(self.peak[name], rss)
             self.stop_event.wait(self.interval)
 
     def stop(self) -> dict:
         self.stop_event.set()
         self.join()
         return self.peak
+
+
+def TreeSampler(procs: dict) -> PeakSampler:
+    """Resident memory of each participant's process tree (kit parent + job process)."""
+    import psutil
+
+    def tree_rss(root):
+        return lambda: sum(p.memory_info().rss for p in [root, *root.children(recursive=True)] if p.is_running())
+
+    return PeakSampler({name: tree_rss(psutil.Process(p.pid)) for name, p in procs.items()}, gone=psutil.Error)
+
+
+def CgroupSampler(cids: dict) -> PeakSampler:
+    """Resident memory of each container (cgroup memory.stat: anonymous + mapped pages)."""
+    import compose_stack
+
+    return PeakSampler({name: compose_stack.resident_bytes_reader(cid) for name, cid in cids.items()})
 
 
 def streamed_bytes(site_log: str) -> dict:
@@ -223,28 +234,6 @@ for _ in range(int(sys.argv[3]) // len(p)):
     c.sendall(p)
 c.close()
 """
-
-
-class CgroupSampler(TreeSampler):
-    """Peak resident memory of each container (cgroup memory.stat), sampled like TreeSampler."""
-
-    def __init__(self, cids: dict, interval: float = 0.2):
-        threading.Thread.__init__(self, daemon=True)
-        import compose_stack
-
-        self.readers = {name: compose_stack.resident_bytes_reader(cid) for name, cid in cids.items()}
-        self.peak = {name: 0 for name in cids}
-        self.interval = interval
-        self.stop_event = threading.Event()
-
-    def run(self):
-        while not self.stop_event.is_set():
-            for name, read in self.readers.items():
-                try:
-                    self.peak[name] = max(self.peak[name], read())
-                except (OSError, ValueError):  # the container is gone
-                    continue
-            self.stop_event.wait(self.interval)
 
 
 def write_bench_project(path: str, sites: list, port: int):
