@@ -262,6 +262,10 @@ def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, 
     compose_stack.copy_project(work)
     write_bench_project(os.path.join(work, "project.yml"), sites, local_federation.free_port())
     shutil.copytree(model_path, os.path.join(work, "assets", "bench-model"))
+    for dirpath, _, files in os.walk(os.path.join(work, "assets")):  # save_pretrained may write 0600 files:
+        os.chmod(dirpath, 0o755)                                      # the containers' user must read them
+        for name in files:
+            os.chmod(os.path.join(dirpath, name), 0o644)
     env = dict(os.environ, FL_PROJECT_NAME=f"bench-{os.getpid()}-{n_sites}-{config}", FL_IMAGE=image,
                FL_SERVER_BIND="127.0.0.1", COMPOSE_FILE="compose.yaml:compose.cpu.yaml", HF_HUB_OFFLINE="1",
                FL_SITE_SHM_SIZE="256m", **extra_env)  # extra_env reaches the containers through services.yaml
