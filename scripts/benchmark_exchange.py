@@ -436,6 +436,10 @@ def main(argv=None) -> int:
             f.write("\n".join(lines) + "\n")
         print("\n" + "\n".join(lines))
     print(f"\nwritten: {csv_path}, benchmark.md, benchmark.png")
+    failed = [f"{r['sites']} sites {r['config']}: {r['status']}" for r in rows if r["status"] != "FINISHED:COMPLETED"]
+    if failed:  # their rows carry no round time: the errors are printed above each of them
+        print("error: runs that did not complete: " + "; ".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 
