@@ -174,6 +174,15 @@ def streamed_bytes(site_log: str) -> dict:
     return {"down": statistics.mean(got) if got else None, "up": statistics.mean(sent) if sent else None}
 
 
+def wait_finished(job_status, limit: float = 3600) -> str:
+    """The job's final status. `nvflare job wait` can come back early when its admin session times out under load
+    (8 sites x 124M on 2 cores did), so the status is polled until FINISHED."""
+    deadline = time.monotonic() + limit
+    while not (status := job_status()).startswith("FINISHED") and time.monotonic() < deadline:
+        time.sleep(5)
+    return status
+
+
 def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: str) -> dict:
     import make_job
 
@@ -199,8 +208,8 @@ def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: st
         sampler.start()
         job_id = fed.nvflare("job", "submit", "-j", job)["data"]["job_id"]
         fed.nvflare("job", "wait", job_id, "--timeout", "3600", timeout=3700)
+        status = wait_finished(lambda: fed.nvflare("job", "meta", job_id)["data"]["status"])
         peaks = sampler.stop()
-        status = fed.nvflare("job", "meta", job_id)["data"]["status"]
         result = fed.nvflare("job", "download", job_id, "-o", os.path.join(work, "dl"))["data"]["download_path"]
         with open(os.path.join(result, "workspace", "log.txt")) as f:
             stamps = local_federation.round_start_times(f.read())
@@ -306,8 +315,8 @@ def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, 
         sampler.start()
         job_id = nvflare("job", "submit", "-j", "/home/fl/jobs/bench")["data"]["job_id"]
         nvflare("job", "wait", job_id, "--timeout", "3600", timeout=3700, check=False)  # status comes next
+        status = wait_finished(lambda: nvflare("job", "meta", job_id)["data"]["status"])
         peaks = sampler.stop()
-        status = nvflare("job", "meta", job_id)["data"]["status"]
         result = nvflare("job", "download", job_id, "-o", "/home/fl/dl")["data"]["download_path"]
         log = run(["docker", "compose", "exec", "-T", "admin", "cat", f"{result}/workspace/log.txt"]).stdout
         if status != "FINISHED:COMPLETED":
