@@ -10,6 +10,7 @@ from nvflare.client.tracking import SummaryWriter
 
 from data import fingerprint, site_split
 from model import apply_lora, exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
+from tensor_parts import join_parts, split_large
 from training import build_trainer, evaluate, parse_settings, round_rows
 
 
@@ -41,12 +42,13 @@ def main(argv=None):
     while flare.is_running():
         global_model = flare.receive()
         rnd = global_model.current_round
-        print(f"{site}: round {rnd} received {len(global_model.params)} tensors", flush=True)
-        load_exchanged_state_dict(model, global_model.params)
+        received = join_parts(global_model.params)
+        print(f"{site}: round {rnd} received {len(received)} tensors", flush=True)
+        load_exchanged_state_dict(model, received)
 
         if settings.exchange_only:
             # Weight 1: FedAvg weights by steps, and zero steps from every site would divide by zero.
-            flare.send(flare.FLModel(**outgoing(model, settings, global_model.params),
+            flare.send(flare.FLModel(**outgoing(model, settings, received),
                                      meta={"NUM_STEPS_CURRENT_ROUND": 1}))
             continue
 
@@ -68,7 +70,7 @@ def main(argv=None):
 
         flare.send(
             flare.FLModel(
-                **outgoing(model, settings, global_model.params),
+                **outgoing(model, settings, received),
                 metrics={
                     "train_loss": result.training_loss,
                     "global_eval_loss": global_metrics["eval_loss"],
@@ -82,11 +84,12 @@ def main(argv=None):
 
 def outgoing(model, settings, received: dict) -> dict:
     """params and params_type to send: float32 weights, or in bfloat16 the update relative to what was received
-    (the server adds the sites' weighted mean update to its float32 global model)."""
+    (the server adds the sites' weighted mean update to its float32 global model). Large tensors go in blocks."""
     if settings.exchange_dtype == "float32":
-        return {"params": exchange_state_dict(model), "params_type": flare.ParamsType.FULL}
-    return {"params": exchange_state_dict(model, settings.exchange_dtype, base=received),
-            "params_type": flare.ParamsType.DIFF}
+        params, kind = exchange_state_dict(model), flare.ParamsType.FULL
+    else:
+        params, kind = exchange_state_dict(model, settings.exchange_dtype, base=received), flare.ParamsType.DIFF
+    return {"params": split_large(params, settings.part_mb), "params_type": kind}
 
 
 if __name__ == "__main__":

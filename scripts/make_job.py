@@ -36,7 +36,7 @@ BROADCASTS = {
 }
 # What app/custom must hold: the client script, what it imports, the server's workflow and persistor; nothing else.
 CUSTOM_FILES = ["client.py", "controller.py", "data.py", "model.py", "persistor.py", "shared_broadcast.py",
-                "training.py"]
+                "tensor_parts.py", "training.py"]
 
 
 def sites_from_project(project_yml: str) -> list:
@@ -85,10 +85,14 @@ def parse_args(argv=None):
                    help="server: gc + malloc_trim every N rounds (0 = never)")
     sys.path.insert(0, APP_CODE)
     from model import EXCHANGE_DTYPES, LORA_DEFAULTS
+    from tensor_parts import PART_MB
 
     p.add_argument("--exchange_dtype", choices=EXCHANGE_DTYPES, default="float32",
                    help="dtype of the exchanged weights: bfloat16 halves the bytes both ways (sites send their "
                         "update, the server aggregates and persists in float32)")
+    p.add_argument("--part_mb", type=float, default=PART_MB,
+                   help="tensors over this many MiB travel both ways as row blocks of at most that, so no receiver "
+                        "holds a whole large tensor (GPT-2's wte) per message (0 = whole tensors)")
     p.add_argument("--lora", action="store_true",
                    help="sites train a LoRA adapter (peft) on the frozen model; only the adapter is exchanged")
     p.add_argument("--lora_r", type=int, default=LORA_DEFAULTS["r"], help="LoRA rank")
@@ -113,6 +117,8 @@ def parse_args(argv=None):
         p.error(f"--start_round must be in 0..{args.rounds - 1} (--rounds is the total, resumed rounds included)")
     if args.learning_rate is not None and args.learning_rate <= 0:
         p.error("--learning_rate must be positive")
+    if args.part_mb < 0:
+        p.error("--part_mb must be >= 0")
     if args.server_memory_gc_rounds < 0:
         p.error("--server_memory_gc_rounds must be >= 0")
     if args.lora and (args.lora_r < 1 or args.lora_alpha < 1 or not 0 <= args.lora_dropout < 1):
@@ -134,6 +140,8 @@ def effective_broadcast(args) -> str:
 
 
 def train_args(args) -> str:
+    from tensor_parts import PART_MB  # APP_CODE is on sys.path since parse_args
+
     flags = {
         "model": args.model,
         "dataset": args.dataset,
@@ -148,6 +156,8 @@ def train_args(args) -> str:
         flags["learning_rate"] = args.learning_rate
     if args.exchange_dtype != "float32":
         flags["exchange_dtype"] = args.exchange_dtype
+    if args.part_mb != PART_MB:
+        flags["part_mb"] = args.part_mb
     for key, value in (lora_settings(args) or {}).items():
         flags[f"lora_{key}"] = value
     line = " ".join(f"--{k} {v}" for k, v in flags.items())
@@ -171,6 +181,7 @@ def build_recipe(args):
             controller.round_timeout, controller.min_sites = args.round_timeout, args.min_sites
             controller.exchange_dtype = args.exchange_dtype
             controller.broadcast_mode = effective_broadcast(args)
+            controller.part_mb = args.part_mb
             controller._targets, controller._answered, controller._shared = [], set(), None
             return controller
 

@@ -28,7 +28,8 @@ def test_site_killed_mid_round_all_rounds_still_run(tmp_path, tiny_assets, capsy
         assert make_job.main(["--out", job, "--sites", ",".join(SITES), "--rounds", str(ROUNDS),
                               "--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"],
                               "--max_steps", "10", "--batch_size", "4", "--eval_samples", "16",
-                              "--round_timeout", str(ROUND_TIMEOUT), "--min_sites", "1"]) == 0
+                              "--round_timeout", str(ROUND_TIMEOUT), "--min_sites", "1",
+                              "--part_mb", "0.03"]) == 0  # row blocks through the shared download and disk offload
         job_id = fed.nvflare("job", "submit", "-j", job)["data"]["job_id"]
         site_log = os.path.join(fed.workspace("site-2"), job_id, "log.txt")
         deadline = time.monotonic() + 300

@@ -12,6 +12,9 @@ which would otherwise accumulate in the inputs' bfloat16 and hand the persistor 
 With ``broadcast_mode="shared"`` (the default) the round's sites download the global model from one shared
 transaction instead of one serialization per site (shared_broadcast.py); "per-site" is NVFlare's own behaviour.
 Only for FOBS streaming (transfers offload and memory): make_job passes "per-site" with the tensor streamers.
+
+Tensors over ``part_mb`` MiB travel as row blocks both ways (tensor_parts.py); the aggregated result is
+whole again before NVFlare updates, persists and sends the global model.
 """
 
 import copy
@@ -19,13 +22,14 @@ import copy
 from nvflare.app_common.workflows.fedavg import FedAvg
 
 from shared_broadcast import SharedBroadcast
+from tensor_parts import PART_MB, join_parts, split_large
 
 BROADCASTS = ("shared", "per-site")
 
 
 class FedAvgWithDeadline(FedAvg):
     def __init__(self, *args, round_timeout: int = 0, min_sites: int = 1, exchange_dtype: str = "float32",
-                 broadcast_mode: str = "shared", **kwargs):
+                 broadcast_mode: str = "shared", part_mb: float = PART_MB, **kwargs):
         """
         Args:
             round_timeout: seconds a round waits for the sites' results (0 = forever, NVFlare's behaviour).
@@ -33,6 +37,7 @@ class FedAvgWithDeadline(FedAvg):
             exchange_dtype: dtype of the floating tensors sent to the sites (float32 or bfloat16).
             broadcast_mode: "shared" (one download for all the round's sites) or "per-site" (NVFlare's).
                 Not "broadcast": that name is NVFlare's Controller.broadcast method.
+            part_mb: tensors over this many MiB go to the sites as row blocks (tensor_parts.py; 0 = whole).
         """
         super().__init__(*args, **kwargs)
         if broadcast_mode not in BROADCASTS:
@@ -41,6 +46,7 @@ class FedAvgWithDeadline(FedAvg):
         self.min_sites = min_sites
         self.exchange_dtype = exchange_dtype
         self.broadcast_mode = broadcast_mode
+        self.part_mb = part_mb
         self._targets, self._answered, self._shared = [], set(), None
 
     def run(self):
@@ -52,7 +58,7 @@ class FedAvgWithDeadline(FedAvg):
     def send_model(self, task_name="train", data=None, targets=None, min_responses=None, timeout=0, callback=None):
         self._targets, self._answered = list(targets or []), set()
         self._end_shared_broadcast()
-        data = cast_model(data, self.exchange_dtype)
+        data = with_params(cast_model(data, self.exchange_dtype), lambda p: split_large(p, self.part_mb))
         timeout = timeout or self.round_timeout
         if self.broadcast_mode == "shared":
             data = self._share(data, timeout)
@@ -105,7 +111,10 @@ class FedAvgWithDeadline(FedAvg):
                 self.panic(reason)
                 raise RuntimeError(reason)
             self.warning(f"{summary}; aggregating the others")
-        return super()._get_aggregated_result()
+        result = super()._get_aggregated_result()
+        if result.params:
+            result.params = join_parts(result.params)
+        return result
 
 
 def _server_cell(engine):
@@ -116,6 +125,15 @@ def _server_cell(engine):
     return getattr(run_manager, "cell", None) or engine.get_cell()
 
 
+def with_params(model, transform):
+    """A shallow copy of the FLModel with transform(params); the model itself is left as it is."""
+    if model is None or not model.params:
+        return model
+    sent = copy.copy(model)
+    sent.params = transform(model.params)
+    return sent
+
+
 def cast_model(model, dtype: str):
     """A shallow copy of the FLModel whose floating params are ``dtype``; the model itself is left as it is."""
     import torch
@@ -124,10 +142,8 @@ def cast_model(model, dtype: str):
     if model is None or not model.params or all(v.dtype == to for v in model.params.values()
                                                 if torch.is_tensor(v) and v.is_floating_point()):
         return model
-    sent = copy.copy(model)
-    sent.params = {k: v.to(to) if torch.is_tensor(v) and v.is_floating_point() else v
-                   for k, v in model.params.items()}
-    return sent
+    return with_params(model, lambda params: {k: v.to(to) if torch.is_tensor(v) and v.is_floating_point() else v
+                                              for k, v in params.items()})
 
 
 def _float32(v):

@@ -11,6 +11,7 @@ from typing import Optional
 
 from data import DEFAULT_DATASET, TEXT_FIELD
 from model import DEFAULT_MODEL, EXCHANGE_DTYPES, LORA_DEFAULTS
+from tensor_parts import PART_MB
 
 
 @dataclass
@@ -42,6 +43,8 @@ class TrainSettings:
                   "help": "FL only: dtype on the wire. bfloat16 halves the bytes; sites then send their update "
                           "(trained - received) and the server keeps the global model in float32."},
     )
+    part_mb: float = field(default=PART_MB, metadata={"help": "FL only: tensors over this many MiB travel as row "
+                                                               "blocks of at most that (0 = whole)."})
     lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) on the frozen model; FL "
                                                         "exchanges the adapter only."})
     lora_r: int = field(default=LORA_DEFAULTS["r"], metadata={"help": "LoRA rank."})

@@ -1,0 +1,68 @@
+"""Large tensors cross the wire as row blocks of at most PART_BYTES, joined again on arrival.
+
+NVFlare's download sends each item whole in one message, and a receiver holds a message in memory (stream buffer,
+then the decoded bytes) until the disk offload writes it. GPT-2's largest tensor, the tied wte (154 MB of 498 MB),
+is the first item of every site's result, so the sites' concurrent uploads all land on the server at once: about
+two wte copies per site, most of the server's growth per added site. Split into blocks, each message is small.
+
+The blocks are views on the sending side (no copy), keyed ``<name>#part<i>of<n>``; FedAvg averages them like any
+other tensor and the controller joins them after aggregation, the sites when they receive the global model.
+"""
+
+import re
+
+PART_MB = 16.0  # MiB; an item this size still travels as a FOBS blob (above its 10 MB datum threshold)
+_PART = re.compile(r"^(?P<name>.+)#part(?P<index>\d+)of(?P<count>\d+)$")
+
+
+def split_large(params: dict, part_mb: float = PART_MB) -> dict:
+    """``params`` with every tensor over ``part_mb`` MiB replaced by contiguous row blocks (views) of at most that
+    (one row at least); ``params`` itself when nothing is that large or part_mb is 0."""
+    import torch
+
+    part_bytes = int(part_mb * 2**20)
+    out, split = {}, False
+    for key, value in params.items():
+        size = value.numel() * value.element_size() if torch.is_tensor(value) else 0
+        if part_bytes <= 0 or size <= part_bytes or value.dim() == 0 or value.shape[0] < 2:
+            out[key] = value
+            continue
+        value, split = value.contiguous(), True
+        blocks = torch.split(value, max(1, part_bytes // (size // value.shape[0])), dim=0)
+        for i, block in enumerate(blocks):
+            out[f"{key}#part{i}of{len(blocks)}"] = block
+    return out if split else params
+
+
+def join_parts(params: dict) -> dict:
+    """The inverse of split_large, in the original key order; lazy (disk-offloaded) blocks are loaded here."""
+    import torch
+
+    blocks, order = {}, []
+    for key, value in params.items():
+        m = _PART.match(key)
+        if m is None:
+            order.append(key)
+            continue
+        name = m["name"]
+        if name not in blocks:
+            blocks[name] = [None] * int(m["count"])
+            order.append(name)
+        blocks[name][int(m["index"])] = value
+    if not blocks:
+        return params
+    out = {}
+    for key in order:
+        if key not in blocks:
+            out[key] = params[key]
+            continue
+        missing = [i for i, b in enumerate(blocks[key]) if b is None]
+        if missing:
+            raise ValueError(f"tensor {key!r} arrived incomplete: parts {missing} of {len(blocks[key])} missing")
+        out[key] = torch.cat([_loaded(b) for b in blocks[key]], dim=0)
+        blocks[key] = None  # the blocks go as soon as their tensor is whole
+    return out
+
+
+def _loaded(value):
+    return value.materialize() if callable(getattr(value, "materialize", None)) else value
