@@ -52,9 +52,14 @@ CONFIGS = {
               "results held in memory"),
     "plain-offload": (["--transfer", "offload"], {},
                       "plain messages; the server downloads results to disk and aggregates tensor by tensor; "
-                      "the global model served to all sites from one shared download (the default job)"),
+                      "the global model served to all sites from one shared download (the default job, with the "
+                      "containers' default malloc setting: GLIBC_TUNABLES from docker/services.yaml)"),
+    "plain-offload-heap": (["--transfer", "offload"], {"FL_GLIBC_TUNABLES": ""},
+                           "plain-offload with glibc's default malloc: freed large buffers stay in the heap"),
     "plain-offload-per-site": (["--transfer", "offload", "--broadcast", "per-site"], {},
                                "plain-offload with NVFlare's own broadcast: a task copy + one download per site"),
+    "plain-offload-whole": (["--transfer", "offload", "--part_mb", "0"], {},
+                            "plain-offload with every tensor sent whole (no row blocks): wte is one 154 MB message"),
     "plain-offload-gc": (["--transfer", "offload", "--server_memory_gc_rounds", "1"],
                          {"MALLOC_ARENA_MAX": "2"}, "plain-offload + gc/malloc_trim every round + MALLOC_ARENA_MAX=2"),
     "stream-gc": (["--transfer", "tensor", "--server_memory_gc_rounds", "1"], {"MALLOC_ARENA_MAX": "2"},
@@ -127,21 +132,28 @@ def make_model(kind: str, out: str) -> tuple:
 
 
 class PeakSampler(threading.Thread):
-    """Peak of each named reading (bytes), sampled every ``interval`` s until stop()."""
+    """Peak of each named reading (bytes), sampled every ``interval`` s until stop(); with ``cpu`` (a function
+    returning the participants' CPU seconds so far) also the series (time, CPU seconds), for cpu_per_round."""
 
-    def __init__(self, readers: dict, interval: float = 0.2, gone=(OSError, ValueError)):
+    def __init__(self, readers: dict, interval: float = 0.2, gone=(OSError, ValueError), cpu=None):
         super().__init__(daemon=True)
-        self.readers, self.interval, self.gone = readers, interval, gone
+        self.readers, self.interval, self.gone, self.cpu = readers, interval, gone, cpu
         self.peak = {name: 0 for name in readers}
+        self.series = {name: [] for name in readers}  # (time, bytes): written as the run's memory trace
+        self.cpu_series = []
         self.stop_event = threading.Event()
 
     def run(self):
         while not self.stop_event.is_set():
             for name, read in self.readers.items():
                 try:
-                    self.peak[name] = max(self.peak[name], read())
+                    value = read()
                 except self.gone:  # the process or container is gone
                     continue
+                self.peak[name] = max(self.peak[name], value)
+                self.series[name].append((time.time(), value))
+            if self.cpu is not None:
+                self.cpu_series.append((time.time(), self.cpu()))
             self.stop_event.wait(self.interval)
 
     def stop(self) -> dict:
@@ -150,21 +162,52 @@ class PeakSampler(threading.Thread):
         return self.peak
 
 
+def cpu_per_round(series: list, stamps: list) -> list:
+    """CPU seconds the participants used between consecutive round stamps, from the sampled (time, CPU s)."""
+    def at(t):
+        before = [c for ts, c in series if ts <= t]
+        return before[-1] if before else None
+
+    out = []
+    for a, b in zip(stamps, stamps[1:]):
+        start, end = at(a), at(b)
+        out.append(end - start if start is not None and end is not None else None)
+    return out
+
+
 def TreeSampler(procs: dict) -> PeakSampler:
-    """Resident memory of each participant's process tree (kit parent + job process)."""
+    """Resident memory of each participant's process tree (kit parent + job process), and their CPU time."""
     import psutil
 
-    def tree_rss(root):
-        return lambda: sum(p.memory_info().rss for p in [root, *root.children(recursive=True)] if p.is_running())
+    roots = {name: psutil.Process(p.pid) for name, p in procs.items()}
+    seen = {}  # pid -> last CPU seconds: a job process that exits keeps counting what it used
 
-    return PeakSampler({name: tree_rss(psutil.Process(p.pid)) for name, p in procs.items()}, gone=psutil.Error)
+    def tree(root):
+        return [root, *root.children(recursive=True)]
+
+    def tree_rss(root):
+        return lambda: sum(p.memory_info().rss for p in tree(root) if p.is_running())
+
+    def cpu():
+        for root in roots.values():
+            try:
+                for p in tree(root):
+                    t = p.cpu_times()
+                    seen[p.pid] = t.user + t.system
+            except psutil.Error:
+                continue
+        return sum(seen.values())
+
+    return PeakSampler({name: tree_rss(root) for name, root in roots.items()}, gone=psutil.Error, cpu=cpu)
 
 
 def CgroupSampler(cids: dict) -> PeakSampler:
-    """Resident memory of each container (cgroup memory.stat: anonymous + mapped pages)."""
+    """Resident memory of each container (cgroup memory.stat: anonymous + mapped pages), and their CPU time."""
     import compose_stack
 
-    return PeakSampler({name: compose_stack.resident_bytes_reader(cid) for name, cid in cids.items()})
+    cpu_readers = [compose_stack.cpu_seconds_reader(cid) for cid in cids.values()]
+    return PeakSampler({name: compose_stack.resident_bytes_reader(cid) for name, cid in cids.items()},
+                       cpu=lambda: sum(read() for read in cpu_readers))
 
 
 def streamed_bytes(site_log: str) -> dict:
@@ -183,10 +226,25 @@ def wait_finished(job_status, limit: float = 3600) -> str:
     return status
 
 
+def container_glibc_tunables() -> str:
+    """The GLIBC_TUNABLES the containers get by default (docker/services.yaml), so processes run the same way."""
+    with open(os.path.join(ROOT, "docker", "services.yaml")) as f:
+        return re.search(r"\$\{FL_GLIBC_TUNABLES-([^}]*)\}", f.read()).group(1)
+
+
+def process_env(config_env: dict) -> dict:
+    """A configuration's environment as the kits' processes take it: FL_GLIBC_TUNABLES (what compose reads)
+    becomes GLIBC_TUNABLES, defaulting to the containers' value."""
+    env = dict(config_env)
+    env["GLIBC_TUNABLES"] = env.pop("FL_GLIBC_TUNABLES", container_glibc_tunables())
+    return env
+
+
 def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: str) -> dict:
     import make_job
 
     flags, env, _ = CONFIGS[config]
+    env = process_env(env)
     sites = [f"site-{i + 1}" for i in range(n_sites)]
     os.makedirs(work, exist_ok=True)
     fed = local_federation.ProcessFederation(work, sites, name="bench")
@@ -220,7 +278,9 @@ def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: st
         fed.stop()
     round_times = [b - a for a, b in zip(stamps, stamps[1:])]
     peaks["server"] = peaks.pop("localhost")
-    return {"status": status, "round_times": round_times, "peaks": peaks, "streamed": per_site}
+    sampler.series["server"] = sampler.series.pop("localhost")
+    return {"status": status, "round_times": round_times, "peaks": peaks, "streamed": per_site,
+            "round_cpu": cpu_per_round(sampler.cpu_series, stamps), "trace": sampler.series, "stamps": stamps}
 
 
 # Raw TCP between two containers of the stack (no TLS): the receiver times from its first byte to EOF.
@@ -333,7 +393,8 @@ def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, 
         run(["docker", "compose", "down", "-v", "--remove-orphans", "-t", "20"], check=False)
     stamps = local_federation.round_start_times(log)
     return {"status": status, "round_times": [b - a for a, b in zip(stamps, stamps[1:])], "peaks": peaks,
-            "streamed": per_site, "tcp": tcp}
+            "streamed": per_site, "tcp": tcp, "round_cpu": cpu_per_round(sampler.cpu_series, stamps),
+            "trace": sampler.series, "stamps": stamps}
 
 
 def main(argv=None) -> int:
@@ -399,6 +460,8 @@ def main(argv=None) -> int:
             floor = n * (down + up) / run_tcp
             round_s = statistics.median(r["round_times"]) if r["round_times"] else float("nan")
             server = r["peaks"].get("server", 0)
+            cpus = [c for c in r.get("round_cpu", []) if c is not None]
+            cpu_s = statistics.median(cpus) if cpus else float("nan")
             site_peaks = [v for k, v in r["peaks"].items() if k != "server"]
             row = {
                 "sites": n, "config": config, "status": r["status"],
@@ -409,6 +472,10 @@ def main(argv=None) -> int:
                 "effective_MB_s": round(n * (down + up) / round_s / 1e6, 1),
                 "raw_tcp_GB_s": round(run_tcp / 1e9, 2),
                 "round_over_floor": round(round_s / floor, 1),
+                "cpu_s_per_round": round(cpu_s, 1),
+                # Share of the machine's cores the participants kept busy during a round: near 1, the round is
+                # bound by CPU (TLS, serialization, copies), not by the wire.
+                "cpu_busy": round(cpu_s / (round_s * os.cpu_count()), 2),
                 "server_peak_GiB": round(server / GIB, 2),
                 "server_peak_over_model": round(server / model_bytes, 1),
                 "site_peak_GiB_max": round(max(site_peaks) / GIB, 2) if site_peaks else 0,
@@ -417,13 +484,14 @@ def main(argv=None) -> int:
             }
             rows.append(row)
             print("  " + json.dumps(row), flush=True)
+            write_trace(os.path.join(args.out, f"trace-{n}-{config}.csv"), r)
 
     csv_path = os.path.join(args.out, "benchmark.csv")
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    cols = ["sites", "config", "round_s_median", "round_over_floor", "effective_MB_s", "server_peak_GiB",
+    cols = ["sites", "config", "round_s_median", "round_over_floor", "cpu_busy", "effective_MB_s", "server_peak_GiB",
             "server_peak_over_model", "site_peak_GiB_max", "bytes_down_per_site", "bytes_up_per_site", "status"]
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
@@ -450,6 +518,18 @@ def main(argv=None) -> int:
         print("error: runs that did not complete: " + "; ".join(failed), file=sys.stderr)
         return 1
     return 0
+
+
+def write_trace(path: str, r: dict):
+    """Each participant's sampled memory over the run, in seconds from the first round's start (negative: the
+    job starting), with the round starts as 'round' rows: where in a round the peak falls."""
+    t0 = r["stamps"][0] if r["stamps"] else 0
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["seconds", "participant", "resident_bytes"])
+        w.writerows([round(t - t0, 2), "round", i] for i, t in enumerate(r["stamps"]))
+        for name, series in r["trace"].items():
+            w.writerows([round(t - t0, 2), name, v] for t, v in series)
 
 
 def large_model_bytes() -> int:

@@ -65,6 +65,23 @@ def resident_bytes_reader(cid: str):
     return read
 
 
+def cpu_seconds_reader(cid: str):
+    """A function returning the CPU seconds the container's processes have used so far (cgroup v1 cpuacct or v2
+    cpu.stat)."""
+    v1 = f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage"
+    if os.path.isfile(v1):
+        def read_v1() -> float:
+            with open(v1) as f:
+                return int(f.read()) / 1e9
+        return read_v1
+    stat = os.path.join(_cgroup_dir(cid), "cpu.stat")
+
+    def read_v2() -> float:
+        with open(stat) as f:
+            return int(dict(line.split() for line in f)["usage_usec"]) / 1e6
+    return read_v2
+
+
 def peak_memory_bytes(cid: str) -> int:
     """The container's peak memory as the kernel counted it (page cache included): v1 on the host, else from
     inside the container."""

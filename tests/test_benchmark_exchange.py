@@ -36,3 +36,53 @@ def test_bad_input_exits_2_naming_it(argv, words, capsys):
         benchmark_exchange.main(argv)
     assert e.value.code == 2
     assert words in capsys.readouterr().err
+
+
+def test_cpu_per_round_takes_the_cpu_used_between_round_stamps():
+    series = [(t, 1.5 * t) for t in range(0, 21)]  # 1.5 CPU seconds per second, sampled each second
+    assert benchmark_exchange.cpu_per_round(series, [2.5, 10.0, 18.0]) == [12.0, 12.0]
+    assert benchmark_exchange.cpu_per_round(series, [-3, 4]) == [None]  # no sample before the round began
+
+
+def test_tree_sampler_counts_a_busy_child_and_keeps_it_after_it_exits():
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; subprocess.run([sys.executable, '-c', "
+                               "'import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.6: pass'])"])
+    sampler = benchmark_exchange.TreeSampler({"site": parent})
+    sampler.start()
+    parent.wait(30)
+    time.sleep(0.5)
+    sampler.stop()
+    assert sampler.peak["site"] > 0
+    assert sampler.cpu_series[-1][1] >= 0.3  # most of the child's 0.6 s busy loop, kept after it exited
+
+
+FRAGMENT = """
+a = bytearray(20 << 20); del a            # a large free (< 32 MiB): glibc raises its mmap threshold to it
+bufs = [bytearray(5 << 20) for _ in range(60)]
+keep = bufs[::2]; del bufs                # 150 MB live, 150 MB freed in between
+print(int(open('/proc/self/statm').read().split()[1]) * 4096)
+"""
+
+
+def test_the_containers_malloc_setting_returns_freed_tensors_to_the_os():
+    """docker/services.yaml's default GLIBC_TUNABLES (what the benchmark's processes get too): freed 5 MiB buffers
+    leave the process; with glibc's defaults ("plain-offload-heap") they stay resident."""
+    import subprocess
+    import sys
+
+    assert benchmark_exchange.process_env({})["GLIBC_TUNABLES"] == "glibc.malloc.mmap_threshold=4194304"
+    heap = benchmark_exchange.process_env(benchmark_exchange.CONFIGS["plain-offload-heap"][1])
+    assert heap["GLIBC_TUNABLES"] == ""
+
+    def resident(env):
+        run = subprocess.run([sys.executable, "-c", FRAGMENT], env={**os.environ, **env}, capture_output=True,
+                             text=True, check=True)
+        return int(run.stdout) / 2**20
+
+    tuned, default = resident(benchmark_exchange.process_env({})), resident(heap)
+    assert tuned < 150 + 80, tuned           # the live buffers and the interpreter
+    assert default > tuned + 100, (default, tuned)
