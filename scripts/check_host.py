@@ -40,6 +40,35 @@ def check_kits():
         raise HostError(f"no startup kit for {', '.join(missing)}: provision first (scripts/demo.sh does it)")
 
 
+def container_uid() -> int:
+    """The uid the containers run as: FL_UID (demo.sh sets it to yours) or the image's default."""
+    return int(os.environ.get("FL_UID") or 10001)
+
+
+def check_assets(uid: int):
+    """Everything under assets/ (mounted read-only at /assets) must be readable by the containers' user. A file
+    only its owner may read (save_pretrained can write 0600) fails to load in the container with Hugging Face's
+    misleading 'No such file or directory'."""
+    def can(st, bits):  # bits: 4 = read, 5 = read + enter (directories)
+        mode = st.st_mode
+        return (st.st_uid == uid and (mode >> 6) & bits == bits) or (st.st_gid == uid and (mode >> 3) & bits == bits) \
+            or mode & bits == bits
+
+    blocked = []
+    for dirpath, dirs, files in os.walk(os.path.join(ROOT, "assets")):
+        for name, bits in [(d, 5) for d in dirs] + [(f, 4) for f in files]:
+            path = os.path.join(dirpath, name)
+            st = os.stat(path)
+            if not can(st, bits):
+                blocked.append(f"{os.path.relpath(path, ROOT)} (mode {st.st_mode & 0o777:04o}, uid {st.st_uid})")
+    if blocked:
+        more = f" and {len(blocked) - 3} more" if len(blocked) > 3 else ""
+        raise HostError(
+            f"the containers' user (uid {uid}) cannot read {', '.join(blocked[:3])}{more}: loading would fail "
+            "with 'No such file or directory'; run chmod -R a+rX assets"
+        )
+
+
 def server_port() -> int:
     return int(re.search(r"FL_PORT: '(\d+)'", participants_file()).group(1))
 
@@ -69,6 +98,7 @@ def main(argv=None) -> int:
         check_docker()
         if not args.cpu:
             check_gpu_runtime()
+        check_assets(container_uid())
         if args.kits:
             check_kits()
         if args.port:

@@ -111,6 +111,26 @@ def test_check_host_kits_missing(tmp_path, monkeypatch):
         check_host.check_kits()
 
 
+def test_check_host_assets_the_containers_cannot_read(tmp_path, monkeypatch):
+    import check_host
+    from compose_env import HostError
+
+    monkeypatch.setattr(check_host, "ROOT", str(tmp_path))
+    model = tmp_path / "assets" / "my-gpt2"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"x")
+    weights.chmod(0o600)  # what save_pretrained can leave
+    other_uid = os.stat(weights).st_uid + 12345
+    with pytest.raises(HostError, match=r"uid \d+\) cannot read assets/my-gpt2/model.safetensors \(mode 0600.*"
+                                        r"chmod -R a\+rX assets"):
+        check_host.check_assets(other_uid)
+    check_host.check_assets(os.stat(weights).st_uid)  # its owner may
+    weights.chmod(0o644)
+    check_host.check_assets(other_uid)
+
+
 def test_submit_rejects_a_folder_that_is_not_a_job(tmp_path):
     run = run_script("submit_job.py", "--job-folder", str(tmp_path))
     assert run.returncode == 2 and "not a complete job folder" in run.stderr and "meta.json is missing" in run.stderr
