@@ -20,8 +20,11 @@ same machine at the same time:
     floor = bytes moved in a round (all sites, both directions) / raw TCP throughput
     round time / floor          how far the exchange sits above what the wire allows
     server peak / model bytes   how many model copies the server holds at its peak
+    cpu busy                    CPU seconds of all participants in a round / (round time x cores): near 1,
+                                the round waits on the CPU (TLS, serialization, copies), not on the wire
 
-Writes <out>/benchmark.csv, benchmark.md and benchmark.png, and prints the table.
+Writes <out>/benchmark.csv, benchmark.md, benchmark.png and trace-<sites>-<config>.csv (each participant's memory
+over the run, round starts marked), and prints the table.
 """
 
 import argparse
@@ -53,7 +56,7 @@ CONFIGS = {
     "plain-offload": (["--transfer", "offload"], {},
                       "plain messages; the server downloads results to disk and aggregates tensor by tensor; "
                       "the global model served to all sites from one shared download (the default job, with the "
-                      "containers' default malloc setting: GLIBC_TUNABLES from docker/services.yaml)"),
+                      "server container's malloc setting: GLIBC_TUNABLES from docker/services.yaml)"),
     "plain-offload-heap": (["--transfer", "offload"], {"FL_GLIBC_TUNABLES": ""},
                            "plain-offload with glibc's default malloc: freed large buffers stay in the heap"),
     "plain-offload-per-site": (["--transfer", "offload", "--broadcast", "per-site"], {},
@@ -227,27 +230,28 @@ def wait_finished(job_status, limit: float = 3600) -> str:
 
 
 def container_glibc_tunables() -> str:
-    """The GLIBC_TUNABLES the containers get by default (docker/services.yaml), so processes run the same way."""
+    """The GLIBC_TUNABLES the server container gets by default (docker/services.yaml), so processes run the same
+    way."""
     with open(os.path.join(ROOT, "docker", "services.yaml")) as f:
         return re.search(r"\$\{FL_GLIBC_TUNABLES-([^}]*)\}", f.read()).group(1)
 
 
-def process_env(config_env: dict) -> dict:
-    """A configuration's environment as the kits' processes take it: FL_GLIBC_TUNABLES (what compose reads)
-    becomes GLIBC_TUNABLES, defaulting to the containers' value."""
+def process_env(config_env: dict) -> tuple:
+    """A configuration's environment as the kits' processes take it: (every participant, the server only).
+    FL_GLIBC_TUNABLES (what compose reads) becomes the server's GLIBC_TUNABLES, by default the container's."""
     env = dict(config_env)
-    env["GLIBC_TUNABLES"] = env.pop("FL_GLIBC_TUNABLES", container_glibc_tunables())
-    return env
+    return env, {"GLIBC_TUNABLES": env.pop("FL_GLIBC_TUNABLES", container_glibc_tunables())}
 
 
 def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: str) -> dict:
     import make_job
 
     flags, env, _ = CONFIGS[config]
-    env = process_env(env)
+    env, server_env = process_env(env)
     sites = [f"site-{i + 1}" for i in range(n_sites)]
     os.makedirs(work, exist_ok=True)
     fed = local_federation.ProcessFederation(work, sites, name="bench")
+    fed.server_env = server_env
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the participants inherit it
     try:

@@ -65,6 +65,7 @@ class ProcessFederation:
         self.kits = result["kits"]
         self.admin_kit = self.kits["admin@test.org"]
         self.procs = {}
+        self.server_env = {}  # extra environment for the server's processes only
 
     def workspace(self, name: str) -> str:
         return os.path.join(self.root, "run", name)
@@ -80,7 +81,7 @@ class ProcessFederation:
         log = open(os.path.join(self.root, f"{name}.out"), "a")
         self.procs[name] = subprocess.Popen(
             ["bash", os.path.join(self.kits[name], "startup", "sub_start.sh"), "--once"],
-            env={**env, "NVFL_WORKSPACE": self.workspace(name)},
+            env={**env, **(self.server_env if name == "localhost" else {}), "NVFL_WORKSPACE": self.workspace(name)},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
