@@ -60,7 +60,6 @@ def join_parts(params: dict) -> dict:
         if missing:
             raise ValueError(f"tensor {key!r} arrived incomplete: parts {missing} of {len(blocks[key])} missing")
         out[key] = torch.cat([_loaded(b) for b in blocks[key]], dim=0)
-        blocks[key] = None  # the blocks go as soon as their tensor is whole
     return out
 
 
