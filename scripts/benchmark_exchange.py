@@ -63,6 +63,8 @@ CONFIGS = {
                                "plain-offload with NVFlare's own broadcast: a task copy + one download per site"),
     "plain-offload-whole": (["--transfer", "offload", "--part_mb", "0"], {},
                             "plain-offload with every tensor sent whole (no row blocks): wte is one 154 MB message"),
+    "plain-offload-part4": (["--transfer", "offload", "--part_mb", "4"], {},
+                            "plain-offload with row blocks of at most 4 MiB (default 16)"),
     "plain-offload-gc": (["--transfer", "offload", "--server_memory_gc_rounds", "1"],
                          {"MALLOC_ARENA_MAX": "2"}, "plain-offload + gc/malloc_trim every round + MALLOC_ARENA_MAX=2"),
     "stream-gc": (["--transfer", "tensor", "--server_memory_gc_rounds", "1"], {"MALLOC_ARENA_MAX": "2"},
@@ -71,6 +73,12 @@ CONFIGS = {
     "plain-offload-bf16": (["--transfer", "offload", "--exchange_dtype", "bfloat16"], {},
                            "plain-offload, weights sent as bfloat16"),
 }
+# NVFlare's connection schemes, each provisioned in place of project.yml's (StaticFileBuilder's scheme)
+SCHEMES = {"http": "websocket over HTTPS (NVFlare's default)", "grpc": "gRPC (HTTP/2)", "tcp": "TLS over plain TCP"}
+CONFIG_SCHEME = {f"plain-offload-{s}": s for s in SCHEMES}
+for _scheme, _what in SCHEMES.items():
+    CONFIGS[f"plain-offload-{_scheme}"] = (["--transfer", "offload"], {}, f"plain-offload, kits provisioned with "
+                                           f"scheme {_scheme}: {_what}")
 DEFAULT_CONFIGS = "stream,plain,plain-offload-per-site,plain-offload"
 
 
@@ -250,7 +258,7 @@ def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: st
     env, server_env = process_env(env)
     sites = [f"site-{i + 1}" for i in range(n_sites)]
     os.makedirs(work, exist_ok=True)
-    fed = local_federation.ProcessFederation(work, sites, name="bench")
+    fed = local_federation.ProcessFederation(work, sites, name="bench", scheme=CONFIG_SCHEME.get(config))
     fed.server_env = server_env
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the participants inherit it
@@ -309,12 +317,14 @@ c.close()
 """
 
 
-def write_bench_project(path: str, sites: list, port: int):
-    """The copy's project.yml with these sites and port; server, admin and builders as the project has them."""
+def write_bench_project(path: str, sites: list, port: int, scheme: str = None):
+    """The copy's project.yml with these sites and port; server, admin and builders as the project has them
+    (scheme, if given, in place of the project's)."""
     import yaml
 
     with open(path) as f:
         project = yaml.safe_load(f)
+    project["builders"] = local_federation.project_builders(path, scheme=scheme)
     others = [p for p in project["participants"] if p["type"] != "client"]
     for p in others:
         if p["type"] == "server":
@@ -333,7 +343,8 @@ def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, 
     flags, extra_env, _ = CONFIGS[config]
     sites = [f"site-{i + 1}" for i in range(n_sites)]
     compose_stack.copy_project(work)
-    write_bench_project(os.path.join(work, "project.yml"), sites, local_federation.free_port())
+    write_bench_project(os.path.join(work, "project.yml"), sites, local_federation.free_port(),
+                        scheme=CONFIG_SCHEME.get(config))
     shutil.copytree(model_path, os.path.join(work, "assets", "bench-model"))
     for dirpath, _, files in os.walk(os.path.join(work, "assets")):  # save_pretrained may write 0600 files:
         os.chmod(dirpath, 0o755)                                      # the containers' user must read them

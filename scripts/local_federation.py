@@ -23,7 +23,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_project(path: str, port: int, sites: list, name: str = "itest", extra_admins: tuple = ()):
+def project_builders(project_path: str = os.path.join(ROOT, "project.yml"), scheme: str = None) -> list:
+    """project.yml's builders; scheme, if given, replaces the connection scheme the kits get (http, grpc, tcp)."""
+    import yaml
+
+    with open(project_path) as f:
+        builders = yaml.safe_load(f)["builders"]
+    if scheme:
+        for b in builders:
+            if b["path"].endswith(".StaticFileBuilder"):
+                b.setdefault("args", {})["scheme"] = scheme
+    return builders
+
+
+def write_project(path: str, port: int, sites: list, name: str = "itest", extra_admins: tuple = (),
+                  scheme: str = None):
     import yaml
 
     participants = [{"name": "localhost", "type": "server", "org": "test", "fed_learn_port": port}]
@@ -35,12 +49,8 @@ def write_project(path: str, port: int, sites: list, name: str = "itest", extra_
         "name": name,
         "description": "integration test",
         "participants": participants,
-        "builders": [
-            {"path": "nvflare.lighter.impl.workspace.WorkspaceBuilder", "args": {"template_file": ["master_template.yml"]}},
-            {"path": "nvflare.lighter.impl.static_file.StaticFileBuilder", "args": {"config_folder": "config"}},
-            {"path": "nvflare.lighter.impl.cert.CertBuilder"},
-            {"path": "nvflare.lighter.impl.signature.SignatureBuilder"},
-        ],
+        # the project's own builders: the kits get the scheme and files the deployment gets
+        "builders": project_builders(scheme=scheme),
     }
     with open(path, "w") as f:
         yaml.safe_dump(project, f, sort_keys=False)
@@ -49,7 +59,8 @@ def write_project(path: str, port: int, sites: list, name: str = "itest", extra_
 class ProcessFederation:
     """Server and sites started with their kits' own sub_start.sh, each in a private workspace."""
 
-    def __init__(self, root: str, sites: list, port: int = 0, name: str = "itest", extra_admins: tuple = ()):
+    def __init__(self, root: str, sites: list, port: int = 0, name: str = "itest", extra_admins: tuple = (),
+                 scheme: str = None):
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import provision
 
@@ -57,7 +68,7 @@ class ProcessFederation:
         self.sites = sites
         self.port = port or free_port()
         project = os.path.join(root, "project.yml")
-        write_project(project, self.port, sites, name=name, extra_admins=extra_admins)
+        write_project(project, self.port, sites, name=name, extra_admins=extra_admins, scheme=scheme)
         result = provision.provision(
             project, os.path.join(root, "ws"), storage_root=os.path.join(root, "server-store"),
             force=False, service_uid=0,

@@ -26,6 +26,27 @@ def test_bench_project_has_the_sites_and_port_and_keeps_the_rest(tmp_path):
     assert project["builders"] == original["builders"]
 
 
+def test_a_scheme_configuration_provisions_kits_with_that_scheme(tmp_path):
+    path = str(tmp_path / "project.yml")
+    shutil.copy(os.path.join(benchmark_exchange.ROOT, "project.yml"), path)
+    config = "plain-offload-grpc"
+    benchmark_exchange.write_bench_project(path, ["site-1"], 41234, scheme=benchmark_exchange.CONFIG_SCHEME[config])
+    kits = provision.provision(path, str(tmp_path / "ws"), storage_root=str(tmp_path / "store"), force=False,
+                               service_uid=0)["kits"]
+    for kit, config_file in ((kits["site-1"], "fed_client.json"), (kits["fl-server"], "fed_server.json")):
+        with open(os.path.join(kit, "startup", config_file)) as f:
+            assert '"scheme": "grpc"' in f.read(), (kit, config_file)
+
+
+def test_the_process_federation_provisions_with_the_projects_builders(tmp_path):
+    import local_federation
+
+    path = str(tmp_path / "project.yml")
+    local_federation.write_project(path, 41234, ["site-1"])
+    with open(path) as f, open(os.path.join(benchmark_exchange.ROOT, "project.yml")) as g:
+        assert yaml.safe_load(f)["builders"] == yaml.safe_load(g)["builders"]
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--sites", "two"], "integers"),
     (["--configs", "nope"], "unknown configuration"),
