@@ -12,6 +12,7 @@ Run it where nvflare is installed: .venv/bin/python, or in the image (scripts/in
 """
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -47,10 +48,36 @@ def add_to_project(project_path: str, site: str, org: str):
     provision.participants(provision.load_project(project_path))  # still valid
 
 
+def project_scheme(project: dict) -> str:
+    """The connection scheme project.yml gives the kits (StaticFileBuilder's scheme; NVFlare's default is http)."""
+    for b in project.get("builders") or []:
+        if str(b.get("path", "")).endswith(".StaticFileBuilder"):
+            return (b.get("args") or {}).get("scheme", "http")
+    return "http"
+
+
+def check_same_scheme(project: dict, kits_dir: str):
+    """A new kit must speak the running server's scheme: kits provisioned before project.yml's scheme changed
+    (e.g. http, before this project chose tcp) would refuse a newcomer's connection."""
+    server = provision.participants(project)["server"]
+    try:
+        with open(os.path.join(kits_dir, server, "startup", "fed_server.json")) as f:
+            running = json.load(f)["servers"][0]["service"]["scheme"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return  # no server kit here (a site-only host): nothing to compare
+    wanted = project_scheme(project)
+    if running != wanted:
+        raise provision.ProjectError(
+            f"the server's kit ({kits_dir}/{server}) was provisioned with scheme {running!r} but project.yml now "
+            f"says {wanted!r}: a new site would not reach it. Set `scheme: {running}` in project.yml "
+            f"(StaticFileBuilder args), or re-provision everyone (scripts/provision.py --force) and restart")
+
+
 def add_site(project_path: str, workspace: str, site: str, org: str, service_uid: int) -> str:
     kits_dir = os.path.join(workspace, "kits")
     if not os.path.isdir(kits_dir):
         raise provision.ProjectError(f"no kits in {kits_dir}: provision the federation first (scripts/provision.py)")
+    check_same_scheme(provision.load_project(project_path), kits_dir)
     backup = open(project_path).read()
     add_to_project(project_path, site, org)
     try:

@@ -29,6 +29,27 @@ def test_add_to_project_keeps_comments_and_rejects_bad_names(tmp_path):
         add_site.add_to_project(str(project), "Site_4", "x")
 
 
+def test_a_site_is_not_added_with_another_scheme_than_the_running_servers(tmp_path):
+    import add_site
+    import provision
+
+    project = tmp_path / "project.yml"
+    shutil.copy(os.path.join(fl_system.ROOT, "project.yml"), project)
+    ws = str(tmp_path / "ws")
+    provision.provision(str(project), ws, storage_root=str(tmp_path / "store"), force=False, service_uid=0)
+    text = project.read_text()
+    scheme = add_site.project_scheme(provision.load_project(str(project)))
+    other = "http" if scheme != "http" else "tcp"
+    project.write_text(text.replace(f"scheme: {scheme}", f"scheme: {other}"))
+    with pytest.raises(provision.ProjectError, match=f"provisioned with scheme '{scheme}' but project.yml now says"):
+        add_site.add_site(str(project), ws, "site-3", "x", service_uid=0)
+    assert "site-3" not in project.read_text() and not os.path.exists(os.path.join(ws, "kits", "site-3"))
+    project.write_text(text)  # the same scheme: the site is added
+    add_site.add_site(str(project), ws, "site-3", "x", service_uid=0)
+    with open(os.path.join(ws, "kits", "site-3", "startup", "fed_client.json")) as f:
+        assert json.load(f)["servers"][0]["service"]["scheme"] == scheme
+
+
 @pytest.mark.integration
 def test_new_site_joins_running_federation(tmp_path, tiny_assets, capsys):
     import add_site
