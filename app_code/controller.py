@@ -15,12 +15,18 @@ Only for FOBS streaming (transfers offload and memory): make_job passes "per-sit
 
 Tensors over ``part_mb`` MiB travel as row blocks both ways (tensor_parts.py); the aggregated result is
 whole again before NVFlare updates, persists and sends the global model.
+
+With the results offloaded to disk and full weights coming back, the round's mean is written into the previous
+global model's tensors (in_place_mean.py) instead of a second model-sized sum: one model copy less on the server.
 """
 
 import copy
 
+from nvflare.app_common.abstract.fl_model import ParamsType
+from nvflare.app_common.aggregators.weighted_aggregation_helper import WeightedAggregationHelper
 from nvflare.app_common.workflows.fedavg import FedAvg
 
+from in_place_mean import InPlaceMean
 from shared_broadcast import SharedBroadcast
 from tensor_parts import PART_MB, join_parts, split_large
 
@@ -47,7 +53,7 @@ class FedAvgWithDeadline(FedAvg):
         self.exchange_dtype = exchange_dtype
         self.broadcast_mode = broadcast_mode
         self.part_mb = part_mb
-        self._targets, self._answered, self._shared = [], set(), None
+        self._targets, self._answered, self._shared, self._into = [], set(), None, {}
 
     def run(self):
         try:
@@ -58,10 +64,17 @@ class FedAvgWithDeadline(FedAvg):
     def send_model(self, task_name="train", data=None, targets=None, min_responses=None, timeout=0, callback=None):
         self._targets, self._answered = list(targets or []), set()
         self._end_shared_broadcast()
-        data = with_params(cast_model(data, self.exchange_dtype), lambda p: split_large(p, self.part_mb))
+        sent = cast = cast_model(data, self.exchange_dtype)
+        sent = with_params(cast, lambda p: split_large(p, self.part_mb))
         timeout = timeout or self.round_timeout
         if self.broadcast_mode == "shared":
-            data = self._share(data, timeout)
+            sent = self._share(sent, timeout)
+        # The round's mean may overwrite the global model once no download reads it: the shared one is closed
+        # before aggregating; NVFlare's per-site downloads may outlive the round, unless they send a cast copy.
+        self._into = {}
+        if data is not None and data.params and (self._shared is not None or cast is not data):
+            self._into = {**data.params, **split_large(data.params, self.part_mb)}
+        data = sent
         super().send_model(task_name=task_name, data=data, targets=targets, min_responses=min_responses,
                            timeout=timeout, callback=callback)
 
@@ -98,6 +111,11 @@ class FedAvgWithDeadline(FedAvg):
             self.info(f"result from {site}: {on_disk} of {len(result.params)} tensors spooled to disk (offload)")
         if self.exchange_dtype != "float32":
             upcast_params(result)
+        if (self._into and self.enable_tensor_disk_offload and result.params_type == ParamsType.FULL
+                and not self.aggregator and type(self._aggr_helper) is WeightedAggregationHelper
+                and not self._aggr_helper.get_history()):
+            self.info("aggregating into the previous global model's tensors at the round's end (no second copy)")
+            self._aggr_helper = InPlaceMean(self._into, exclude_vars=self.exclude_vars)
         return super()._aggregate_one_result(result)
 
     def _get_aggregated_result(self):
@@ -111,7 +129,10 @@ class FedAvgWithDeadline(FedAvg):
                 self.panic(reason)
                 raise RuntimeError(reason)
             self.warning(f"{summary}; aggregating the others")
-        result = super()._get_aggregated_result()
+        try:
+            result = super()._get_aggregated_result()
+        finally:  # the previous global model must not stay pinned once the new one replaces it
+            self._into = {}
         if result.params:
             result.params = join_parts(result.params)
         return result

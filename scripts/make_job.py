@@ -35,8 +35,8 @@ BROADCASTS = {
     "per-site": "NVFlare's own: the task serialized for each site, one download per site",
 }
 # What app/custom must hold: the client script, what it imports, the server's workflow and persistor; nothing else.
-CUSTOM_FILES = ["client.py", "controller.py", "data.py", "model.py", "persistor.py", "shared_broadcast.py",
-                "tensor_parts.py", "training.py"]
+CUSTOM_FILES = ["client.py", "controller.py", "data.py", "in_place_mean.py", "model.py", "persistor.py",
+                "shared_broadcast.py", "tensor_parts.py", "training.py"]
 
 
 def sites_from_project(project_yml: str) -> list:
@@ -182,7 +182,7 @@ def build_recipe(args):
             controller.exchange_dtype = args.exchange_dtype
             controller.broadcast_mode = effective_broadcast(args)
             controller.part_mb = args.part_mb
-            controller._targets, controller._answered, controller._shared = [], set(), None
+            controller._targets, controller._answered, controller._shared, controller._into = [], set(), None, {}
             return controller
 
     n = len(args.site_names)

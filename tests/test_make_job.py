@@ -12,8 +12,8 @@ import make_job
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_CODE = os.path.join(ROOT, "app_code")
 COMMITTED_JOB = os.path.join(ROOT, "jobs", "gpt2-fedavg-stream")
-CUSTOM = {"client.py", "controller.py", "data.py", "model.py", "persistor.py", "shared_broadcast.py",
-          "tensor_parts.py", "training.py"}
+CUSTOM = {"client.py", "controller.py", "data.py", "in_place_mean.py", "model.py", "persistor.py",
+          "shared_broadcast.py", "tensor_parts.py", "training.py"}
 SITES3 = ["site-1", "site-2", "site-3"]
 
 

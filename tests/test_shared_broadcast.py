@@ -83,6 +83,34 @@ def test_each_item_is_produced_once_for_two_receivers_and_round_trips_bit_exact(
             assert got.dtype == v.dtype and got.shape == v.shape and torch.equal(got, v), (site, k)
 
 
+def test_the_cache_holds_what_separates_the_fastest_receiver_from_the_slowest():
+    """What the shared download costs beyond the model: items one site took and another has not yet."""
+    from nvflare.fuel.f3.streaming.download_service import ProduceRC
+
+    def steps(d, requester):  # one produce() call per step, as the receiver's requests arrive
+        state = {}
+        while True:
+            rc, _, state = d.produce(state, requester)
+            if rc == ProduceRC.EOF:
+                return
+            yield
+
+    def run(order):
+        d = SharedTensorDownloadable(_tensors())
+        d.num_receivers = 2
+        walks = {site: steps(d, site) for site in ("site-1", "site-2")}
+        for site in order(walks):
+            next(walks[site], None)
+        return d
+
+    apart = run(lambda w: ["site-1"] * 10 + ["site-2"] * 10)  # one site has it all before the other starts
+    assert apart.cache_peak_bytes == apart.produced_bytes
+    lockstep = run(lambda w: ["site-1", "site-2"] * 10)
+    largest = max(lockstep.get_item_size(i) for i in range(len(lockstep.groups)))
+    assert lockstep.produced_bytes == apart.produced_bytes and len(lockstep.groups) >= 3
+    assert lockstep.cache_peak_bytes <= 2 * largest + 4096 < lockstep.produced_bytes
+
+
 def test_tensors_sharing_memory_are_serialized_apart():
     w = torch.randn(4, 4)
     d = SharedTensorDownloadable({"T0": w, "T1": w, "T2": w[1]})  # tied weights and a view: one group
@@ -119,7 +147,8 @@ def test_controller_sends_references_into_one_transaction_and_ends_it_with_the_r
     controller._targets, controller._answered = ["site-1", "site-2"], {"site-1", "site-2"}
     controller._end_shared_broadcast()
     assert not (_open_transactions() & opened)
-    assert "round 1: global model served to 0 sites from one shared download (0.0 MB in 1 items)" in controller.logs
+    assert ("round 1: global model served to 0 sites from one shared download (0.0 MB in 1 items; at most 0.0 MB "
+            "cached at once)") in controller.logs
 
 
 @pytest.mark.parametrize("broadcast, params", [("per-site", {"w": torch.zeros(2)}),

@@ -62,6 +62,7 @@ class SharedTensorDownloadable(TensorDownloadable):
         self._item_locks = [threading.Lock() for _ in self.groups]
         self._stats_lock = threading.Lock()
         self.produced_items, self.produced_bytes, self.served = 0, 0, set()
+        self.cache_peak_bytes = 0  # what the receivers' spread costs: items produced, not yet taken by all
 
     def get_item_count(self) -> int:
         return len(self.groups)
@@ -85,7 +86,12 @@ class SharedTensorDownloadable(TensorDownloadable):
 
     def _get_item(self, index: int, requester: str) -> bytes:
         with self._item_locks[index]:
-            return super()._get_item(index, requester)
+            data = super()._get_item(index, requester)
+        with self.lock:
+            cached = sum(len(d) for d, _ in self.cache or () if d is not None)
+        with self._stats_lock:
+            self.cache_peak_bytes = max(self.cache_peak_bytes, cached)
+        return data
 
     def produce(self, state: dict, requester: str):
         rc, items, new_state = super().produce(state, requester)
@@ -134,7 +140,7 @@ class SharedBroadcast:
         extra = d.produced_items - len(d.groups)
         again = f"; {extra} items produced more than once" if extra > 0 else ""
         return (f"served to {len(d.served)} sites from one shared download ({self.model_bytes / 1e6:.1f} MB in "
-                f"{len(d.groups)} items{again})")
+                f"{len(d.groups)} items{again}; at most {d.cache_peak_bytes / 1e6:.1f} MB cached at once)")
 
     def close(self):
         """End the transaction (a no-op once every receiver finished): its cache and tensors are released."""

@@ -59,8 +59,33 @@ def join_parts(params: dict) -> dict:
         missing = [i for i, b in enumerate(blocks[key]) if b is None]
         if missing:
             raise ValueError(f"tensor {key!r} arrived incomplete: parts {missing} of {len(blocks[key])} missing")
-        out[key] = torch.cat([_loaded(b) for b in blocks[key]], dim=0)
+        out[key] = _whole(blocks[key])
+        if out[key] is None:
+            out[key] = torch.cat([_loaded(b) for b in blocks[key]], dim=0)
     return out
+
+
+def base_name(key: str) -> str:
+    """The tensor a key names: ``key`` itself, or the tensor whose row block it is."""
+    m = _PART.match(key)
+    return key if m is None else m["name"]
+
+
+def _whole(blocks: list):
+    """The tensor the blocks are consecutive views of, covering it all (the mean written into the previous global
+    model, in_place_mean.py): it already is the joined tensor, no copy needed. None for anything else."""
+    import torch
+
+    base = getattr(blocks[0], "_base", None)
+    if base is None or not base.is_contiguous():
+        return None
+    offset = base.storage_offset()
+    for b in blocks:
+        if (not torch.is_tensor(b) or b._base is not base or b.storage_offset() != offset or not b.is_contiguous()
+                or b.shape[1:] != base.shape[1:]):
+            return None
+        offset += b.numel()
+    return base if offset - base.storage_offset() == base.numel() else None
 
 
 def _loaded(value):
