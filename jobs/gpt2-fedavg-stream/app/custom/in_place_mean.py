@@ -8,6 +8,9 @@ previous global's tensors: by then every site has its copy (the round's download
 has saved it if it was the best (BEFORE_AGGREGATION fires first). The order of the sum is the arrival order, as in
 NVFlare's helper, so the mean is bit-identical.
 
+The cost moves to disk: each result's spool files stay until the round's end (sites x model bytes in TMPDIR),
+where NVFlare's sum frees them result by result.
+
 Used by the controller only when that holds: results offloaded to disk, full weights (not updates), and a global
 model no download still reads. A result tensor that arrives in memory is summed at once, as NVFlare's helper does.
 """
