@@ -31,11 +31,16 @@ from shared_broadcast import SharedBroadcast
 from tensor_parts import PART_MB, join_parts, split_large
 
 BROADCASTS = ("shared", "per-site")
+AGGREGATIONS = {
+    "in-place": "the round's mean written into the previous global model when results are on disk (offload) and no "
+                "download reads it: one model copy less (app_code/in_place_mean.py); otherwise NVFlare's sum",
+    "nvflare": "NVFlare's running sum, a second model-sized copy next to the global model",
+}
 
 
 class FedAvgWithDeadline(FedAvg):
     def __init__(self, *args, round_timeout: int = 0, min_sites: int = 1, exchange_dtype: str = "float32",
-                 broadcast_mode: str = "shared", part_mb: float = PART_MB, **kwargs):
+                 broadcast_mode: str = "shared", part_mb: float = PART_MB, aggregation: str = "in-place", **kwargs):
         """
         Args:
             round_timeout: seconds a round waits for the sites' results (0 = forever, NVFlare's behaviour).
@@ -44,15 +49,19 @@ class FedAvgWithDeadline(FedAvg):
             broadcast_mode: "shared" (one download for all the round's sites) or "per-site" (NVFlare's).
                 Not "broadcast": that name is NVFlare's Controller.broadcast method.
             part_mb: tensors over this many MiB go to the sites as row blocks (tensor_parts.py; 0 = whole).
+            aggregation: "in-place" or "nvflare" (AGGREGATIONS).
         """
         super().__init__(*args, **kwargs)
         if broadcast_mode not in BROADCASTS:
             raise ValueError(f"broadcast_mode must be one of {BROADCASTS}, got {broadcast_mode!r}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {tuple(AGGREGATIONS)}, got {aggregation!r}")
         self.round_timeout = round_timeout
         self.min_sites = min_sites
         self.exchange_dtype = exchange_dtype
         self.broadcast_mode = broadcast_mode
         self.part_mb = part_mb
+        self.aggregation = aggregation
         self._targets, self._answered, self._shared, self._into = [], set(), None, {}
 
     def run(self):
@@ -72,7 +81,8 @@ class FedAvgWithDeadline(FedAvg):
         # The round's mean may overwrite the global model once no download reads it: the shared one is closed
         # before aggregating; NVFlare's per-site downloads may outlive the round, unless they send a cast copy.
         self._into = {}
-        if data is not None and data.params and (self._shared is not None or cast is not data):
+        if (self.aggregation == "in-place" and data is not None and data.params
+                and (self._shared is not None or cast is not data)):
             self._into = {**data.params, **split_large(data.params, self.part_mb)}
         data = sent
         super().send_model(task_name=task_name, data=data, targets=targets, min_responses=min_responses,

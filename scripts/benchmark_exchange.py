@@ -63,6 +63,8 @@ CONFIGS = {
                                "plain-offload with NVFlare's own broadcast: a task copy + one download per site"),
     "plain-offload-whole": (["--transfer", "offload", "--part_mb", "0"], {},
                             "plain-offload with every tensor sent whole (no row blocks): wte is one 154 MB message"),
+    "plain-offload-sum": (["--transfer", "offload", "--aggregation", "nvflare"], {},
+                          "plain-offload with NVFlare's running sum on the server (no in-place mean)"),
     "plain-offload-part4": (["--transfer", "offload", "--part_mb", "4"], {},
                             "plain-offload with row blocks of at most 4 MiB (default 16)"),
     "plain-offload-gc": (["--transfer", "offload", "--server_memory_gc_rounds", "1"],

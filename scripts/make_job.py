@@ -84,6 +84,7 @@ def parse_args(argv=None):
     p.add_argument("--server_memory_gc_rounds", type=int, default=0,
                    help="server: gc + malloc_trim every N rounds (0 = never)")
     sys.path.insert(0, APP_CODE)
+    from controller import AGGREGATIONS
     from model import EXCHANGE_DTYPES, LORA_DEFAULTS
     from tensor_parts import PART_MB
 
@@ -93,6 +94,9 @@ def parse_args(argv=None):
     p.add_argument("--part_mb", type=float, default=PART_MB,
                    help="tensors over this many MiB travel both ways as row blocks of at most that, so no receiver "
                         "holds a whole large tensor (GPT-2's wte) per message (0 = whole tensors)")
+    p.add_argument("--aggregation", choices=list(AGGREGATIONS), default="in-place",
+                   help="how the server averages the results: "
+                        + "; ".join(f"{k}: {v}" for k, v in AGGREGATIONS.items()))
     p.add_argument("--lora", action="store_true",
                    help="sites train a LoRA adapter (peft) on the frozen model; only the adapter is exchanged")
     p.add_argument("--lora_r", type=int, default=LORA_DEFAULTS["r"], help="LoRA rank")
@@ -181,7 +185,7 @@ def build_recipe(args):
             controller.round_timeout, controller.min_sites = args.round_timeout, args.min_sites
             controller.exchange_dtype = args.exchange_dtype
             controller.broadcast_mode = effective_broadcast(args)
-            controller.part_mb = args.part_mb
+            controller.part_mb, controller.aggregation = args.part_mb, args.aggregation
             controller._targets, controller._answered, controller._shared, controller._into = [], set(), None, {}
             return controller
 

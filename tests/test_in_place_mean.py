@@ -126,11 +126,21 @@ def test_with_the_shared_download_the_round_writes_its_mean_into_the_global_mode
     assert controller._into == {}  # the previous global is not pinned past the round
 
 
-@pytest.mark.parametrize("broadcast, params_type", [("per-site", "FULL"), ("shared", "DIFF")])
-def test_the_global_model_is_left_alone_when_a_download_may_read_it_or_results_are_updates(
-        controller, tmp_path, broadcast, params_type):
+@pytest.mark.parametrize("broadcast, params_type, aggregation", [("per-site", "FULL", "in-place"),
+                                                                  ("shared", "DIFF", "in-place"),
+                                                                  ("shared", "FULL", "nvflare")])
+def test_the_global_model_is_left_alone_when_a_download_may_read_it_results_are_updates_or_asked_so(
+        controller, tmp_path, broadcast, params_type, aggregation):
     _prepare(controller, broadcast)
+    controller.aggregation = aggregation
     old, keep, expected, mean = _round(controller, tmp_path, params_type)
     assert all(torch.equal(old[k], keep[k]) for k in old)  # NVFlare's per-site downloads may outlive the round
     assert all(torch.equal(mean[k], expected[k]) for k in expected)
     assert not any("no second copy" in line for line in controller.logs)
+
+
+def test_an_unknown_aggregation_is_refused():
+    from controller import FedAvgWithDeadline
+
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        FedAvgWithDeadline(num_clients=2, aggregation="median")

@@ -251,6 +251,14 @@ def test_resume_settings(tmp_path):
         make_job.main(["--out", out, "--rounds", "2", "--start_round", "2", "--sites", "site-1"])
 
 
+@pytest.mark.parametrize("flags, expected", [([], "in-place"), (["--aggregation", "nvflare"], "nvflare")])
+def test_aggregation_setting(tmp_path, flags, expected):
+    """In place by default; NVFlare's running sum on request."""
+    out = str(tmp_path / "job")
+    assert make_job.main(["--out", out, "--sites", "a,b", *flags]) == 0
+    assert _fedavg_arg(_server(out), "aggregation") == expected
+
+
 @pytest.mark.parametrize("flags, expected", [([], "shared"), (["--transfer", "memory"], "shared"),
                                              (["--broadcast", "per-site"], "per-site"),
                                              (["--transfer", "tensor"], "per-site"),
