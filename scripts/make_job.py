@@ -28,12 +28,6 @@ TRANSFERS = {
     "tensor": "NVFlare's tensor streamers (TensorServerStreamer / TensorClientStreamer), results in memory",
     "memory": "NVFlare's FOBS streaming, results in memory",
 }
-# How FOBS streaming (offload, memory) sends each round's global model; the tensor streamers have their own way.
-BROADCASTS = {
-    "shared": "one download transaction for all the round's sites, each item serialized once "
-              "(app_code/shared_broadcast.py)",
-    "per-site": "NVFlare's own: the task serialized for each site, one download per site",
-}
 # What app/custom must hold: the client script, what it imports, the server's workflow and persistor; nothing else.
 CUSTOM_FILES = ["client.py", "controller.py", "data.py", "in_place_mean.py", "model.py", "persistor.py",
                 "shared_broadcast.py", "tensor_parts.py", "training.py"]
@@ -51,6 +45,11 @@ def sites_from_project(project_yml: str) -> list:
 
 
 def parse_args(argv=None):
+    sys.path.insert(0, APP_CODE)
+    from controller import AGGREGATIONS, BROADCASTS
+    from model import EXCHANGE_DTYPES, LORA_DEFAULTS
+    from tensor_parts import PART_MB
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=DEFAULT_JOB_DIR, help="job folder to write (replaced if it exists)")
     p.add_argument("--project", default=os.path.join(ROOT, "project.yml"), help="sites come from its clients")
@@ -83,11 +82,6 @@ def parse_args(argv=None):
     p.add_argument("--tensor_send_timeout", type=float, default=300.0, help="seconds per streamed transfer")
     p.add_argument("--server_memory_gc_rounds", type=int, default=0,
                    help="server: gc + malloc_trim every N rounds (0 = never)")
-    sys.path.insert(0, APP_CODE)
-    from controller import AGGREGATIONS
-    from model import EXCHANGE_DTYPES, LORA_DEFAULTS
-    from tensor_parts import PART_MB
-
     p.add_argument("--exchange_dtype", choices=EXCHANGE_DTYPES, default="float32",
                    help="dtype of the exchanged weights: bfloat16 halves the bytes both ways (sites send their "
                         "update, the server aggregates and persists in float32)")

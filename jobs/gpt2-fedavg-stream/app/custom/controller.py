@@ -30,7 +30,12 @@ from in_place_mean import InPlaceMean
 from shared_broadcast import SharedBroadcast
 from tensor_parts import PART_MB, join_parts, split_large
 
-BROADCASTS = ("shared", "per-site")
+# How FOBS streaming (offload, memory) sends each round's global model; the tensor streamers have their own way.
+BROADCASTS = {
+    "shared": "one download transaction for all the round's sites, each item serialized once "
+              "(app_code/shared_broadcast.py)",
+    "per-site": "NVFlare's own: the task serialized for each site, one download per site",
+}
 AGGREGATIONS = {
     "in-place": "the round's mean written into the previous global model when results are on disk (offload) and no "
                 "download reads it: one model copy less (app_code/in_place_mean.py); otherwise NVFlare's sum",
@@ -53,7 +58,7 @@ class FedAvgWithDeadline(FedAvg):
         """
         super().__init__(*args, **kwargs)
         if broadcast_mode not in BROADCASTS:
-            raise ValueError(f"broadcast_mode must be one of {BROADCASTS}, got {broadcast_mode!r}")
+            raise ValueError(f"broadcast_mode must be one of {tuple(BROADCASTS)}, got {broadcast_mode!r}")
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {tuple(AGGREGATIONS)}, got {aggregation!r}")
         self.round_timeout = round_timeout
