@@ -50,10 +50,8 @@ def add_to_project(project_path: str, site: str, org: str):
 
 def project_scheme(project: dict) -> str:
     """The connection scheme project.yml gives the kits (StaticFileBuilder's scheme; NVFlare's default is http)."""
-    for b in project.get("builders") or []:
-        if str(b.get("path", "")).endswith(".StaticFileBuilder"):
-            return (b.get("args") or {}).get("scheme", "http")
-    return "http"
+    builder = provision.connection_builder(project) or {}
+    return (builder.get("args") or {}).get("scheme", "http")
 
 
 def check_same_scheme(project: dict, kits_dir: str):

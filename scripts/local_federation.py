@@ -27,13 +27,14 @@ def project_builders(project_path: str = os.path.join(ROOT, "project.yml"), sche
     """project.yml's builders; scheme, if given, replaces the connection scheme the kits get (http, grpc, tcp)."""
     import yaml
 
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import provision
+
     with open(project_path) as f:
-        builders = yaml.safe_load(f)["builders"]
+        project = yaml.safe_load(f)
     if scheme:
-        for b in builders:
-            if b["path"].endswith(".StaticFileBuilder"):
-                b.setdefault("args", {})["scheme"] = scheme
-    return builders
+        provision.connection_builder(project).setdefault("args", {})["scheme"] = scheme
+    return project["builders"]
 
 
 def write_project(path: str, port: int, sites: list, name: str = "itest", extra_admins: tuple = (),

@@ -46,6 +46,12 @@ def load_project(path: str) -> dict:
     return project
 
 
+def connection_builder(project: dict) -> dict:
+    """The builder entry that gives the kits their connection settings (StaticFileBuilder), or None."""
+    return next((b for b in project.get("builders") or [] if str(b.get("path", "")).endswith(".StaticFileBuilder")),
+                None)
+
+
 def participants(project: dict) -> dict:
     """{'server': name, 'sites': [...], 'admins': [...]} with the names checked for use as container names."""
     by_type = {"server": [], "client": [], "admin": []}
