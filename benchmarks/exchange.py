@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Benchmark the model exchange (no training): round time, bytes moved, memory, against this machine's TCP floor.
 
-    .venv/bin/python scripts/benchmark_exchange.py                     # 124M GPT-2, 2 sites, every configuration
-    .venv/bin/python scripts/benchmark_exchange.py --sites 2,4,8 --configs stream,plain-offload
-    .venv/bin/python scripts/benchmark_exchange.py --model tiny        # seconds, for a smoke run
-    .venv/bin/python scripts/benchmark_exchange.py --deployment compose --sites 2,4   # the real containers
+    .venv/bin/python benchmarks/exchange.py                     # 124M GPT-2, 2 sites, every configuration
+    .venv/bin/python benchmarks/exchange.py --sites 2,4,8 --configs stream,plain-offload
+    .venv/bin/python benchmarks/exchange.py --model tiny        # seconds, for a smoke run
+    .venv/bin/python benchmarks/exchange.py --deployment compose --sites 2,4   # the real containers
 
 Each configuration provisions a fresh federation and submits an exchange-only job (sites load the global model
 and send it back). Two deployments:
@@ -41,10 +41,7 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import local_federation  # noqa: E402
-
-ROOT = local_federation.ROOT
+from fl_deploy import ROOT, local_federation
 GIB = 1024**3
 
 
@@ -61,11 +58,11 @@ CONFIGS = {
                            "plain-offload with glibc's default malloc: freed large buffers stay in the heap"),
     "plain-offload-per-site": (["--transfer", "offload", "--broadcast", "per-site"], {},
                                "plain-offload with NVFlare's own broadcast: a task copy + one download per site"),
-    "plain-offload-whole": (["--transfer", "offload", "--part_mb", "0"], {},
+    "plain-offload-whole": (["--transfer", "offload", "--part_mib", "0"], {},
                             "plain-offload with every tensor sent whole (no row blocks): wte is one 154 MB message"),
     "plain-offload-sum": (["--transfer", "offload", "--aggregation", "nvflare"], {},
                           "plain-offload with NVFlare's running sum on the server (no in-place mean)"),
-    "plain-offload-part4": (["--transfer", "offload", "--part_mb", "4"], {},
+    "plain-offload-part4": (["--transfer", "offload", "--part_mib", "4"], {},
                             "plain-offload with row blocks of at most 4 MiB (default 16)"),
     "plain-offload-gc": (["--transfer", "offload", "--server_memory_gc_rounds", "1"],
                          {"MALLOC_ARENA_MAX": "2"}, "plain-offload + gc/malloc_trim every round + MALLOC_ARENA_MAX=2"),
@@ -120,16 +117,14 @@ def make_model(kind: str, out: str) -> tuple:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    if kind == "tiny":
-        import make_tiny_assets
+    from fl_common.model import exchange_state_dict, load_model
+    from fl_deploy import assets
 
-        make_tiny_assets.main(["--out", out])
+    if kind == "tiny":
+        assets.tiny_main(["--out", out])
         path = os.path.join(out, "model")
     else:
-        sys.path.insert(0, os.path.join(ROOT, "app_code"))
-        import make_tiny_assets
-
-        make_tiny_assets.main(["--out", out])  # for its tokenizer; the model is the full GPT-2 architecture
+        assets.tiny_main(["--out", out])  # for its tokenizer; the model is the full GPT-2 architecture
         path = os.path.join(out, "gpt2-124m")
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config())  # 124M, random init: the exchange does not care about the values
@@ -137,9 +132,6 @@ def make_model(kind: str, out: str) -> tuple:
         from transformers import AutoTokenizer
 
         AutoTokenizer.from_pretrained(os.path.join(out, "model")).save_pretrained(path)
-    sys.path.insert(0, os.path.join(ROOT, "app_code"))
-    from model import exchange_state_dict, load_model
-
     sd = exchange_state_dict(load_model(path))
     return path, sum(t.numel() * t.element_size() for t in sd.values())
 
@@ -216,7 +208,7 @@ def TreeSampler(procs: dict) -> PeakSampler:
 
 def CgroupSampler(cids: dict) -> PeakSampler:
     """Resident memory of each container (cgroup memory.stat: anonymous + mapped pages), and their CPU time."""
-    import compose_stack
+    from fl_deploy import compose_stack
 
     cpu_readers = [compose_stack.cpu_seconds_reader(cid) for cid in cids.values()]
     return PeakSampler({name: compose_stack.resident_bytes_reader(cid) for name, cid in cids.items()},
@@ -254,7 +246,7 @@ def process_env(config_env: dict) -> tuple:
 
 
 def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: str) -> dict:
-    import make_job
+    from fl_deploy import job as make_job
 
     flags, env, _ = CONFIGS[config]
     env, server_env = process_env(env)
@@ -340,7 +332,7 @@ def write_bench_project(path: str, sites: list, port: int, scheme: str = None):
 def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, work: str, image: str,
                        base_image: str = None) -> dict:
     """run_config on the real deployment: an isolated copy of the project, its own compose project and volumes."""
-    import compose_stack
+    from fl_deploy import compose_stack
 
     flags, extra_env, _ = CONFIGS[config]
     sites = [f"site-{i + 1}" for i in range(n_sites)]
@@ -397,7 +389,7 @@ def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, 
         result = nvflare("job", "download", job_id, "-o", "/home/fl/dl")["data"]["download_path"]
         log = run(["docker", "compose", "exec", "-T", "admin", "cat", f"{result}/workspace/log.txt"]).stdout
         if status != "FINISHED:COMPLETED":
-            errors = run(["docker", "compose", "exec", "-T", "admin", "python3", "/src/scripts/job_errors.py", job_id,
+            errors = run(["docker", "compose", "exec", "-T", "admin", "python3", "-m", "fl_deploy.job_errors", job_id,
                           "--startup-kit", "/home/fl/admin-kit"], check=False)
             print(f"  job {job_id} {status}:\n    " + "\n    ".join(
                 [ln for ln in log.splitlines() if "ERROR" in ln][-5:] + (errors.stdout or "").splitlines()[-10:]),
@@ -445,11 +437,11 @@ def main(argv=None) -> int:
         p.error("site counts and --rounds must be at least 1")
 
     if args.deployment == "compose":
-        import compose_env
+        from fl_deploy import host
 
         try:
-            compose_env.check_docker()
-        except compose_env.HostError as e:
+            host.check_docker()
+        except host.HostError as e:
             p.error(f"--deployment compose: {e}")
 
         def runner(n, config, rounds, model, work):

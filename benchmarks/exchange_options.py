@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
 """Compare the exchange options: full float32 weights, bfloat16 on the wire, a LoRA adapter only.
 
-    .venv/bin/python scripts/benchmark_exchange_options.py                   # full, bf16, lora; 2 sites, 3 rounds
-    .venv/bin/python scripts/benchmark_exchange_options.py --modes full,lora,lora-bf16 --rounds 2
+    .venv/bin/python benchmarks/exchange_options.py                   # full, bf16, lora; 2 sites, 3 rounds
+    .venv/bin/python benchmarks/exchange_options.py --modes full,lora,lora-bf16 --rounds 2
 
 For each mode it runs the same tiny FL job (the offline tiny GPT-2 and IMDB-shaped data of
 scripts/make_tiny_assets.py, same seed, same sites and steps) on a federation provisioned fresh and run from its
-kits as local processes (mTLS on loopback, scripts/local_federation.py), then reports:
+kits as local processes (mTLS on loopback, fl_deploy/local_federation.py), then reports:
 
   bytes per site per direction   what the tensor streamers logged (server->site "consumed", site->server
                                  "produced"; safetensors blobs, so a small header is included)
   state dict as sent             the bytes of the tensors app_code hands to NVFlare
   initial loss                   held-out loss of the starting model (round 1's global_eval_loss, mean over sites)
   final global loss              held-out loss of the job's final global model, exported to Hugging Face format
-                                 by scripts/export_results.py and evaluated on the sites' shared held-out split
+                                 by fl_deploy/results.py and evaluated on the sites' shared held-out split
   124M bytes                     the same state-dict count for the full GPT-2 architecture (GPT2Config(), random
                                  init, offline; no FL run)
 
@@ -29,12 +29,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import local_federation  # noqa: E402
+from fl_deploy import ROOT, local_federation
 
-ROOT = local_federation.ROOT
-APP_CODE = os.path.join(ROOT, "app_code")
-sys.path.insert(0, APP_CODE)
 
 MODES = {  # name -> make_job flags
     "full": [],
@@ -49,7 +45,7 @@ def sent_bytes(model, mode: str) -> int:
     """Bytes of the state dict app_code sends in this mode (LoRA wraps a copy: the model itself stays plain)."""
     import copy
 
-    from model import apply_lora, exchange_state_dict, state_dict_bytes
+    from fl_common.model import apply_lora, exchange_state_dict, state_dict_bytes
 
     if mode.startswith("lora"):
         model = apply_lora(copy.deepcopy(model), seed=0)
@@ -67,22 +63,21 @@ def gpt2_124m_bytes(modes: list) -> dict:
 
 def held_out_loss(model_dir: str, assets: dict, train_flags: list, work: str) -> float:
     """The exported global model's loss on the held-out split every site evaluates on (same settings)."""
-    from data import site_split
-    from model import load_model_and_tokenizer
-    from training import build_trainer, evaluate, parse_settings
+    from fl_common.model import load_model_and_tokenizer
+    from fl_site.data import site_split
+    from fl_site.training import build_trainer, evaluate, parse_settings
 
-    settings = parse_settings(["--model", model_dir, "--dataset", assets["dataset"], "--output_dir", work,
-                               *train_flags])
+    settings = parse_settings(["--model", model_dir, "--dataset", assets["dataset"], *train_flags])
     train_ds, eval_ds = site_split(settings.dataset, 0, len(SITES), seed=settings.seed,
                                    eval_samples=settings.eval_samples)
     model, tokenizer = load_model_and_tokenizer(model_dir)
-    return evaluate(build_trainer(model, tokenizer, train_ds, eval_ds, settings, "benchmark"))["eval_loss"]
+    return evaluate(build_trainer(model, tokenizer, train_ds, eval_ds, settings, work))["eval_loss"]
 
 
 def run_mode(mode: str, rounds: int, assets: dict, train_flags: list, work: str) -> dict:
-    import export_results
-    import make_job
-    from benchmark_exchange import streamed_bytes
+    from benchmarks.exchange import streamed_bytes
+    from fl_deploy import job as make_job
+    from fl_deploy import results
 
     os.makedirs(work, exist_ok=True)
     fed = local_federation.ProcessFederation(work, SITES, name="options")
@@ -102,7 +97,7 @@ def run_mode(mode: str, rounds: int, assets: dict, train_flags: list, work: str)
         streamed = [streamed_bytes(fed.site_job_log(s, job_id)) for s in SITES]
     finally:
         fed.stop()
-    export_results.export(result, assets["model"])
+    results.export(result, assets["model"])
     with open(os.path.join(result, "workspace", "metrics", "round_metrics.jsonl")) as f:
         rounds_logged = [json.loads(line) for line in f if line.strip()]
     first, last = rounds_logged[0], rounds_logged[-1]
@@ -140,10 +135,10 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.makedirs(args.out, exist_ok=True)
     work_root = tempfile.mkdtemp(prefix="options-", dir=os.environ.get("TMPDIR", "/var/tmp"))
-    import make_tiny_assets
-    from model import load_model
+    from fl_common.model import load_model
+    from fl_deploy import assets as tiny_assets
 
-    assert make_tiny_assets.main(["--out", os.path.join(work_root, "assets")]) == 0
+    assert tiny_assets.tiny_main(["--out", os.path.join(work_root, "assets")]) == 0
     assets = {"model": os.path.join(work_root, "assets", "model"),
               "dataset": os.path.join(work_root, "assets", "imdb")}
     train_flags = ["--max_steps", str(args.max_steps), "--batch_size", str(args.batch_size),

@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Training throughput: the FL client's training loop against the standalone trainer, fp32 and bf16.
 
-    .venv/bin/python scripts/benchmark_training.py                    # GPU: 124M GPT-2; no GPU: the tiny model
-    .venv/bin/python scripts/benchmark_training.py --rounds 2 --steps 20 --precision bf16
-    .venv/bin/python scripts/benchmark_training.py --fl inprocess     # without NVFlare (see below)
+    .venv/bin/python benchmarks/training.py                    # GPU: 124M GPT-2; no GPU: the tiny model
+    .venv/bin/python benchmarks/training.py --rounds 2 --steps 20 --precision bf16
+    .venv/bin/python benchmarks/training.py --fl inprocess     # without NVFlare (see below)
 
-No network, no Docker. Both sides train with app_code/training.py on the same data, batch size, sequence length
+No network, no Docker. Both sides train with app_code/fl_site/training.py on the same data, batch size, sequence length
 and total number of optimizer steps:
 
-  standalone  what app_code/trainer.py runs: evaluate, then one trainer.train() of rounds x steps optimizer steps;
-  FL          app_code/client.py itself, in NVFlare's simulator with one site (--fl sim): each round it receives
+  standalone  what app_code/fl_site/trainer.py runs: evaluate, then one trainer.train() of rounds x steps optimizer steps;
+  FL          app_code/fl_site/client.py itself, in NVFlare's simulator with one site (--fl sim): each round it receives
               the global model, loads it, evaluates it, runs trainer.train() for `steps` steps (the trainer is
               built once), evaluates, sends the weights back. The figures come from the client's log (the
               Trainer's printed logs, timestamped by NVFlare) and the server's round log.
@@ -45,12 +45,7 @@ import sys
 import tempfile
 import time
 
-SCRIPTS = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(SCRIPTS)
-APP_CODE = os.path.join(ROOT, "app_code")
-for _p in (SCRIPTS, APP_CODE):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+from fl_deploy import ROOT
 
 SITE = "site-1"
 TARGET = 0.95
@@ -67,8 +62,8 @@ class BenchmarkError(RuntimeError):
 
 def make_assets(model: str, work: str, n_train: int, n_test: int) -> tuple:
     """(model folder, dataset folder). tiny / gpt2-124m are built here; anything else is a local model folder."""
-    import benchmark_exchange
-    import make_tiny_assets
+    from benchmarks import exchange as benchmark_exchange
+    from fl_deploy import assets as make_tiny_assets
 
     if model in ("tiny", "gpt2-124m"):
         model_path, _ = benchmark_exchange.make_model(model, os.path.join(work, "assets"))
@@ -104,17 +99,16 @@ def _trained_tokens(trainer) -> int:
 
 
 def worker_standalone(flags: list, total_steps: int, output_dir: str) -> dict:
-    from data import site_split
-    from model import load_model_and_tokenizer
-    from training import build_trainer, evaluate, parse_settings
+    from fl_common.model import load_model_and_tokenizer
+    from fl_site.data import site_split
+    from fl_site.training import build_trainer, evaluate, parse_settings
 
-    settings = parse_settings(flags + ["--site_index", "0", "--num_sites", "1", "--max_steps", str(total_steps),
-                                       "--output_dir", output_dir])
+    settings = parse_settings(flags + ["--max_steps", str(total_steps)])
     train_ds, eval_ds = site_split(settings.dataset, 0, 1, seed=settings.seed,
                                    max_train_samples=settings.max_train_samples, eval_samples=settings.eval_samples)
     model, tokenizer = load_model_and_tokenizer(settings.model)
-    trainer = build_trainer(model, tokenizer, train_ds, eval_ds, settings, "standalone")
-    evaluate(trainer)  # app_code/trainer.py evaluates first too (and it warms the device up the same way)
+    trainer = build_trainer(model, tokenizer, train_ds, eval_ds, settings, os.path.join(output_dir, "standalone"))
+    evaluate(trainer)  # fl_site/trainer.py evaluates first too (and it warms the device up the same way)
     start = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - start
@@ -125,16 +119,16 @@ def worker_standalone(flags: list, total_steps: int, output_dir: str) -> dict:
 
 def worker_fl_inprocess(flags: list, rounds: int, steps: int, output_dir: str) -> dict:
     """The client's round, without NVFlare: the global model is the weights the site sent last round."""
-    from data import site_split
-    from model import exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
-    from training import build_trainer, evaluate, parse_settings
+    from fl_common.model import exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
+    from fl_site.data import site_split
+    from fl_site.training import build_trainer, evaluate, parse_settings
 
-    settings = parse_settings(flags + ["--sites", SITE, "--max_steps", str(steps), "--output_dir", output_dir])
+    settings = parse_settings(flags + ["--sites", SITE, "--max_steps", str(steps)])
     site_index, num_sites = settings.shard_of(SITE)
     model, tokenizer = load_model_and_tokenizer(settings.model)
     train_ds, eval_ds = site_split(settings.dataset, site_index, num_sites, seed=settings.seed,
                                    max_train_samples=settings.max_train_samples, eval_samples=settings.eval_samples)
-    trainer = build_trainer(model, tokenizer, train_ds, eval_ds, settings, SITE)
+    trainer = build_trainer(model, tokenizer, train_ds, eval_ds, settings, os.path.join(output_dir, SITE))
     global_params = exchange_state_dict(model)
     out, tokens_before = [], 0
     for _ in range(rounds):
@@ -245,21 +239,13 @@ def merge_rounds(site_rounds: list, marks: list) -> list:
 
 
 def run_fl_sim(args, model_path: str, data: str, bf16: bool, work: str, out: str, tag: str) -> dict:
-    import make_job
+    from fl_deploy import job as make_job
 
     job, ws = os.path.join(work, f"job-{tag}"), os.path.join(work, f"ws-{tag}")
     make_job.main(["--out", job, "--sites", SITE, "--rounds", str(args.rounds), "--max_steps", str(args.steps),
                    "--model", model_path, "--dataset", data, "--round_timeout", "0",
                    "--eval_samples", str(args.eval_samples), "--batch_size", str(args.batch_size),
-                   "--max_train_samples", "0"])
-    # make_job has no precision flag: the client's settings take --bf16 like every TrainSettings field.
-    client_config = os.path.join(job, "app", "config", "config_fed_client.json")
-    with open(client_config) as f:
-        config = json.load(f)
-    (executor,) = config["executors"]
-    executor["executor"]["args"]["task_script_args"] += f" --bf16 {bf16}"
-    with open(client_config, "w") as f:
-        json.dump(config, f, indent=4)
+                   "--max_train_samples", "0", "--bf16", str(bf16).lower()])
 
     sim_log = os.path.join(out, f"fl-{tag}-simulator.log")
     cmd = [sys.executable, "-m", "nvflare.cli", "simulator", job, "-w", ws, "-n", "1", "-t", "1"]
@@ -371,7 +357,7 @@ def parse_args(argv=None):
                    help="auto (gpt2-124m with CUDA, tiny without), gpt2-124m, tiny, or a local model folder")
     p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
     p.add_argument("--fl", default="auto", choices=["auto", "sim", "inprocess"],
-                   help="FL side: NVFlare simulator running app_code/client.py, or its functions in one process "
+                   help="FL side: NVFlare simulator running app_code/fl_site/client.py, or its functions in one process "
                         "(auto: sim when nvflare is importable)")
     p.add_argument("--rounds", type=int, default=3, help="FL rounds (standalone trains rounds x steps at once)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per FL round (default: 50 with CUDA, "
@@ -427,7 +413,7 @@ def benchmark(args) -> int:
     os.environ.update(OFFLINE_ENV)
     import torch
 
-    from training import TrainSettings, use_bf16
+    from fl_site.training import TrainSettings, use_bf16
 
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores)"
@@ -450,7 +436,7 @@ def benchmark(args) -> int:
     for precision in args.precisions:
         wanted = precision == "bf16"
         if use_bf16(TrainSettings(bf16=wanted)) != wanted:
-            why = (f"{precision}: app_code/training.py use_bf16() turns bf16 on only on a CUDA device with bf16 "
+            why = (f"{precision}: fl_site/training.py use_bf16() turns bf16 on only on a CUDA device with bf16 "
                    f"support ({device})")
             print(f"skipped {why}")
             skipped.append(why)

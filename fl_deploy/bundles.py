@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Export one self-contained bundle per site (and one for the admin) for running the federation on many hosts.
 
     python3 scripts/export_bundles.py                       # every site of project.yml + the admin
@@ -27,11 +26,9 @@ import sys
 import tarfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import compose_participants  # noqa: E402
-from provision import ProjectError, load_project, participants  # noqa: E402
+from fl_deploy import IMAGE_UID, ROOT
+from fl_deploy.project import ProjectError, load_project
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKER = os.path.join(ROOT, "docker")
 FILL_IN = "<fill in>"
 DEFAULT_IMAGE = "gpt2-fl:2.9.0"
@@ -103,7 +100,7 @@ FL_SERVER_NAME={server}
 FL_SERVER_ADDRESS={address}
 
 # --- how ---------------------------------------------------------------------------------------------------
-# The image (docker load -i ... or docker pull ...); its user (uid 10001 unless built with FL_UID) reads ./kit.
+# The image (docker load -i ... or docker pull ...); its user (uid {IMAGE_UID} unless built with FL_UID) reads ./kit.
 FL_IMAGE={image}
 # GPU device ids for this site, comma-separated (nvidia-smi -L). No GPU: use the CPU overlay below.
 FL_GPUS=0
@@ -143,8 +140,8 @@ workspace volume).
 - The kit dials `{server}:{port}` and checks the server's certificate against the name `{server}`;
   `extra_hosts` maps that name to `FL_SERVER_ADDRESS`, so nothing in `kit/` is ever edited. Use an IP address
   (Docker does not resolve DNS names in `extra_hosts`), or `host-gateway` when the server runs on this host.
-- The container runs as the image's unprivileged user (uid 10001 unless the image was built with another
-  `FL_UID`): it must be able to read `kit/` (`sudo chown -R 10001:10001 kit` if you unpacked it as yourself).
+- The container runs as the image's unprivileged user (uid {IMAGE_UID} unless the image was built with another
+  `FL_UID`): it must be able to read `kit/` (`sudo chown -R {IMAGE_UID}:{IMAGE_UID} kit` if you unpacked it as yourself).
 """
 
 
@@ -200,24 +197,23 @@ def export(project_path: str, workspace: str, out: str, sites: list = None, admi
            image: str = DEFAULT_IMAGE, server_address: str = FILL_IN, offline: str = "0", force: bool = False,
            make_archives: bool = False) -> dict:
     project = load_project(project_path)
-    who = participants(project)
-    server, port = who["server"], compose_participants.server_port(project)
+    server, port = project.server_host, project.port
     kits_dir = os.path.join(workspace, "kits")
     if not os.path.isdir(kits_dir):
         raise ExportError(f"no kits in {kits_dir}: provision first (python3 scripts/provision.py)")
-    chosen = who["sites"] if not sites else sites
-    unknown = [s for s in chosen if s not in who["sites"]]
+    chosen = list(project.sites) if not sites else sites
+    unknown = [s for s in chosen if s not in project.sites]
     if unknown:
-        raise ExportError(f"unknown site(s) {', '.join(unknown)}: project.yml's sites are {', '.join(who['sites'])}")
+        raise ExportError(f"unknown site(s) {', '.join(unknown)}: project.yml's sites are {', '.join(project.sites)}")
     if "\n" in server_address or "\n" in image:
         raise ExportError("--server-address and --image must be one line")
 
     # Check every kit before writing anything.
     kits = {s: check_kit(kits_dir, s, "site", server, port) for s in chosen}
-    admins = who["admins"] if admin else []
-    admin_kits = {a: check_kit(kits_dir, a, "admin", server, port) for a in admins}
+    admins = project.admins if admin else ()
+    admin_kits = {a.service: (a.name, check_kit(kits_dir, a.name, "admin", server, port)) for a in admins}
 
-    names = [*kits, *("admin" if i == 0 else f"admin-{i + 1}" for i in range(len(admin_kits)))]
+    names = [*kits, *admin_kits]
     existing = [n for n in names if os.path.lexists(os.path.join(out, n))]
     if existing and not force:
         raise ExportError(f"bundle(s) {', '.join(existing)} already exist in {out} (a .env there may hold a "
@@ -233,12 +229,11 @@ def export(project_path: str, workspace: str, out: str, sites: list = None, admi
         shutil.copy2(os.path.join(DOCKER, "services.yaml"), os.path.join(dest, "services.yaml"))
         os.makedirs(os.path.join(dest, "assets"))
         with open(os.path.join(dest, ".env"), "w") as f:
-            f.write(env_template(site, server, port, project["name"], image, server_address, offline))
+            f.write(env_template(site, server, port, project.name, image, server_address, offline))
         with open(os.path.join(dest, "README.md"), "w") as f:
             f.write(site_readme(site, server, port, image))
         written[site] = dest
-    for i, (name, kit) in enumerate(admin_kits.items()):
-        bundle = "admin" if i == 0 else f"admin-{i + 1}"  # as compose.participants.yaml names the services
+    for bundle, (name, kit) in admin_kits.items():  # named as the compose services: admin, admin-2, ...
         dest = os.path.join(out, bundle)
         prepare(dest)
         copy_tree_keep_owner(kit, os.path.join(dest, "kit"))
@@ -250,13 +245,13 @@ def export(project_path: str, workspace: str, out: str, sites: list = None, admi
 
 
 def default_image() -> str:
-    from compose_env import setting
+    from fl_deploy.host import setting
 
     return setting("FL_IMAGE", DEFAULT_IMAGE)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="export_bundles.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--project", default=os.path.join(ROOT, "project.yml"), help="NVFlare project file")
     p.add_argument("--workspace", default=os.path.join(ROOT, "workspace"),
                    help="provisioning workspace: kits are read from <workspace>/kits")
@@ -288,7 +283,3 @@ def main(argv=None) -> int:
     print(f"exported {len(result['bundles'])} bundle(s) in {elapsed:.2f}s; on each site host: "
           "load the image, fill in FL_SERVER_ADDRESS in .env, docker compose up -d")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,24 +1,26 @@
-#!/usr/bin/env python3
 """Check an NVFlare job folder before it is submitted: everything the server and the sites will need is there.
 
-    python3 scripts/check_job.py jobs/gpt2-fedavg-stream
-    python3 scripts/check_job.py /path/to/job --imports     # also resolve every import of app/custom/*.py
+    python3 -m fl_deploy.check_job jobs/gpt2-fedavg-stream
+    python3 -m fl_deploy.check_job /path/to/job --imports     # also resolve every import of custom/*.py
 
 Checks meta.json and its deploy_map, each app's config_fed_server.json / config_fed_client.json (valid JSON, the
 client's task script present), every component class that lives in app/custom, and, with --imports, that each
 module app/custom imports is either in app/custom or installed here. Run --imports where the sites' Python
-environment is (scripts/submit_job.py runs it in the admin container, which is the sites' image): a file missing
+environment is (scripts/submit_job.py runs it in the admin container, which is the sites' image; the project's
+own folders on the import path there are left out, so a module missing from the job is not found in app_code/): a file missing
 from the job then fails here, in one line, instead of in every site's job process after submission.
 Exit 0 when the job is complete, 2 with one line per problem otherwise.
 """
 
 import argparse
 import ast
-import importlib.util
+import importlib.machinery
 import json
 import os
 import re
 import sys
+
+from fl_deploy import ROOT
 
 CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.[A-Z]\w*$")  # module.Class, not a file path
 
@@ -48,24 +50,55 @@ def _values(config, key: str):
 
 
 def _imports(py_file: str) -> set:
+    """Absolute module names a source file imports (``a.b`` for ``from a.b import c`` and ``import a.b``)."""
     with open(py_file) as f:
         tree = ast.parse(f.read(), py_file)
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
     return names
 
 
+def _in_custom(custom: str, module: str) -> bool:
+    """The module's source is in the custom folder (a.b -> a/b.py or a/b/__init__.py)."""
+    base = os.path.join(custom, *module.split("."))
+    return os.path.isfile(base + ".py") or os.path.isfile(os.path.join(base, "__init__.py")) or os.path.isdir(base)
+
+
+def _installed(module: str, custom: str) -> bool:
+    """Whether ``module`` is in the job's custom folder or installed here, the project's own folders aside."""
+    path = [custom] + [p for p in sys.path if p and not os.path.abspath(p).startswith(ROOT + os.sep)
+                       and os.path.abspath(p) != ROOT]
+    return module in sys.builtin_module_names or importlib.machinery.PathFinder.find_spec(module, path) is not None
+
+
+def _custom_modules(custom: str) -> set:
+    """Top-level modules and packages in a custom folder."""
+    if not os.path.isdir(custom):
+        return set()
+    return {f[:-3] if f.endswith(".py") else f for f in os.listdir(custom)
+            if f.endswith(".py") or os.path.isdir(os.path.join(custom, f))}
+
+
+def _sources(custom: str) -> list:
+    """Every .py file under a custom folder, relative to it."""
+    found = []
+    for dirpath, _, files in os.walk(custom):
+        found += [os.path.relpath(os.path.join(dirpath, f), custom) for f in files if f.endswith(".py")]
+    return sorted(found)
+
+
 def check_app(job: str, app: str, roles: set, imports: bool) -> list:
+    """Problems of one app folder deployed to ``roles`` ('server' and/or site names)."""
     problems = []
     app_dir = os.path.join(job, app)
     if not os.path.isdir(app_dir):
         return [f"deploy_map names app {app!r} but {app_dir} does not exist"]
     custom = os.path.join(app_dir, "custom")
-    custom_modules = {f[:-3] for f in os.listdir(custom) if f.endswith(".py")} if os.path.isdir(custom) else set()
+    ours = _custom_modules(custom)
     configs = []
     if "server" in roles:
         configs.append(os.path.join(app_dir, "config", "config_fed_server.json"))
@@ -80,20 +113,21 @@ def check_app(job: str, app: str, roles: set, imports: bool) -> list:
                 problems.append(f"{os.path.basename(path)} runs {script!r} but {app}/custom/{script} is missing")
         for class_path in filter(CLASS_PATH.match, _values(config, "path")):
             module = class_path.rsplit(".", 1)[0]
-            if "." not in module and module not in custom_modules:  # top-level module: ours, in custom/
-                if not imports or importlib.util.find_spec(module) is None:
-                    problems.append(f"{os.path.basename(path)} uses {class_path} but {app}/custom/{module}.py "
-                                    "is missing")
+            top = module.split(".")[0]
+            if top in ours or "." not in module:  # the job's own code: it must be in custom/
+                if not _in_custom(custom, module) and not (imports and _installed(top, custom)):
+                    problems.append(f"{os.path.basename(path)} uses {class_path} but "
+                                    f"{app}/custom/{module.replace('.', '/')}.py is missing")
+            elif imports and not _installed(top, custom):
+                problems.append(f"{os.path.basename(path)} uses {class_path} but {top!r} is not installed here")
     if imports:
-        sys.path.insert(0, custom)
-        try:
-            for module in sorted(custom_modules):
-                for name in sorted(_imports(os.path.join(custom, module + ".py"))):
-                    if name not in custom_modules and importlib.util.find_spec(name) is None:
-                        problems.append(f"{app}/custom/{module}.py imports {name!r}, which is neither in "
-                                        f"{app}/custom nor installed")
-        finally:
-            sys.path.remove(custom)
+        for source in _sources(custom):
+            for name in sorted(_imports(os.path.join(custom, source))):
+                top = name.split(".")[0]
+                found = _in_custom(custom, name) if top in ours else _installed(top, custom)
+                if not found:
+                    problems.append(f"{app}/custom/{source} imports {name!r}, which is neither in {app}/custom nor "
+                                    "installed")
     return problems
 
 
@@ -113,11 +147,12 @@ def check_job(job: str, imports: bool = False) -> tuple:
         targets = set(targets or [])
         problems += check_app(job, app, targets, imports)
         sites += sorted(t for t in targets if t != "server")
-    return sites, problems
+    return list(dict.fromkeys(sites)), problems
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python3 -m fl_deploy.check_job", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job", help="job folder (meta.json + app folders)")
     p.add_argument("--imports", action="store_true", help="also resolve the imports of app/custom/*.py here")
     p.add_argument("--json", action="store_true", help='print {"sites": [...], "problems": [...]} and exit 0')

@@ -1,6 +1,6 @@
 """A second compose stack next to the user's: an isolated copy of the project, and its containers' memory.
 
-Used by scripts/benchmark_exchange.py (--deployment compose) and the container tests: each runs the real
+Used by benchmarks/exchange.py (--deployment compose) and the container tests: each runs the real
 deployment (provision.py, compose.yaml, the image) in a copy, under its own compose project name, so the user's
 kits, .env and volumes are never touched.
 """
@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from fl_deploy import ROOT
 
 
 def project_files() -> list:

@@ -1,12 +1,15 @@
-"""Shared helpers for the scripts that drive the compose deployment: checks with one-sentence errors,
-`docker compose` calls, .env reading. Every failure is a HostError whose text says what to do."""
+"""The host side of the compose deployment: .env settings, `docker compose` calls, the admin console, Docker checks.
+
+Standard library only: submit_job.py and check_host.py run on a host that has Docker and python3 and nothing else.
+Every failure is a HostError whose text says what to do."""
 
 import json
 import os
 import shutil
 import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from fl_deploy import ROOT
+
 ADMIN_SERVICE = "admin"
 ADMIN_KIT = "/home/fl/admin-kit"  # docker/entrypoint.sh copies the read-only kit here
 
@@ -35,6 +38,13 @@ def setting(name: str, default: str, env_file: str = None) -> str:
     if name in os.environ:
         return os.environ[name]
     return read_env_file(env_file or os.path.join(ROOT, ".env")).get(name, default)
+
+
+def env_settings(prefix: str, env_file: str = None) -> dict:
+    """Every variable named prefix* in .env, then in the process environment (which wins)."""
+    values = {k: v for k, v in read_env_file(env_file or os.path.join(ROOT, ".env")).items() if k.startswith(prefix)}
+    values.update({k: v for k, v in os.environ.items() if k.startswith(prefix)})
+    return values
 
 
 def check_docker():

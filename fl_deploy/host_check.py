@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Check this host before starting the federation; each problem is one sentence that says what to do.
 
     python3 scripts/check_host.py            # GPU deployment
@@ -8,13 +7,12 @@
 import argparse
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compose_env import ROOT, HostError, check_docker, running_services  # noqa: E402
+from fl_deploy import IMAGE_UID, ROOT
+from fl_deploy.host import HostError, check_docker, compose, running_services
 
 
 def check_gpu_runtime():
@@ -27,22 +25,24 @@ def check_gpu_runtime():
         )
 
 
-def participants_file() -> str:
-    with open(os.path.join(ROOT, "compose.participants.yaml")) as f:
-        return f.read()
+def compose_model() -> dict:
+    """The deployment as Compose resolves it (`docker compose config`): the authority on what will run."""
+    return json.loads(compose("config", "--format", "json").stdout)
 
 
-def check_kits():
-    """Every kit compose.participants.yaml mounts must exist (stdlib only: this runs before any venv)."""
-    kits = re.findall(r"\./workspace/kits/([^:]+):/kit", participants_file())
-    missing = [k for k in kits if not os.path.isdir(os.path.join(ROOT, "workspace", "kits", k, "startup"))]
+def check_kits(model: dict):
+    """Every kit a service mounts at /kit must be provisioned (stdlib only: this runs before any venv)."""
+    missing = sorted({os.path.relpath(v["source"], ROOT) for svc in model.get("services", {}).values()
+                      for v in svc.get("volumes") or [] if v.get("target") == "/kit"
+                      and not os.path.isdir(os.path.join(v["source"], "startup"))})
     if missing:
-        raise HostError(f"no startup kit for {', '.join(missing)}: provision first (scripts/demo.sh does it)")
+        raise HostError(f"no startup kit in {', '.join(missing)}: provision first (scripts/demo.sh does it, or "
+                        "scripts/in_image.sh scripts/provision.py)")
 
 
 def container_uid() -> int:
     """The uid the containers run as: FL_UID (demo.sh sets it to yours) or the image's default."""
-    return int(os.environ.get("FL_UID") or 10001)
+    return int(os.environ.get("FL_UID") or IMAGE_UID)
 
 
 def check_assets(uid: int):
@@ -69,11 +69,13 @@ def check_assets(uid: int):
         )
 
 
-def server_port() -> int:
-    return int(re.search(r"FL_PORT: '(\d+)'", participants_file()).group(1))
+def published_ports(model: dict) -> list:
+    """(host address, port) of every port the server service publishes."""
+    return [(p.get("host_ip") or "0.0.0.0", int(p["published"]))
+            for p in model.get("services", {}).get("server", {}).get("ports") or [] if p.get("published")]
 
 
-def check_port(port: int, bind: str):
+def check_port(bind: str, port: int):
     if "server" in running_services():
         return  # ours already holds it
     with socket.socket() as s:
@@ -88,27 +90,24 @@ def check_port(port: int, bind: str):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="check_host.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cpu", action="store_true", help="skip the GPU runtime check")
     p.add_argument("--kits", action="store_true", help="also require provisioned kits")
     p.add_argument("--port", action="store_true", help="also require the server's port to be free")
-    p.add_argument("--bind", default="0.0.0.0", help="address the port is published on")
     args = p.parse_args(argv)
     try:
         check_docker()
         if not args.cpu:
             check_gpu_runtime()
         check_assets(container_uid())
-        if args.kits:
-            check_kits()
-        if args.port:
-            check_port(server_port(), args.bind)
+        if args.kits or args.port:
+            model = compose_model()
+            if args.kits:
+                check_kits(model)
+            for bind, port in published_ports(model) if args.port else []:
+                check_port(bind, port)
     except HostError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("host ok")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Why did a job fail? Fetch the error logs the sites sent to the server and print what they say.
 
-    nvflare-side:  python3 scripts/job_errors.py JOB_ID --startup-kit ADMIN_KIT [-o DIR]
-    compose:       docker compose exec admin python3 /src/scripts/job_errors.py JOB_ID --startup-kit /home/fl/admin-kit
+    python3 -m fl_deploy.job_errors JOB_ID --startup-kit ADMIN_KIT [-o DIR]
+    docker compose exec admin python3 -m fl_deploy.job_errors JOB_ID --startup-kit /home/fl/admin-kit
 
 At the end of a job every site sends its error_log.txt to the server, which keeps it in the job store as
 ERRORLOG_<site> (`nvflare job download` does not include it). This fetches those with the FLARE API
@@ -72,7 +71,7 @@ def fetch(job_id: str, startup_kit: str, out: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python3 -m fl_deploy.job_errors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job_id")
     p.add_argument("--startup-kit", required=True, help="the admin's startup kit folder")
     p.add_argument("-o", "--out", default=".", help="where to keep the logs (site_errors/<site>.txt)")

@@ -1,6 +1,6 @@
 """A provisioned NVFlare federation run from its startup kits as local processes (no containers).
 
-The integration tests and scripts/benchmark_exchange.py use it; the compose tests drive the same kits through
+The integration tests and benchmarks/exchange.py use it; the compose tests drive the same kits through
 containers instead. Each participant runs its kit's own sub_start.sh --once in a private workspace.
 """
 
@@ -13,7 +13,10 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from fl_deploy import ROOT
+from fl_deploy.project import connection_builder, load_project
+from fl_deploy.provision import provision
+
 VENV_BIN = os.path.dirname(sys.executable)
 
 
@@ -25,16 +28,12 @@ def free_port() -> int:
 
 def project_builders(project_path: str = os.path.join(ROOT, "project.yml"), scheme: str = None) -> list:
     """project.yml's builders; scheme, if given, replaces the connection scheme the kits get (http, grpc, tcp)."""
-    import yaml
+    import copy
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import provision
-
-    with open(project_path) as f:
-        project = yaml.safe_load(f)
+    raw = copy.deepcopy(load_project(project_path).raw)
     if scheme:
-        provision.connection_builder(project).setdefault("args", {})["scheme"] = scheme
-    return project["builders"]
+        connection_builder(raw).setdefault("args", {})["scheme"] = scheme
+    return raw["builders"]
 
 
 def write_project(path: str, port: int, sites: list, name: str = "itest", extra_admins: tuple = (),
@@ -62,19 +61,14 @@ class ProcessFederation:
 
     def __init__(self, root: str, sites: list, port: int = 0, name: str = "itest", extra_admins: tuple = (),
                  scheme: str = None):
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import provision
-
         self.root = root
         self.sites = sites
         self.port = port or free_port()
         project = os.path.join(root, "project.yml")
         write_project(project, self.port, sites, name=name, extra_admins=extra_admins, scheme=scheme)
-        result = provision.provision(
-            project, os.path.join(root, "ws"), storage_root=os.path.join(root, "server-store"),
-            force=False, service_uid=0,
-        )
-        self.kits = result["kits"]
+        self.project = load_project(project)
+        self.kits = provision(self.project, os.path.join(root, "ws"), storage_root=os.path.join(root, "server-store"),
+                              force=False, service_uid=0)
         self.admin_kit = self.kits["admin@test.org"]
         self.procs = {}
         self.server_env = {}  # extra environment for the server's processes only

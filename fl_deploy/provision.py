@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Provision the federation: project.yml -> signed startup kits in workspace/kits/<participant>/.
 
     python scripts/provision.py            # first time
@@ -19,62 +18,8 @@ import shutil
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-# The uid the image's `fl` user runs as (docker/Dockerfile FL_UID); kits must be readable by it.
-DEFAULT_SERVICE_UID = 10001
-
-
-class ProjectError(ValueError):
-    pass
-
-
-def load_project(path: str) -> dict:
-    import yaml
-
-    if not os.path.isfile(path):
-        raise ProjectError(f"{path} not found")
-    try:
-        with open(path) as f:
-            project = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ProjectError(f"{path} is not valid YAML: {e}".splitlines()[0]) from e
-    if not isinstance(project, dict) or not isinstance(project.get("participants"), list):
-        raise ProjectError(f"{path} has no 'participants' list")
-    if not project.get("name"):
-        raise ProjectError(f"{path} has no project 'name'")
-    return project
-
-
-def connection_builder(project: dict) -> dict:
-    """The builder entry that gives the kits their connection settings (StaticFileBuilder), or None."""
-    return next((b for b in project.get("builders") or [] if str(b.get("path", "")).endswith(".StaticFileBuilder")),
-                None)
-
-
-def participants(project: dict) -> dict:
-    """{'server': name, 'sites': [...], 'admins': [...]} with the names checked for use as container names."""
-    by_type = {"server": [], "client": [], "admin": []}
-    for p in project["participants"]:
-        if not isinstance(p, dict) or "name" not in p or "type" not in p:
-            raise ProjectError(f"participant entry {p!r} needs a 'name' and a 'type'")
-        by_type.setdefault(p["type"], []).append(str(p["name"]))
-    if len(by_type["server"]) != 1:
-        raise ProjectError(f"the project needs exactly one server, found {len(by_type['server'])}")
-    if not by_type["client"]:
-        raise ProjectError("the project has no sites (participants of type: client)")
-    for site in by_type["client"]:
-        if not DNS_LABEL.match(site):
-            raise ProjectError(
-                f"site name {site!r} is not a valid DNS label (lower-case letters, digits, '-'; at most 63): "
-                "it becomes a container and host name"
-            )
-    names = by_type["client"] + by_type["server"] + by_type["admin"]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        raise ProjectError(f"duplicate participant names: {sorted(dup)}")
-    return {"server": by_type["server"][0], "sites": by_type["client"], "admins": by_type["admin"]}
-
+from fl_deploy import IMAGE_UID, ROOT
+from fl_deploy.project import Project, ProjectError, load_project
 
 def newest_prod_dir(provision_dir: str, project_name: str) -> str:
     base = os.path.join(provision_dir, project_name)
@@ -84,6 +29,11 @@ def newest_prod_dir(provision_dir: str, project_name: str) -> str:
     if not prods:
         raise RuntimeError(f"nvflare provision wrote no prod_NN folder under {base}")
     return os.path.join(base, prods[-1])
+
+
+def state_dir(workspace: str, project: Project) -> str:
+    """NVFlare's provisioning state (root CA and its key) for this project, kept across runs."""
+    return os.path.join(workspace, "provision", project.name, "state")
 
 
 def set_server_storage(server_kit: str, storage_root: str):
@@ -100,69 +50,65 @@ def chown_tree(path: str, uid: int):
             os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
 
 
-def run_nvflare_provision(project_path: str, project_name: str, workspace: str) -> str:
+def run_nvflare_provision(project: Project, workspace: str) -> str:
     """`nvflare provision` into workspace/provision/ (its state/ keeps the root CA across runs); the new prod dir."""
     provision_dir = os.path.join(workspace, "provision")
     os.makedirs(provision_dir, exist_ok=True)
     # --force only skips the "workspace exists" prompt: state/ (the root CA) is reused, not replaced.
-    cmd = [sys.executable, "-m", "nvflare.cli", "provision", "--force", "-p", os.path.abspath(project_path),
+    cmd = [sys.executable, "-m", "nvflare.cli", "provision", "--force", "-p", os.path.abspath(project.path),
            "-w", provision_dir]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
         detail = (run.stdout + run.stderr).strip().splitlines()
         raise ProjectError(f"nvflare provision failed: {' | '.join(detail[-3:])}")
-    return newest_prod_dir(provision_dir, project_name)
+    return newest_prod_dir(provision_dir, project.name)
 
 
-def provision(project_path: str, workspace: str, storage_root: str, force: bool, service_uid: int) -> dict:
-    project = load_project(project_path)
-    who = participants(project)
+def provision(project: Project, workspace: str, storage_root: str, force: bool, service_uid: int) -> dict:
+    """Kits for every participant of ``project`` in <workspace>/kits; {participant: kit folder}."""
     kits_dir = os.path.join(workspace, "kits")
     if os.path.isdir(kits_dir) and os.listdir(kits_dir) and not force:
         raise ProjectError(
             f"kits already exist in {kits_dir} and may be in use by running containers; "
             "re-run with --force to replace them (then restart the services: docker compose up -d --force-recreate)"
         )
-    prod = run_nvflare_provision(project_path, project["name"], workspace)
+    prod = run_nvflare_provision(project, workspace)
     staging = kits_dir + ".new"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(prod, staging, symlinks=True)
-    set_server_storage(os.path.join(staging, who["server"]), storage_root)
+    set_server_storage(os.path.join(staging, project.server_kit), storage_root)
     if os.geteuid() == 0 and service_uid:
         # Root provisioned (CI, a root shell): hand the kits to the containers' non-root user.
         chown_tree(staging, service_uid)
     shutil.rmtree(kits_dir, ignore_errors=True)
     os.replace(staging, kits_dir)
-    return {"kits": {n: os.path.join(kits_dir, n) for n in [who["server"], *who["sites"], *who["admins"]]}, **who}
+    return {name: os.path.join(kits_dir, name) for name in project.participants}
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from fl_deploy import compose_files
+
+    p = argparse.ArgumentParser(prog="provision.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--project", default=os.path.join(ROOT, "project.yml"), help="NVFlare project file")
     p.add_argument("--workspace", default=os.path.join(ROOT, "workspace"), help="where kits and CA state go")
     p.add_argument("--storage-root", default="/workspace",
                    help="server job store / snapshot root as the server sees it (container path)")
     p.add_argument("--force", action="store_true", help="replace existing kits")
-    p.add_argument("--service-uid", type=int, default=DEFAULT_SERVICE_UID,
+    p.add_argument("--service-uid", type=int, default=IMAGE_UID,
                    help="when run as root, chown kits to this uid (the image's user); 0 = leave as is")
     p.add_argument("--compose-dir", default=ROOT,
                    help="regenerate compose.participants.yaml / compose.cpu.yaml here ('' = skip)")
     args = p.parse_args(argv)
     try:
-        result = provision(args.project, args.workspace, args.storage_root, args.force, args.service_uid)
+        project = load_project(args.project)
+        kits = provision(project, args.workspace, args.storage_root, args.force, args.service_uid)
     except ProjectError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.compose_dir:
-        import compose_participants
-
-        compose_files = compose_participants.write(args.compose_dir, load_project(args.project), result)
-    for name, path in result["kits"].items():
+    for name, path in kits.items():
         print(f"{name:>24}: {os.path.relpath(path)}")
     if args.compose_dir:
-        print(f"{'compose services':>24}: {', '.join(os.path.relpath(f) for f in compose_files)}")
+        written = compose_files.write(args.compose_dir, project)
+        print(f"{'compose services':>24}: {', '.join(os.path.relpath(f) for f in written)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

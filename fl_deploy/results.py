@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Turn a downloaded job result into things people use: a Hugging Face model, a CSV of the metrics, two plots.
 
-    python scripts/export_results.py results/<job_id> --model gpt2
+    python scripts/export_results.py results/<job_id>                 # the model the job names
     python scripts/export_results.py results/<job_id> --model /assets/tiny/model
 
 RESULT_DIR is what scripts/submit_job.py downloads (results/<job_id>/, holding workspace/); the workspace folder
@@ -32,7 +31,8 @@ and writes into RESULT_DIR:
                              the last round): the weighted mean over the sites' trained models, on the same
                              held-out split.
 
---model must name the model the job trained (FL_MODEL): the state dict has to fit its architecture exactly.
+--model defaults to the model the job itself names (its persistor's model_name_or_path in
+workspace/app_server/config/config_fed_server.json); the state dict has to fit its architecture exactly.
 Exit status 2 with a one-line `error: ...` on bad input (no checkpoint, unloadable model config, a checkpoint
 that does not fit the architecture, malformed metrics); nothing is written in that case.
 """
@@ -47,10 +47,8 @@ import shutil
 import stat
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # /src in the admin container
-APP_CODE = os.path.join(ROOT, "app_code")
-
 CHECKPOINT = os.path.join("app_server", "FL_global_model.pt")
+SERVER_CONFIG = os.path.join("app_server", "config", "config_fed_server.json")
 ROUND_METRICS = os.path.join("metrics", "round_metrics.jsonl")
 METRICS = ("train_loss", "eval_loss", "global_eval_loss", "perplexity")
 CSV_COLUMNS = ("round", "site") + METRICS
@@ -90,6 +88,19 @@ def find_workspace(result_dir: str) -> str:
         f"{result_dir} has no workspace/{CHECKPOINT}: not a downloaded job result, or the job ended "
         f"before the server saved a global model"
     )
+
+
+def job_model(ws: str) -> str:
+    """The model the job trained: its persistor's model_name_or_path in the server app's config."""
+    path = os.path.join(ws, SERVER_CONFIG)
+    try:
+        with open(path) as f:
+            components = json.load(f).get("components") or []
+        return next(c["args"]["model_name_or_path"] for c in components
+                    if c.get("id") == "persistor" and "model_name_or_path" in (c.get("args") or {}))
+    except (OSError, ValueError, StopIteration, KeyError, TypeError):
+        raise ExportError(f"cannot tell which model the job trained ({path} names no persistor model): pass "
+                          "--model NAME_OR_PATH") from None
 
 
 def _number(value):
@@ -167,9 +178,7 @@ def read_checkpoint(path: str) -> tuple:
 
 
 def load_config(name_or_path: str):
-    if APP_CODE not in sys.path:
-        sys.path.insert(0, APP_CODE)
-    from model import ModelLoadError, check_model_source
+    from fl_common.model import ModelLoadError, check_model_source
     from transformers import AutoConfig
 
     try:
@@ -183,9 +192,7 @@ def load_config(name_or_path: str):
 
 
 def load_tokenizer(name_or_path: str):
-    if APP_CODE not in sys.path:
-        sys.path.insert(0, APP_CODE)
-    from model import ModelLoadError, load_tokenizer as app_load_tokenizer
+    from fl_common.model import ModelLoadError, load_tokenizer as app_load_tokenizer
 
     try:
         return app_load_tokenizer(name_or_path)  # pad token = EOS, as in training
@@ -206,7 +213,7 @@ def build_model(config, state: dict, name: str):
         raise ExportError(f"{name!r} is not a causal language model: {one_line(e)[:300]}") from None
 
     expected = model.state_dict()
-    from model import tied_aliases  # app_code: FL exchanges and persists tied weights once
+    from fl_common.model import tied_aliases  # FL exchanges and persists tied weights once
 
     tied = set(tied_aliases(expected))
     missing = [k for k in expected if k not in state and k not in tied]
@@ -235,9 +242,7 @@ def build_model(config, state: dict, name: str):
 
 def build_lora_model(name: str, state: dict, lora: dict):
     """--model's pretrained weights with the FL adapter loaded (a peft model, not merged yet)."""
-    if APP_CODE not in sys.path:
-        sys.path.insert(0, APP_CODE)
-    from model import ModelLoadError, apply_lora, load_exchanged_state_dict, load_model
+    from fl_common.model import ModelLoadError, apply_lora, load_exchanged_state_dict, load_model
 
     try:
         model = apply_lora(load_model(name), **lora)
@@ -388,16 +393,18 @@ def plot_global_perplexity(rows: list, path: str, title: str):
 # --- main --------------------------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="export_results.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("result_dir", metavar="RESULT_DIR", help="a downloaded job result: results/<job_id>")
-    p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
-                   help="the model the job trained (FL_MODEL): Hugging Face name or local folder with config.json")
+    p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
+                   help="the model the job trained: Hugging Face name or local folder with config.json (default: "
+                        "the one the job's configuration names)")
     return p.parse_args(argv)
 
 
-def export(result_dir: str, model_name: str) -> list:
+def export(result_dir: str, model_name: str = None) -> list:
     """Validate and load everything first, then write; return the paths written."""
     ws = find_workspace(result_dir)
+    model_name = model_name or job_model(ws)
     metrics_path = os.path.join(ws, ROUND_METRICS)
     rows = metric_rows(read_round_metrics(metrics_path)) if os.path.isfile(metrics_path) else None
     state, lora = read_checkpoint(os.path.join(ws, CHECKPOINT))
@@ -441,7 +448,3 @@ def main(argv=None) -> int:
     for path in written:
         print(path)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

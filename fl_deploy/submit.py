@@ -1,13 +1,13 @@
-#!/usr/bin/env python3
 """Submit the FedAvg job through the admin console, follow it round by round, and fetch its results.
 
-    python3 scripts/submit_job.py                      # settings from .env (FL_MODEL, FL_ROUNDS, ...)
-    python3 scripts/submit_job.py --rounds 5 --max_steps 100
+    python3 scripts/submit_job.py                      # job settings from .env (FL_MODEL, FL_ROUNDS, ...)
+    python3 scripts/submit_job.py --rounds 5 --max_steps 100    # any make_job.py flag is passed on
     python3 scripts/submit_job.py --job-folder jobs/gpt2-fedavg-stream   # submit a folder as it is
     python3 scripts/submit_job.py --resume JOB_ID      # after a server restart: go on from the last saved round
 
 Runs on the host with only Docker and Python 3: the job is generated from app_code/ inside the admin container
-(scripts/make_job.py), submitted with `nvflare job submit` and the admin's startup kit, followed with
+(scripts/make_job.py, given every FL_* variable of .env and the environment, then the flags this script does not
+know itself: `docker compose exec admin python3 /src/scripts/make_job.py --help` lists them), submitted with `nvflare job submit` and the admin's startup kit, followed with
 `nvflare job meta` / `nvflare job logs`, and downloaded into results/<job_id>/.
 """
 
@@ -19,21 +19,11 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check_job import check_job  # noqa: E402
-from compose_env import ADMIN_KIT, ADMIN_SERVICE, ROOT, HostError, admin_nvflare, check_docker, compose, require_admin, setting  # noqa: E402
+from fl_deploy import ROOT
+from fl_deploy.check_job import check_job
+from fl_deploy.host import (ADMIN_KIT, ADMIN_SERVICE, HostError, admin_nvflare, check_docker, compose, env_settings,
+                            require_admin, setting)
 
-# .env name -> make_job.py flag; each setting has this one home (project.yml for the sites).
-JOB_SETTINGS = {
-    "FL_MODEL": ("--model", "gpt2"),
-    "FL_DATASET": ("--dataset", "stanfordnlp/imdb"),
-    "FL_ROUNDS": ("--rounds", "3"),
-    "FL_MAX_STEPS": ("--max_steps", "200"),
-    "FL_MAX_TRAIN_SAMPLES": ("--max_train_samples", "0"),
-    "FL_EVAL_SAMPLES": ("--eval_samples", "1000"),
-    "FL_BATCH_SIZE": ("--batch_size", "16"),
-    "FL_EXCHANGE_DTYPE": ("--exchange_dtype", "float32"),
-}
 ROUND_RE = re.compile(r"Round (\d+) started")
 RESULT_RE = re.compile(r"got result from client (\S+) for task: name=train")
 FINISHED = "FINISHED"
@@ -46,16 +36,12 @@ class JobInterrupted(HostError):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="submit_job.py", description=__doc__, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env-file", default=None, help="compose .env file (default: ./.env)")
     p.add_argument("--job-folder", help="submit this job folder instead of generating one from app_code/")
-    for env_name, (flag, default) in JOB_SETTINGS.items():
-        p.add_argument(flag, dest=env_name, default=None, help=f"default: ${env_name} from .env, else {default}")
     p.add_argument("--resume", metavar="JOB_ID",
                    help="resubmit JOB_ID from its last persisted global model (same settings as now in .env)")
-    p.add_argument("--transfer", choices=["offload", "tensor", "memory"], default=None,
-                   help="how the weights move (make_job.py --help); default: $FL_TRANSFER from .env, else offload")
-    p.add_argument("--lora", action="store_true", help="train and exchange a LoRA adapter only (FL_LORA=1)")
     p.add_argument("--timeout", type=float, default=float(setting("FL_JOB_TIMEOUT", "7200")),
                    help="seconds to wait for the job (it keeps running after a timeout)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between progress polls")
@@ -65,7 +51,13 @@ def parse_args(argv=None):
                    help="admin console to submit through: the compose service of one of project.yml's admins "
                         "(admin = the first, admin-2 the second, ...)")
     p.add_argument("--results", default=os.path.join(ROOT, "results"), help="download results under this folder")
-    args = p.parse_args(argv)
+    args, args.job_flags = p.parse_known_args(argv)
+    bad = [a for a in args.job_flags if a.startswith("-") and not a.startswith("--")]
+    if bad:
+        p.error(f"unknown option {bad[0]}: this script's options are above; job settings are --<field> flags of "
+                "make_job.py")
+    if args.job_folder and args.job_flags:
+        p.error(f"--job-folder submits a folder as it is: job settings ({' '.join(args.job_flags)}) cannot apply")
     if args.job_folder and args.resume:
         p.error("--resume generates its job: it cannot be combined with --job-folder")
     if args.job_folder:
@@ -75,15 +67,13 @@ def parse_args(argv=None):
     return args
 
 
-def make_job_flags(args) -> list:
-    flags = []
-    for env_name, (flag, default) in JOB_SETTINGS.items():
-        value = getattr(args, env_name) or setting(env_name, default, args.env_file)
-        flags += [flag, str(value)]
-    flags += ["--transfer", args.transfer or setting("FL_TRANSFER", "offload", args.env_file)]
-    if args.lora or setting("FL_LORA", "0", args.env_file) in ("1", "true", "yes"):
-        flags.append("--lora")  # a resumed LoRA job must be a LoRA job too: the setting lives in .env
-    return flags
+def job_environment(args) -> list:
+    """`docker compose exec -e` options for every FL_* setting of .env and the environment (make_job.py takes
+    the job's from them; the others are the deployment's and it leaves them alone)."""
+    out = []
+    for name, value in env_settings("FL_", args.env_file).items():
+        out += ["-e", f"{name}={value}"]
+    return out
 
 
 def resume_flags(job_id: str, args) -> list:
@@ -100,10 +90,7 @@ def resume_flags(job_id: str, args) -> list:
         raise HostError(f"no persisted global model for job {job_id} on the server volume: it ended before its first round")
     progress = json.loads(run.stdout)
     start = int(progress["completed_round"]) + 1
-    rounds = int(getattr(args, "FL_ROUNDS") or setting("FL_ROUNDS", JOB_SETTINGS["FL_ROUNDS"][1], args.env_file))
-    if start >= rounds:
-        raise HostError(f"job {job_id} already completed all {rounds} rounds: nothing to resume")
-    print(f"resuming job {job_id}: rounds 1..{start} are kept, continuing at round {start + 1} of {rounds}")
+    print(f"resuming job {job_id}: rounds 1..{start} are kept (its checkpoint after round {start})")
     return ["--initial_ckpt", progress["checkpoint"], "--start_round", str(start)]
 
 
@@ -116,8 +103,8 @@ def stage_job(args) -> str:
                 input=tar, env_file=args.env_file)
     else:
         extra = resume_flags(args.resume, args) if args.resume else []
-        run = compose("exec", "-T", args.admin, "python3", "/src/scripts/make_job.py", "--out", dest,
-                      "--project", "/src/project.yml", *make_job_flags(args), *extra, check=False,
+        run = compose("exec", "-T", *job_environment(args), args.admin, "python3", "/src/scripts/make_job.py",
+                      "--out", dest, "--project", "/src/project.yml", *args.job_flags, *extra, check=False,
                       env_file=args.env_file)
         if run.returncode != 0:
             raise HostError(f"could not generate the job: {(run.stderr or run.stdout).strip()[-800:]}")
@@ -127,7 +114,7 @@ def stage_job(args) -> str:
 
 def check_staged_job(job_dir: str, args) -> list:
     """check_job.py in the admin container (the sites' image): files and imports; returns the job's sites."""
-    run = compose("exec", "-T", args.admin, "python3", "/src/scripts/check_job.py", job_dir, "--imports", "--json",
+    run = compose("exec", "-T", args.admin, "python3", "-m", "fl_deploy.check_job", job_dir, "--imports", "--json",
                   check=False, env_file=args.env_file)
     try:
         report = json.loads(run.stdout.strip().splitlines()[-1])
@@ -264,13 +251,12 @@ def download(job_id: str, args, failed: bool = False) -> tuple:
     admin_nvflare("job", "download", job_id, "-o", inside, "--force", env_file=args.env_file, service=args.admin)
     errors = []
     if failed:  # before the copy, so that site_errors/ lands in results/<job_id> with the rest
-        run = compose("exec", "-T", args.admin, "python3", "/src/scripts/job_errors.py", job_id,
+        run = compose("exec", "-T", args.admin, "python3", "-m", "fl_deploy.job_errors", job_id,
                       "--startup-kit", ADMIN_KIT, "-o", f"{inside}/{job_id}", check=False, env_file=args.env_file)
         errors = (run.stdout or run.stderr).strip().splitlines()
     # HF-format global model, metrics.csv and plots, made where torch and the model's tokenizer are at hand.
-    model = args.FL_MODEL or setting("FL_MODEL", JOB_SETTINGS["FL_MODEL"][1], args.env_file)
     export = compose("exec", "-T", args.admin, "python3", "/src/scripts/export_results.py", f"{inside}/{job_id}",
-                     "--model", model, check=False, env_file=args.env_file)
+                     check=False, env_file=args.env_file)
     if export.returncode != 0:
         print(f"warning: results exported without the HF model / plots: {(export.stderr or '').strip()}")
     os.makedirs(args.results, exist_ok=True)
@@ -325,7 +311,3 @@ def main(argv=None) -> int:
               "docker compose logs SITE", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

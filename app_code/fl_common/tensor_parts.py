@@ -11,16 +11,16 @@ other tensor and the controller joins them after aggregation, the sites when the
 
 import re
 
-PART_MB = 16.0  # MiB; an item this size still travels as a FOBS blob (above its 10 MB datum threshold)
+PART_MIB = 16.0  # MiB; an item this size still travels as a FOBS blob (above its 10 MB datum threshold)
 _PART = re.compile(r"^(?P<name>.+)#part(?P<index>\d+)of(?P<count>\d+)$")
 
 
-def split_large(params: dict, part_mb: float = PART_MB) -> dict:
-    """``params`` with every tensor over ``part_mb`` MiB replaced by contiguous row blocks (views) of at most that
-    (one row at least); ``params`` itself when nothing is that large or part_mb is 0."""
+def split_large(params: dict, part_mib: float = PART_MIB) -> dict:
+    """``params`` with every tensor over ``part_mib`` MiB replaced by contiguous row blocks (views) of at most that
+    (one row at least); ``params`` itself when nothing is that large or part_mib is 0."""
     import torch
 
-    part_bytes = int(part_mb * 2**20)
+    part_bytes = int(part_mib * 2**20)
     out, split = {}, False
     for key, value in params.items():
         size = value.numel() * value.element_size() if torch.is_tensor(value) else 0

@@ -1,4 +1,12 @@
-"""Server workflow: NVFlare's FedAvg, with rounds that end.
+"""Server workflow: NVFlare's FedAvg for models of hundreds of MB (LargeModelFedAvg).
+
+What it adds to NVFlare's FedAvg, each switchable by its constructor argument (make_job.py sets them):
+
+* rounds that end (``round_timeout``, ``min_sites``), below;
+* bfloat16 on the wire (``exchange_dtype``);
+* one shared download of the global model for all the round's sites (``broadcast_mode``, shared_broadcast.py);
+* large tensors as row blocks both ways (``part_mib``, fl_common/tensor_parts.py);
+* the round's mean written into the previous global model (``aggregation``, in_place_mean.py).
 
 NVFlare's FedAvg sends each round's task with no timeout and waits for every sampled site. A site that dies
 mid-round (container killed, host lost) comes back without the job, so the round, and the job, would wait forever.
@@ -13,7 +21,7 @@ With ``broadcast_mode="shared"`` (the default) the round's sites download the gl
 transaction instead of one serialization per site (shared_broadcast.py); "per-site" is NVFlare's own behaviour.
 Only for FOBS streaming (transfers offload and memory): make_job passes "per-site" with the tensor streamers.
 
-Tensors over ``part_mb`` MiB travel as row blocks both ways (tensor_parts.py); the aggregated result is
+Tensors over ``part_mib`` MiB travel as row blocks both ways (tensor_parts.py); the aggregated result is
 whole again before NVFlare updates, persists and sends the global model.
 
 With the results offloaded to disk and full weights coming back, the round's mean is written into the previous
@@ -26,26 +34,26 @@ from nvflare.app_common.abstract.fl_model import ParamsType
 from nvflare.app_common.aggregators.weighted_aggregation_helper import WeightedAggregationHelper
 from nvflare.app_common.workflows.fedavg import FedAvg
 
-from in_place_mean import InPlaceMean
-from shared_broadcast import SharedBroadcast
-from tensor_parts import PART_MB, join_parts, split_large
+from fl_common.tensor_parts import PART_MIB, join_parts, split_large
+from fl_server.in_place_mean import InPlaceMean
+from fl_server.shared_broadcast import SharedBroadcast
 
 # How FOBS streaming (offload, memory) sends each round's global model; the tensor streamers have their own way.
 BROADCASTS = {
     "shared": "one download transaction for all the round's sites, each item serialized once "
-              "(app_code/shared_broadcast.py)",
+              "(app_code/fl_server/shared_broadcast.py)",
     "per-site": "NVFlare's own: the task serialized for each site, one download per site",
 }
 AGGREGATIONS = {
     "in-place": "the round's mean written into the previous global model when results are on disk (offload) and no "
-                "download reads it: one model copy less (app_code/in_place_mean.py); otherwise NVFlare's sum",
+                "download reads it: one model copy less (app_code/fl_server/in_place_mean.py); otherwise NVFlare's sum",
     "nvflare": "NVFlare's running sum, a second model-sized copy next to the global model",
 }
 
 
-class FedAvgWithDeadline(FedAvg):
+class LargeModelFedAvg(FedAvg):
     def __init__(self, *args, round_timeout: int = 0, min_sites: int = 1, exchange_dtype: str = "float32",
-                 broadcast_mode: str = "shared", part_mb: float = PART_MB, aggregation: str = "in-place", **kwargs):
+                 broadcast_mode: str = "shared", part_mib: float = PART_MIB, aggregation: str = "in-place", **kwargs):
         """
         Args:
             round_timeout: seconds a round waits for the sites' results (0 = forever, NVFlare's behaviour).
@@ -53,7 +61,7 @@ class FedAvgWithDeadline(FedAvg):
             exchange_dtype: dtype of the floating tensors sent to the sites (float32 or bfloat16).
             broadcast_mode: "shared" (one download for all the round's sites) or "per-site" (NVFlare's).
                 Not "broadcast": that name is NVFlare's Controller.broadcast method.
-            part_mb: tensors over this many MiB go to the sites as row blocks (tensor_parts.py; 0 = whole).
+            part_mib: tensors over this many MiB go to the sites as row blocks (tensor_parts.py; 0 = whole).
             aggregation: "in-place" or "nvflare" (AGGREGATIONS).
         """
         super().__init__(*args, **kwargs)
@@ -65,7 +73,7 @@ class FedAvgWithDeadline(FedAvg):
         self.min_sites = min_sites
         self.exchange_dtype = exchange_dtype
         self.broadcast_mode = broadcast_mode
-        self.part_mb = part_mb
+        self.part_mib = part_mib
         self.aggregation = aggregation
         self._targets, self._answered, self._shared, self._into = [], set(), None, {}
 
@@ -79,7 +87,7 @@ class FedAvgWithDeadline(FedAvg):
         self._targets, self._answered = list(targets or []), set()
         self._end_shared_broadcast()
         sent = cast = cast_model(data, self.exchange_dtype)
-        sent = with_params(cast, lambda p: split_large(p, self.part_mb))
+        sent = with_params(cast, lambda p: split_large(p, self.part_mib))
         timeout = timeout or self.round_timeout
         if self.broadcast_mode == "shared":
             sent = self._share(sent, timeout)
@@ -88,7 +96,7 @@ class FedAvgWithDeadline(FedAvg):
         self._into = {}
         if (self.aggregation == "in-place" and data is not None and data.params
                 and (self._shared is not None or cast is not data)):
-            self._into = {**data.params, **split_large(data.params, self.part_mb)}
+            self._into = {**data.params, **split_large(data.params, self.part_mib)}
         data = sent
         super().send_model(task_name=task_name, data=data, targets=targets, min_responses=min_responses,
                            timeout=timeout, callback=callback)

@@ -74,7 +74,7 @@ def usable_targets(into: dict) -> dict:
     outside their own key's row blocks (tied weights would be overwritten through their alias)."""
     import torch
 
-    from tensor_parts import base_name
+    from fl_common.tensor_parts import base_name
 
     owner, out = {}, {}
     for k, t in into.items():

@@ -19,7 +19,7 @@ from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_opt.pt.file_model_persistor import PTFileModelPersistor
 
-from model import apply_lora, exchanged_keys, load_model
+from fl_common.model import apply_lora, exchanged_keys, load_model
 
 CHECKPOINT_DIR = "checkpoints"
 PROGRESS_FILE = "progress.json"

@@ -1,17 +1,19 @@
 """FL client (NVFlare Client API): receive the global model, evaluate it, train on this site's shard, send it back.
 
-Runs inside an NVFlare job; flags are the same as app_code/trainer.py plus --sites and --exchange_only.
+Runs inside an NVFlare job (the job's train_args are TrainSettings flags, fl_site/training.py); the same training
+runs standalone with `python -m fl_site.trainer`.
 """
 
+import os
 import sys
 
 import nvflare.client as flare
 from nvflare.client.tracking import SummaryWriter
 
-from data import fingerprint, site_split
-from model import apply_lora, exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
-from tensor_parts import join_parts, split_large
-from training import build_trainer, evaluate, parse_settings, round_rows
+from fl_common.model import apply_lora, exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
+from fl_common.tensor_parts import join_parts, split_large
+from fl_site.data import fingerprint, site_split
+from fl_site.training import build_trainer, evaluate, parse_settings, round_rows
 
 
 def main(argv=None):
@@ -35,7 +37,7 @@ def main(argv=None):
         )
         print(f"{site}: shard {site_index}/{num_sites}, {len(train_ds)} train rows "
               f"(fingerprint {fingerprint(train_ds)}), {len(eval_ds)} held-out rows", flush=True)
-        trainer = build_trainer(model, tokenizer, train_ds, eval_ds, settings, site)
+        trainer = build_trainer(model, tokenizer, train_ds, eval_ds, settings, os.path.join("outputs", site))
         shard = trainer.train_dataset  # tokenized once; each round trains on its own rows of it
     writer = SummaryWriter()
 
@@ -89,7 +91,7 @@ def outgoing(model, settings, received: dict) -> dict:
         params, kind = exchange_state_dict(model), flare.ParamsType.FULL
     else:
         params, kind = exchange_state_dict(model, settings.exchange_dtype, base=received), flare.ParamsType.DIFF
-    return {"params": split_large(params, settings.part_mb), "params_type": kind}
+    return {"params": split_large(params, settings.part_mib), "params_type": kind}
 
 
 if __name__ == "__main__":

@@ -1,50 +1,59 @@
-"""One configuration surface for local training, shared by the FL client and the standalone trainer.
+"""One configuration surface for a site's training (TrainSettings), shared by the FL client, the standalone
+trainer and the job generator (scripts/make_job.py), and the TRL trainer built from it.
 
-Defaults are the upstream example's SFTConfig (batch 16, grad accum 2, 1 epoch, lr 2e-4, cosine, nll loss,
-gradient checkpointing, report_to none, CPU when no CUDA); every field is a command-line flag.
+Defaults are the upstream example's SFTConfig (batch 16, grad accum 2, lr 2e-4, cosine, nll loss, gradient
+checkpointing, report_to none, CPU when no CUDA), with 200 optimizer steps per round.
 """
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
-from data import DEFAULT_DATASET, TEXT_FIELD
-from model import DEFAULT_MODEL, EXCHANGE_DTYPES, LORA_DEFAULTS
-from tensor_parts import PART_MB
+from fl_site.data import DEFAULT_DATASET, TEXT_FIELD
+from fl_common.model import DEFAULT_MODEL, EXCHANGE_DTYPES, LORA_DEFAULTS
+from fl_common.tensor_parts import PART_MIB
 
 
 @dataclass
 class TrainSettings:
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "Hugging Face model name or local folder."})
-    dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "Hugging Face dataset name or local path."})
+    """What a site trains and how, for one FL job or one standalone run: every field is a flag of the FL client
+    (the job's ``train_args``), of scripts/make_job.py and of the standalone trainer, and an ``FL_<FIELD>`` line
+    in .env for scripts/submit_job.py. Training defaults are the upstream example's SFTConfig."""
+
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "Hugging Face model name, or a folder that exists on "
+                                                                "the server and at every site."})
+    dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "Hugging Face dataset name, or a path that "
+                                                                    "exists at every site."})
     sites: str = field(
-        default="", metadata={"help": "FL only: comma-separated participating sites; a site's shard is its position."}
+        default="", metadata={"help": "Comma-separated sites of the job; a site's shard is its position "
+                                      "(make_job: default project.yml's sites)."}
     )
-    site_index: int = field(default=0, metadata={"help": "Standalone only: this site's shard index."})
-    num_sites: int = field(default=1, metadata={"help": "Standalone only: number of shards."})
     max_length: int = field(default=128, metadata={"help": "Tokens per example (truncation)."})
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps per round; -1 = num_train_epochs."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the local shard per round."})
-    batch_size: int = field(default=16, metadata={"help": "Per-device train batch size."})
-    grad_accum: int = field(default=2, metadata={"help": "Gradient accumulation steps."})
-    learning_rate: float = field(default=2e-4)
-    lr_scheduler_type: str = field(default="cosine")
-    gradient_checkpointing: bool = field(default=True)
+    max_steps: int = field(default=200, metadata={"help": "Optimizer steps per site per round (FL) or in all "
+                                                          "(standalone); -1 = num_train_epochs over the shard."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the shard per round when "
+                                                                   "max_steps is -1."})
+    batch_size: int = field(default=16, metadata={"help": "Examples per device per step (train and eval)."})
+    grad_accum: int = field(default=2, metadata={"help": "Gradient accumulation steps per optimizer step."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate (LoRA usually wants ~1e-3)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Hugging Face scheduler name."})
+    gradient_checkpointing: bool = field(default=True, metadata={"help": "Trade compute for activation memory."})
     bf16: Optional[bool] = field(default=None, metadata={"help": "bf16 on GPU; default: on when the GPU has it."})
-    max_train_samples: int = field(default=0, metadata={"help": "Cap on the local shard (0 = whole shard)."})
-    eval_samples: int = field(default=1000, metadata={"help": "Held-out examples to evaluate (0 = whole split)."})
+    max_train_samples: int = field(default=0, metadata={"help": "Cap on each site's shard (0 = whole shard)."})
+    eval_samples: int = field(default=1000, metadata={"help": "Held-out examples evaluated per round "
+                                                              "(0 = whole split)."})
     seed: int = field(default=42, metadata={"help": "Seed for sharding and training."})
-    output_dir: str = field(default="outputs", metadata={"help": "Trainer scratch dir; a sub-folder per site."})
-    exchange_only: bool = field(default=False, metadata={"help": "FL only: exchange the model without training."})
+    exchange_only: bool = field(default=False, metadata={"help": "FL only: exchange the model without training "
+                                                                 "(benchmarks)."})
     exchange_dtype: str = field(
         default="float32",
         metadata={"choices": list(EXCHANGE_DTYPES),
                   "help": "FL only: dtype on the wire. bfloat16 halves the bytes; sites then send their update "
                           "(trained - received) and the server keeps the global model in float32."},
     )
-    part_mb: float = field(default=PART_MB, metadata={"help": "FL only: tensors over this many MiB travel as row "
-                                                               "blocks of at most that (0 = whole)."})
+    part_mib: float = field(default=PART_MIB, metadata={"help": "FL only: tensors over this many MiB travel both "
+                                                                 "ways as row blocks of at most that (0 = whole)."})
     lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) on the frozen model; FL "
                                                         "exchanges the adapter only."})
     lora_r: int = field(default=LORA_DEFAULTS["r"], metadata={"help": "LoRA rank."})
@@ -54,6 +63,14 @@ class TrainSettings:
         default=LORA_DEFAULTS["target_modules"],
         metadata={"help": "Comma-separated module names to adapt (GPT-2: c_attn, c_proj, c_fc)."},
     )
+
+    def __post_init__(self):
+        if self.learning_rate <= 0:
+            raise ValueError("--learning_rate must be positive")
+        if self.part_mib < 0:
+            raise ValueError("--part_mib must be >= 0")
+        if self.lora and (self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1):
+            raise ValueError("--lora_r and --lora_alpha must be at least 1 and --lora_dropout in [0, 1)")
 
     def lora_kwargs(self):
         """model.apply_lora arguments, or None without --lora (the server persistor gets the same dict)."""
@@ -74,12 +91,25 @@ class TrainSettings:
             raise ValueError(f"site {site_name!r} is not among the job's sites {sites}")
         return sites.index(site_name), len(sites)
 
+    def changed(self) -> dict:
+        """{field: value} of the fields that differ from their defaults (what a job's train_args must carry)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
+
 
 def parse_settings(argv=None) -> TrainSettings:
+    """TrainSettings from command-line flags (the FL client's train_args)."""
     from transformers import HfArgumentParser
 
     (settings,) = HfArgumentParser(TrainSettings).parse_args_into_dataclasses(args=argv)
     return settings
+
+
+def as_flags(values: dict) -> list:
+    """["--name", "value", ...] that parse back to these TrainSettings values (booleans as true/false)."""
+    flags = []
+    for name, value in values.items():
+        flags += [f"--{name}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags
 
 
 def use_bf16(settings: TrainSettings) -> bool:
@@ -90,12 +120,12 @@ def use_bf16(settings: TrainSettings) -> bool:
     return torch.cuda.is_bf16_supported() if settings.bf16 is None else settings.bf16
 
 
-def sft_config(settings: TrainSettings, site_name: str):
+def sft_config(settings: TrainSettings, output_dir: str):
     import torch
     from trl import SFTConfig
 
     return SFTConfig(
-        output_dir=os.path.join(settings.output_dir, site_name),
+        output_dir=output_dir,
         per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accum,
@@ -119,12 +149,13 @@ def sft_config(settings: TrainSettings, site_name: str):
     )
 
 
-def build_trainer(model, tokenizer, train_dataset, eval_dataset, settings: TrainSettings, site_name: str):
+def build_trainer(model, tokenizer, train_dataset, eval_dataset, settings: TrainSettings, output_dir: str):
+    """TRL's SFTTrainer for these settings; output_dir is its scratch folder (no checkpoints are saved there)."""
     from trl import SFTTrainer
 
     return SFTTrainer(
         model=model,
-        args=sft_config(settings, site_name),
+        args=sft_config(settings, output_dir),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,

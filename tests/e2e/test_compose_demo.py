@@ -9,21 +9,19 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 
 import pytest
 
-import fl_system
+from fl_deploy import local_federation as fl_system
 
-pytestmark = pytest.mark.e2e
 ROOT = fl_system.ROOT
 SITES = ["site-1", "site-2"]
 ROUNDS = 2
 
 
 import docker_env  # noqa: E402
-from compose_stack import copy_project  # noqa: E402
+from fl_deploy.compose_stack import copy_project  # noqa: E402
 
 docker_env.require_docker()
 
@@ -112,7 +110,7 @@ def test_global_model_changed(demo):
 
     final = torch.load(os.path.join(result_dir(demo), "workspace", "app_server", "FL_global_model.pt"),
                        weights_only=True)["model"]
-    from model import tied_aliases
+    from fl_common.model import tied_aliases
 
     initial = AutoModelForCausalLM.from_pretrained(os.path.join(demo["work"], "assets", "tiny", "model")).state_dict()
     assert set(final) == set(initial) - set(tied_aliases(initial))  # tied weights are kept once

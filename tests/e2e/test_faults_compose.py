@@ -30,9 +30,8 @@ import time
 
 import pytest
 
-import fl_system
+from fl_deploy import local_federation as fl_system
 
-pytestmark = pytest.mark.e2e
 # About 12 minutes of containers, part of CI (.ci/run). On its own:
 #   FL_REQUIRE_DOCKER=1 scripts/test.sh tests/e2e/test_faults_compose.py
 # FL_SKIP_COMPOSE_FAULTS=1 leaves it out of a quicker local run.
@@ -54,7 +53,7 @@ TINY = {"HF_HUB_OFFLINE": "1", "FL_MODEL": "/assets/tiny/model", "FL_DATASET": "
 
 
 import docker_env  # noqa: E402
-from compose_stack import copy_project, peak_memory_bytes  # noqa: E402
+from fl_deploy.compose_stack import copy_project, peak_memory_bytes  # noqa: E402
 
 docker_env.require_docker()
 
@@ -435,7 +434,7 @@ def test_resumed_job_runs_exactly_the_missing_rounds(stack, server_restarted, ca
 def test_site_from_another_provisioning_is_rejected(stack, tmp_path, capsys):
     """A site kit from another provisioning of the same project file (own root CA; same server name, port and
     site name), run as the image runs a site, on the stack's network where the server's name resolves."""
-    import provision
+    from fl_deploy import provision
 
     with open(os.path.join(stack.work, "project.yml")) as f:
         text = f.read()

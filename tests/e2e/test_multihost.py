@@ -24,9 +24,8 @@ import time
 
 import pytest
 
-import fl_system
+from fl_deploy import local_federation as fl_system
 
-pytestmark = pytest.mark.e2e
 ROOT = fl_system.ROOT
 SITES = ["site-1", "site-2"]
 SERVER_NAME = "fl-hub"  # renamed in the copy: the name must travel from project.yml into the bundles
@@ -43,7 +42,7 @@ JOB_ENV = {
 
 
 import docker_env  # noqa: E402
-from compose_stack import copy_project  # noqa: E402
+from fl_deploy.compose_stack import copy_project  # noqa: E402
 
 docker_env.require_docker()
 

@@ -1,0 +1,98 @@
+"""FL client (NVFlare Client API): receive the global model, evaluate it, train on this site's shard, send it back.
+
+Runs inside an NVFlare job (the job's train_args are TrainSettings flags, fl_site/training.py); the same training
+runs standalone with `python -m fl_site.trainer`.
+"""
+
+import os
+import sys
+
+import nvflare.client as flare
+from nvflare.client.tracking import SummaryWriter
+
+from fl_common.model import apply_lora, exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
+from fl_common.tensor_parts import join_parts, split_large
+from fl_site.data import fingerprint, site_split
+from fl_site.training import build_trainer, evaluate, parse_settings, round_rows
+
+
+def main(argv=None):
+    settings = parse_settings(argv)
+    flare.init()
+    site = flare.get_site_name()
+    site_index, num_sites = settings.shard_of(site)
+
+    model, tokenizer = load_model_and_tokenizer(settings.model)
+    if settings.lora:
+        model = apply_lora(model, **settings.lora_kwargs())
+    trainer = None
+    if not settings.exchange_only:
+        train_ds, eval_ds = site_split(
+            settings.dataset,
+            site_index,
+            num_sites,
+            seed=settings.seed,
+            max_train_samples=settings.max_train_samples,
+            eval_samples=settings.eval_samples,
+        )
+        print(f"{site}: shard {site_index}/{num_sites}, {len(train_ds)} train rows "
+              f"(fingerprint {fingerprint(train_ds)}), {len(eval_ds)} held-out rows", flush=True)
+        trainer = build_trainer(model, tokenizer, train_ds, eval_ds, settings, os.path.join("outputs", site))
+        shard = trainer.train_dataset  # tokenized once; each round trains on its own rows of it
+    writer = SummaryWriter()
+
+    while flare.is_running():
+        global_model = flare.receive()
+        rnd = global_model.current_round
+        received = join_parts(global_model.params)
+        print(f"{site}: round {rnd} received {len(received)} tensors", flush=True)
+        load_exchanged_state_dict(model, received)
+
+        if settings.exchange_only:
+            # Weight 1: FedAvg weights by steps, and zero steps from every site would divide by zero.
+            flare.send(flare.FLModel(**outgoing(model, settings, received),
+                                     meta={"NUM_STEPS_CURRENT_ROUND": 1}))
+            continue
+
+        # The received model is the new global model: its held-out loss is the federation's progress.
+        global_metrics = evaluate(trainer)
+        trainer.train_dataset = round_rows(shard, settings, rnd)
+        result = trainer.train()
+        steps = trainer.state.global_step
+        local_metrics = evaluate(trainer)
+
+        writer.add_scalar("global_eval_loss", global_metrics["eval_loss"], rnd)
+        writer.add_scalar("global_perplexity", global_metrics["perplexity"], rnd)
+        writer.add_scalar("train_loss", result.training_loss, rnd)
+        writer.add_scalar("eval_loss", local_metrics["eval_loss"], rnd)
+        writer.add_scalar("perplexity", local_metrics["perplexity"], rnd)
+        print(f"{site}: round {rnd} steps={steps} train_loss={result.training_loss:.4f} "
+              f"global_eval_loss={global_metrics['eval_loss']:.4f} eval_loss={local_metrics['eval_loss']:.4f}",
+              flush=True)
+
+        flare.send(
+            flare.FLModel(
+                **outgoing(model, settings, received),
+                metrics={
+                    "train_loss": result.training_loss,
+                    "global_eval_loss": global_metrics["eval_loss"],
+                    "eval_loss": local_metrics["eval_loss"],
+                    "perplexity": local_metrics["perplexity"],
+                },
+                meta={"NUM_STEPS_CURRENT_ROUND": steps},
+            )
+        )
+
+
+def outgoing(model, settings, received: dict) -> dict:
+    """params and params_type to send: float32 weights, or in bfloat16 the update relative to what was received
+    (the server adds the sites' weighted mean update to its float32 global model). Large tensors go in blocks."""
+    if settings.exchange_dtype == "float32":
+        params, kind = exchange_state_dict(model), flare.ParamsType.FULL
+    else:
+        params, kind = exchange_state_dict(model, settings.exchange_dtype, base=received), flare.ParamsType.DIFF
+    return {"params": split_large(params, settings.part_mib), "params_type": kind}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

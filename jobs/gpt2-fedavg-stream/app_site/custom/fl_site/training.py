@@ -1,0 +1,191 @@
+"""One configuration surface for a site's training (TrainSettings), shared by the FL client, the standalone
+trainer and the job generator (scripts/make_job.py), and the TRL trainer built from it.
+
+Defaults are the upstream example's SFTConfig (batch 16, grad accum 2, lr 2e-4, cosine, nll loss, gradient
+checkpointing, report_to none, CPU when no CUDA), with 200 optimizer steps per round.
+"""
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+from typing import Optional
+
+from fl_site.data import DEFAULT_DATASET, TEXT_FIELD
+from fl_common.model import DEFAULT_MODEL, EXCHANGE_DTYPES, LORA_DEFAULTS
+from fl_common.tensor_parts import PART_MIB
+
+
+@dataclass
+class TrainSettings:
+    """What a site trains and how, for one FL job or one standalone run: every field is a flag of the FL client
+    (the job's ``train_args``), of scripts/make_job.py and of the standalone trainer, and an ``FL_<FIELD>`` line
+    in .env for scripts/submit_job.py. Training defaults are the upstream example's SFTConfig."""
+
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "Hugging Face model name, or a folder that exists on "
+                                                                "the server and at every site."})
+    dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "Hugging Face dataset name, or a path that "
+                                                                    "exists at every site."})
+    sites: str = field(
+        default="", metadata={"help": "Comma-separated sites of the job; a site's shard is its position "
+                                      "(make_job: default project.yml's sites)."}
+    )
+    max_length: int = field(default=128, metadata={"help": "Tokens per example (truncation)."})
+    max_steps: int = field(default=200, metadata={"help": "Optimizer steps per site per round (FL) or in all "
+                                                          "(standalone); -1 = num_train_epochs over the shard."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the shard per round when "
+                                                                   "max_steps is -1."})
+    batch_size: int = field(default=16, metadata={"help": "Examples per device per step (train and eval)."})
+    grad_accum: int = field(default=2, metadata={"help": "Gradient accumulation steps per optimizer step."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate (LoRA usually wants ~1e-3)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Hugging Face scheduler name."})
+    gradient_checkpointing: bool = field(default=True, metadata={"help": "Trade compute for activation memory."})
+    bf16: Optional[bool] = field(default=None, metadata={"help": "bf16 on GPU; default: on when the GPU has it."})
+    max_train_samples: int = field(default=0, metadata={"help": "Cap on each site's shard (0 = whole shard)."})
+    eval_samples: int = field(default=1000, metadata={"help": "Held-out examples evaluated per round "
+                                                              "(0 = whole split)."})
+    seed: int = field(default=42, metadata={"help": "Seed for sharding and training."})
+    exchange_only: bool = field(default=False, metadata={"help": "FL only: exchange the model without training "
+                                                                 "(benchmarks)."})
+    exchange_dtype: str = field(
+        default="float32",
+        metadata={"choices": list(EXCHANGE_DTYPES),
+                  "help": "FL only: dtype on the wire. bfloat16 halves the bytes; sites then send their update "
+                          "(trained - received) and the server keeps the global model in float32."},
+    )
+    part_mib: float = field(default=PART_MIB, metadata={"help": "FL only: tensors over this many MiB travel both "
+                                                                 "ways as row blocks of at most that (0 = whole)."})
+    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) on the frozen model; FL "
+                                                        "exchanges the adapter only."})
+    lora_r: int = field(default=LORA_DEFAULTS["r"], metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=LORA_DEFAULTS["alpha"], metadata={"help": "LoRA scaling (alpha / r)."})
+    lora_dropout: float = field(default=LORA_DEFAULTS["dropout"], metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: str = field(
+        default=LORA_DEFAULTS["target_modules"],
+        metadata={"help": "Comma-separated module names to adapt (GPT-2: c_attn, c_proj, c_fc)."},
+    )
+
+    def __post_init__(self):
+        if self.learning_rate <= 0:
+            raise ValueError("--learning_rate must be positive")
+        if self.part_mib < 0:
+            raise ValueError("--part_mib must be >= 0")
+        if self.lora and (self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1):
+            raise ValueError("--lora_r and --lora_alpha must be at least 1 and --lora_dropout in [0, 1)")
+
+    def lora_kwargs(self):
+        """model.apply_lora arguments, or None without --lora (the server persistor gets the same dict)."""
+        if not self.lora:
+            return None
+        return {"r": self.lora_r, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
+                "target_modules": self.lora_target_modules}
+
+    def site_list(self) -> list:
+        return [s.strip() for s in self.sites.split(",") if s.strip()]
+
+    def shard_of(self, site_name: str) -> tuple:
+        """(site_index, num_sites) of a named FL site."""
+        sites = self.site_list()
+        if not sites:
+            raise ValueError("--sites is empty: the job must list its participating sites")
+        if site_name not in sites:
+            raise ValueError(f"site {site_name!r} is not among the job's sites {sites}")
+        return sites.index(site_name), len(sites)
+
+    def changed(self) -> dict:
+        """{field: value} of the fields that differ from their defaults (what a job's train_args must carry)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
+
+
+def parse_settings(argv=None) -> TrainSettings:
+    """TrainSettings from command-line flags (the FL client's train_args)."""
+    from transformers import HfArgumentParser
+
+    (settings,) = HfArgumentParser(TrainSettings).parse_args_into_dataclasses(args=argv)
+    return settings
+
+
+def as_flags(values: dict) -> list:
+    """["--name", "value", ...] that parse back to these TrainSettings values (booleans as true/false)."""
+    flags = []
+    for name, value in values.items():
+        flags += [f"--{name}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags
+
+
+def use_bf16(settings: TrainSettings) -> bool:
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    return torch.cuda.is_bf16_supported() if settings.bf16 is None else settings.bf16
+
+
+def sft_config(settings: TrainSettings, output_dir: str):
+    import torch
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=output_dir,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        num_train_epochs=settings.num_train_epochs,
+        max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler_type,
+        loss_type="nll",
+        gradient_checkpointing=settings.gradient_checkpointing,
+        bf16=use_bf16(settings),
+        fp16=False,
+        max_length=settings.max_length,
+        dataset_text_field=TEXT_FIELD,
+        # The FL server keeps the global model; per-site checkpoints would only fill the disk.
+        save_strategy="no",
+        report_to="none",
+        logging_steps=1,
+        seed=settings.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+    )
+
+
+def build_trainer(model, tokenizer, train_dataset, eval_dataset, settings: TrainSettings, output_dir: str):
+    """TRL's SFTTrainer for these settings; output_dir is its scratch folder (no checkpoints are saved there)."""
+    from trl import SFTTrainer
+
+    return SFTTrainer(
+        model=model,
+        args=sft_config(settings, output_dir),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+    )
+
+
+def round_rows(dataset, settings: TrainSettings, rnd: int):
+    """The rows of this site's shard that FL round ``rnd`` trains on.
+
+    Trainer.train() restarts its sampler from the same seed at every call, so without this every round would
+    train on the same first batches of the shard and never see the rest. Rounds instead walk through seeded
+    permutations of the shard: each round takes the next max_steps x batch x accumulation rows, so consecutive
+    rounds see new rows until the shard is used up, then a new permutation starts. With max_steps <= 0 (epochs)
+    each round gets the whole shard in a new order."""
+    import numpy as np
+
+    n = len(dataset)
+    if settings.max_steps <= 0:
+        return dataset.shuffle(seed=settings.seed + rnd)
+    need = settings.max_steps * settings.batch_size * settings.grad_accum
+    indices, pos = [], rnd * need
+    while len(indices) < need:
+        epoch, offset = divmod(pos, n)
+        take = min(n - offset, need - len(indices))
+        indices.extend(np.random.default_rng(settings.seed + epoch).permutation(n)[offset:offset + take].tolist())
+        pos += take
+    return dataset.select(indices)
+
+
+def evaluate(trainer) -> dict:
+    """Held-out loss and perplexity of the trainer's current model."""
+    loss = float(trainer.evaluate()["eval_loss"])
+    return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50.0))}

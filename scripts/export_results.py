@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""A downloaded job result as a Hugging Face model, metrics.csv and plots (--help for options)."""
+
+import sys
+
+from fl_deploy.results import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+#!/usr/bin/env python3
+"""Tiny offline stand-ins for GPT-2 and IMDB (tests, the offline demo)."""
+
+import sys
+
+from fl_deploy.assets import tiny_main
+
+if __name__ == "__main__":
+    sys.exit(tiny_main())

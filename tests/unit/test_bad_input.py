@@ -1,0 +1,229 @@
+"""Bad input to the deployment scripts: one clear sentence, exit 2, and nothing already there is touched."""
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from fl_deploy import local_federation as fl_system
+
+SCRIPTS = os.path.join(fl_system.ROOT, "scripts")
+
+
+def run_script(name, *args, env=None, cwd=None):
+    return subprocess.run([sys.executable, os.path.join(SCRIPTS, name), *args], capture_output=True, text=True,
+                          env=env, cwd=cwd)
+
+
+def assert_one_line_error(run, *words):
+    assert run.returncode == 2, (run.stdout, run.stderr)
+    err = run.stderr.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+
+
+@pytest.mark.parametrize("text, words", [
+    ("participants: [\n  - name: x\n", ["not valid YAML"]),
+    ("name: p\nparticipants: []\n", ["exactly one server"]),
+    ("name: p\nparticipants:\n  - {name: s, type: server, org: o}\n", ["no sites"]),
+    ("name: p\nparticipants:\n  - {name: s, type: server, org: o}\n  - {name: Site_1, type: client, org: o}\n",
+     ["'Site_1'", "DNS label"]),
+    ("name: p\nparticipants:\n  - {name: s, type: server, org: o}\n  - {name: a, type: client, org: o}\n"
+     "  - {name: a, type: client, org: o}\n", ["duplicate"]),
+])
+def test_provision_rejects_bad_project(tmp_path, text, words):
+    project = tmp_path / "project.yml"
+    project.write_text(text)
+    run = run_script("provision.py", "--project", str(project), "--workspace", str(tmp_path / "ws"),
+                     "--compose-dir", "")
+    assert_one_line_error(run, *words)
+    assert not (tmp_path / "ws" / "kits").exists()
+
+
+def test_provision_keeps_existing_kits_without_force(tmp_path):
+    project = tmp_path / "project.yml"
+    fl_system.write_project(str(project), 18002, ["site-1"])
+    args = ["--project", str(project), "--workspace", str(tmp_path / "ws"), "--compose-dir", "", "--service-uid", "0"]
+    assert run_script("provision.py", *args).returncode == 0
+    key = tmp_path / "ws" / "kits" / "site-1" / "startup" / "client.key"
+    before = key.read_bytes()
+    assert_one_line_error(run_script("provision.py", *args), "already exist", "--force")
+    assert key.read_bytes() == before
+
+
+def fake_docker(tmp_path, info_rc=0, compose_rc=0, runtimes='{"runc":{}}', compose_v1=False):
+    """A stand-in `docker` on PATH that answers like a broken or partial installation."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "docker"
+    script.write_text(f"""#!/bin/sh
+case "$1 $2" in
+  "info --format") case "$3" in *Runtimes*) echo '{runtimes}';; *) echo '"28.0.0"';; esac; exit {info_rc};;
+  "compose version") echo "v2.40.3"; exit {compose_rc};;
+  "compose ps") exit 0;;
+esac
+exit 0
+""")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    if compose_v1:
+        (bin_dir / "docker-compose").write_text("#!/bin/sh\n")
+        (bin_dir / "docker-compose").chmod(0o755)
+    return dict(os.environ, PATH=f"{bin_dir}:/usr/bin:/bin")
+
+
+@pytest.mark.parametrize("kwargs, args, words", [
+    ({"info_rc": 1}, ["--cpu"], ["daemon is not running"]),
+    ({"compose_rc": 1, "compose_v1": True}, ["--cpu"], ["Compose v2 is missing", "v1"]),
+    ({}, [], ["no 'nvidia' runtime", "--cpu"]),
+])
+def test_check_host_explains_what_is_missing(tmp_path, kwargs, args, words):
+    assert_one_line_error(run_script("check_host.py", *args, env=fake_docker(tmp_path, **kwargs)), *words)
+
+
+def test_check_host_without_docker(tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))  # no docker anywhere
+    assert_one_line_error(run_script("check_host.py", "--cpu", env=env), "docker is not installed")
+
+
+def test_check_host_port_in_use(tmp_path, monkeypatch):
+    from fl_deploy import host_check as check_host
+    from fl_deploy.host import HostError
+
+    monkeypatch.setattr(check_host, "running_services", lambda: set())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(HostError, match=f"port {s.getsockname()[1]} .* in use"):
+            check_host.check_port(s.getsockname()[1], "127.0.0.1")
+
+
+def test_check_host_kits_missing(tmp_path, monkeypatch):
+    from fl_deploy import host_check as check_host
+    from fl_deploy.host import HostError
+
+    monkeypatch.setattr(check_host, "ROOT", str(tmp_path))
+    (tmp_path / "compose.participants.yaml").write_text("    - ./workspace/kits/site-1:/kit:ro\n")
+    with pytest.raises(HostError, match="no startup kit for site-1"):
+        check_host.check_kits()
+
+
+def test_check_host_assets_the_containers_cannot_read(tmp_path, monkeypatch):
+    from fl_deploy import host_check as check_host
+    from fl_deploy.host import HostError
+
+    monkeypatch.setattr(check_host, "ROOT", str(tmp_path))
+    model = tmp_path / "assets" / "my-gpt2"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"x")
+    weights.chmod(0o600)  # what save_pretrained can leave
+    other_uid = os.stat(weights).st_uid + 12345
+    with pytest.raises(HostError, match=r"uid \d+\) cannot read assets/my-gpt2/model.safetensors \(mode 0600.*"
+                                        r"chmod -R a\+rX assets"):
+        check_host.check_assets(other_uid)
+    check_host.check_assets(os.stat(weights).st_uid)  # its owner may
+    weights.chmod(0o644)
+    check_host.check_assets(other_uid)
+
+
+def test_submit_rejects_a_folder_that_is_not_a_job(tmp_path):
+    run = run_script("submit_job.py", "--job-folder", str(tmp_path))
+    assert run.returncode == 2 and "not a complete job folder" in run.stderr and "meta.json is missing" in run.stderr
+
+
+JOB = os.path.join(fl_system.ROOT, "jobs", "gpt2-fedavg-stream")
+
+
+@pytest.mark.parametrize("remove, words", [
+    ("app/custom/data.py", ["app/custom/client.py imports 'data'", "neither in app/custom nor installed"]),
+    ("app/custom/persistor.py", ["uses persistor.PretrainedModelPersistor", "app/custom/persistor.py is missing"]),
+    ("app/custom/client.py", ["runs 'client.py'", "app/custom/client.py is missing"]),
+    ("app/config/config_fed_client.json", ["config_fed_client.json is missing"]),
+])
+def test_check_job_names_the_missing_file(tmp_path, remove, words):
+    import shutil
+
+    job = tmp_path / "job"
+    shutil.copytree(JOB, job)
+    before = sorted(str(p.relative_to(job)) for p in job.rglob("*"))
+    os.remove(job / remove)
+    run = run_script("check_job.py", str(job), "--imports")
+    assert run.returncode == 2, run.stdout
+    for w in words:
+        assert w in run.stderr, run.stderr
+    assert "fix: regenerate the job" in run.stderr
+    assert sorted(str(p.relative_to(job)) for p in job.rglob("*")) == [p for p in before if p != remove]
+
+
+def test_check_job_passes_the_committed_job():
+    run = run_script("check_job.py", JOB, "--imports")
+    assert run.returncode == 0 and "complete (sites: site-1, site-2)" in run.stdout, run.stderr
+
+
+def test_submit_refuses_a_job_whose_sites_are_not_connected(monkeypatch):
+    from fl_deploy import submit as submit_job
+
+    import time
+
+    now = time.time()
+    # site-2 stopped 2 minutes ago: the server still lists it (for 10 minutes) but has not heard from it since.
+    monkeypatch.setattr(submit_job, "admin_nvflare", lambda *a, **k: {"status": "ok", "data": {"jobs": [], "clients": [
+        {"client_name": "site-1", "client_last_conn_time": now - 5},
+        {"client_name": "site-2", "client_last_conn_time": now - 120}]}})
+    with pytest.raises(submit_job.HostError) as e:
+        submit_job.require_sites(["site-1", "site-2", "site-3"], submit_job.parse_args([]))
+    assert "site-2, site-3 are not connected" in str(e.value), str(e.value)
+    assert "docker compose up -d site-2 site-3" in str(e.value) and "nothing was submitted" in str(e.value)
+    submit_job.require_sites(["site-1"], submit_job.parse_args([]))  # the live site alone: accepted
+
+
+def test_follow_reports_a_job_the_server_lost(monkeypatch, capsys):
+    """After a server restart the store says RUNNING for good; follow() must say so and give --resume."""
+    from fl_deploy import submit as submit_job
+
+    def fake(*args, **kwargs):
+        if args[:2] == ("job", "meta"):
+            return {"status": "ok", "data": {"status": "RUNNING"}}
+        if args[:2] == ("system", "status"):
+            return {"status": "ok", "data": {"clients": [], "jobs": []}}  # the restarted server runs nothing
+        return {"status": "ok", "data": {"logs": {"server": ""}}}
+
+    monkeypatch.setattr(submit_job, "admin_nvflare", fake)
+    args = submit_job.parse_args(["--interval", "0"])
+    with pytest.raises(submit_job.JobInterrupted, match="submit_job.py --resume abc"):
+        submit_job.follow("abc", args)
+
+
+def test_follow_waits_out_a_short_server_outage(monkeypatch, capsys):
+    from fl_deploy import submit as submit_job
+
+    answers = iter([submit_job.HostError("nvflare job meta gave no answer")] * 2 + ["FINISHED:COMPLETED"])
+
+    def fake(*args, **kwargs):
+        if args[:2] == ("job", "meta"):
+            answer = next(answers)
+            if isinstance(answer, Exception):
+                raise answer
+            return {"status": "ok", "data": {"status": answer}}
+        return {"status": "ok", "data": {"logs": {"server": ""}, "jobs": []}}
+
+    monkeypatch.setattr(submit_job, "admin_nvflare", fake)
+    assert submit_job.follow("abc", submit_job.parse_args(["--interval", "0"])) == "FINISHED:COMPLETED"
+    assert "server not answering, retrying" in capsys.readouterr().out
+
+
+def test_job_errors_keeps_the_cause_of_a_traceback():
+    from fl_deploy import job_errors
+
+    log = ("2026-11-27 21:53:00,541 - TaskScriptRunner - ERROR - Traceback (most recent call last):\n"
+           '  File "client.py", line 3, in main\n'
+           "data.DataError: dataset path '/data/imdb' does not exist\n"
+           "2026-11-27 21:53:01,000 - ServerRunner - ERROR - [identity=x, run=y] - Aborting current RUN\n"
+           "2026-11-27 21:53:02,000 - Cell - INFO - all fine\n")
+    assert job_errors.summarize(log) == ["data.DataError: dataset path '/data/imdb' does not exist",
+                                         "Aborting current RUN"]
