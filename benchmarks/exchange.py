@@ -42,6 +42,7 @@ import threading
 import time
 
 from fl_deploy import ROOT, local_federation
+from fl_deploy.project import load_project
 GIB = 1024**3
 
 
@@ -316,8 +317,7 @@ def write_bench_project(path: str, sites: list, port: int, scheme: str = None):
     (scheme, if given, in place of the project's)."""
     import yaml
 
-    with open(path) as f:
-        project = yaml.safe_load(f)
+    project = dict(load_project(path).raw)
     project["builders"] = local_federation.project_builders(path, scheme=scheme)
     others = [p for p in project["participants"] if p["type"] != "client"]
     for p in others:

@@ -352,7 +352,7 @@ def markdown(rows: list, header: str, skipped: list) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="training.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="auto",
                    help="auto (gpt2-124m with CUDA, tiny without), gpt2-124m, tiny, or a local model folder")
     p.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")

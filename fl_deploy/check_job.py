@@ -20,7 +20,7 @@ import os
 import re
 import sys
 
-from fl_deploy import ROOT
+from fl_deploy import APP_CODE, ROOT
 
 CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.[A-Z]\w*$")  # module.Class, not a file path
 
@@ -69,9 +69,10 @@ def _in_custom(custom: str, module: str) -> bool:
 
 
 def _installed(module: str, custom: str) -> bool:
-    """Whether ``module`` is in the job's custom folder or installed here, the project's own folders aside."""
-    path = [custom] + [p for p in sys.path if p and not os.path.abspath(p).startswith(ROOT + os.sep)
-                       and os.path.abspath(p) != ROOT]
+    """Whether ``module`` is in the job's custom folder or installed here; the project's own source folders (on the
+    import path of the venv and of the admin container) do not count: the sites do not have them."""
+    ours = {os.path.abspath(p) for p in (ROOT, APP_CODE)}
+    path = [custom] + [p for p in sys.path if p and os.path.abspath(p) not in ours]
     return module in sys.builtin_module_names or importlib.machinery.PathFinder.find_spec(module, path) is not None
 
 
@@ -115,7 +116,7 @@ def check_app(job: str, app: str, roles: set, imports: bool) -> list:
             module = class_path.rsplit(".", 1)[0]
             top = module.split(".")[0]
             if top in ours or "." not in module:  # the job's own code: it must be in custom/
-                if not _in_custom(custom, module) and not (imports and _installed(top, custom)):
+                if not _in_custom(custom, module) and (top in ours or not (imports and _installed(top, custom))):
                     problems.append(f"{os.path.basename(path)} uses {class_path} but "
                                     f"{app}/custom/{module.replace('.', '/')}.py is missing")
             elif imports and not _installed(top, custom):

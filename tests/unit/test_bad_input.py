@@ -98,7 +98,7 @@ def test_check_host_port_in_use(tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         s.listen()
         with pytest.raises(HostError, match=f"port {s.getsockname()[1]} .* in use"):
-            check_host.check_port(s.getsockname()[1], "127.0.0.1")
+            check_host.check_port("127.0.0.1", s.getsockname()[1])
 
 
 def test_check_host_kits_missing(tmp_path, monkeypatch):
@@ -106,9 +106,13 @@ def test_check_host_kits_missing(tmp_path, monkeypatch):
     from fl_deploy.host import HostError
 
     monkeypatch.setattr(check_host, "ROOT", str(tmp_path))
-    (tmp_path / "compose.participants.yaml").write_text("    - ./workspace/kits/site-1:/kit:ro\n")
-    with pytest.raises(HostError, match="no startup kit for site-1"):
-        check_host.check_kits()
+    kit = tmp_path / "workspace" / "kits" / "site-1"
+    model = {"services": {"site-1": {"volumes": [{"type": "bind", "source": str(kit), "target": "/kit"},
+                                                 {"type": "volume", "source": "ws", "target": "/workspace"}]}}}
+    with pytest.raises(HostError, match="no startup kit in workspace/kits/site-1: provision first"):
+        check_host.check_kits(model)
+    (kit / "startup").mkdir(parents=True)
+    check_host.check_kits(model)
 
 
 def test_check_host_assets_the_containers_cannot_read(tmp_path, monkeypatch):
@@ -139,11 +143,21 @@ def test_submit_rejects_a_folder_that_is_not_a_job(tmp_path):
 JOB = os.path.join(fl_system.ROOT, "jobs", "gpt2-fedavg-stream")
 
 
+def check_job_cli(*args):
+    """python3 -m fl_deploy.check_job, as submit_job.py runs it in the admin container."""
+    return subprocess.run([sys.executable, "-m", "fl_deploy.check_job", *args], capture_output=True, text=True)
+
+
 @pytest.mark.parametrize("remove, words", [
-    ("app/custom/data.py", ["app/custom/client.py imports 'data'", "neither in app/custom nor installed"]),
-    ("app/custom/persistor.py", ["uses persistor.PretrainedModelPersistor", "app/custom/persistor.py is missing"]),
-    ("app/custom/client.py", ["runs 'client.py'", "app/custom/client.py is missing"]),
-    ("app/config/config_fed_client.json", ["config_fed_client.json is missing"]),
+    # The venv and the admin container have app_code/ on their import path: a module missing from the job must
+    # still be reported, not found there.
+    ("app_site/custom/fl_site/data.py", ["app_site/custom/fl_site/client.py imports 'fl_site.data'",
+                                         "neither in app_site/custom nor installed"]),
+    ("app_site/custom/fl_common/model.py", ["app_site/custom/fl_site/client.py imports 'fl_common.model'"]),
+    ("app_server/custom/fl_server/persistor.py", ["uses fl_server.persistor.PretrainedModelPersistor",
+                                                  "app_server/custom/fl_server/persistor.py is missing"]),
+    ("app_site/custom/fl_site/client.py", ["runs 'fl_site/client.py'", "app_site/custom/fl_site/client.py is missing"]),
+    ("app_site/config/config_fed_client.json", ["config_fed_client.json is missing"]),
 ])
 def test_check_job_names_the_missing_file(tmp_path, remove, words):
     import shutil
@@ -152,7 +166,7 @@ def test_check_job_names_the_missing_file(tmp_path, remove, words):
     shutil.copytree(JOB, job)
     before = sorted(str(p.relative_to(job)) for p in job.rglob("*"))
     os.remove(job / remove)
-    run = run_script("check_job.py", str(job), "--imports")
+    run = check_job_cli(str(job), "--imports")
     assert run.returncode == 2, run.stdout
     for w in words:
         assert w in run.stderr, run.stderr
@@ -161,7 +175,7 @@ def test_check_job_names_the_missing_file(tmp_path, remove, words):
 
 
 def test_check_job_passes_the_committed_job():
-    run = run_script("check_job.py", JOB, "--imports")
+    run = check_job_cli(JOB, "--imports")
     assert run.returncode == 0 and "complete (sites: site-1, site-2)" in run.stdout, run.stderr
 
 

@@ -1,5 +1,5 @@
-"""benchmark_exchange.py's own logic: the project it deploys, its argument checks. (The measurement itself is a
-benchmark, not a test: `scripts/benchmark_exchange.py --model tiny` smoke-runs it in a minute.)"""
+"""benchmarks/exchange.py's own logic: the project it deploys, its argument checks. (The measurement itself is a
+benchmark, not a test: `benchmarks/exchange.py --model tiny` smoke-runs it in a minute.)"""
 
 import os
 import shutil
@@ -9,21 +9,20 @@ import yaml
 
 from benchmarks import exchange as benchmark_exchange
 from fl_deploy import provision
+from fl_deploy.project import load_project
 
 
 def test_bench_project_has_the_sites_and_port_and_keeps_the_rest(tmp_path):
     path = str(tmp_path / "project.yml")
     shutil.copy(os.path.join(benchmark_exchange.ROOT, "project.yml"), path)
     benchmark_exchange.write_bench_project(path, ["site-1", "site-2", "site-3"], 41234)
-    project = provision.load_project(path)  # still a valid project for provisioning
-    who = provision.participants(project)
-    assert who["sites"] == ["site-1", "site-2", "site-3"]
+    project = load_project(path)  # still a valid project for provisioning
+    assert project.sites == ("site-1", "site-2", "site-3")
     with open(os.path.join(benchmark_exchange.ROOT, "project.yml")) as f:
         original = yaml.safe_load(f)
-    server = next(p for p in project["participants"] if p["type"] == "server")
-    assert server["fed_learn_port"] == 41234 and server["name"] == "fl-server"
-    assert who["admins"] == [p["name"] for p in original["participants"] if p["type"] == "admin"]
-    assert project["builders"] == original["builders"]
+    assert project.port == 41234 and project.server == "fl-server"
+    assert [a.name for a in project.admins] == [p["name"] for p in original["participants"] if p["type"] == "admin"]
+    assert project.builders == original["builders"]
 
 
 def test_a_scheme_configuration_provisions_kits_with_that_scheme(tmp_path):
@@ -31,8 +30,8 @@ def test_a_scheme_configuration_provisions_kits_with_that_scheme(tmp_path):
     shutil.copy(os.path.join(benchmark_exchange.ROOT, "project.yml"), path)
     config = "plain-offload-grpc"
     benchmark_exchange.write_bench_project(path, ["site-1"], 41234, scheme=benchmark_exchange.CONFIG_SCHEME[config])
-    kits = provision.provision(path, str(tmp_path / "ws"), storage_root=str(tmp_path / "store"), force=False,
-                               service_uid=0)["kits"]
+    kits = provision.provision(load_project(path), str(tmp_path / "ws"), storage_root=str(tmp_path / "store"),
+                               force=False, service_uid=0)
     for kit, config_file in ((kits["site-1"], "fed_client.json"), (kits["fl-server"], "fed_server.json")):
         with open(os.path.join(kit, "startup", config_file)) as f:
             assert '"scheme": "grpc"' in f.read(), (kit, config_file)

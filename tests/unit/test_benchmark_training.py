@@ -1,4 +1,4 @@
-"""scripts/benchmark_training.py: the FL client's training throughput against the standalone trainer."""
+"""benchmarks/training.py: the FL client's training throughput against the standalone trainer."""
 
 import os
 import subprocess
@@ -9,8 +9,9 @@ import pytest
 from benchmarks import training as bt
 from support import check_measurement
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "benchmark_training.py")
+from fl_deploy import ROOT
+
+SCRIPT = os.path.join(ROOT, "benchmarks", "training.py")
 
 
 def run_cli(*argv):
@@ -29,7 +30,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, words):
     proc = run_cli(*argv)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("benchmark_training.py: error:") and words in last
+    assert last.startswith("training.py: error:") and words in last
 
 
 def test_help():

@@ -263,7 +263,8 @@ def test_full_persistor_is_unchanged_by_the_options(tiny_assets, tmp_path):
 def _job_config(job, name):
     import json
 
-    with open(os.path.join(job, "app", "config", name)) as f:
+    app = "app_server" if name == "config_fed_server.json" else "app_site"
+    with open(os.path.join(job, app, "config", name)) as f:
         return json.load(f)
 
 
@@ -311,9 +312,8 @@ def test_standalone_trainer_with_lora_saves_a_plain_merged_model(tiny_assets, tm
 
     from transformers import AutoModelForCausalLM
 
-    trainer = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app_code", "trainer.py")
     run = subprocess.run(
-        [sys.executable, trainer, "--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"],
+        [sys.executable, "-m", "fl_site.trainer", "--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"],
          "--max_steps", "2", "--batch_size", "4", "--eval_samples", "8", "--output_dir", str(tmp_path / "out"),
          "--lora", "--lora_r", "4", "--learning_rate", "1e-2"],
         cwd=str(tmp_path), capture_output=True, text=True, timeout=300,

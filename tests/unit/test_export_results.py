@@ -12,7 +12,7 @@ import pytest
 
 from fl_deploy import results as export_results
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from fl_deploy import ROOT  # noqa: E402
 SCRIPT = os.path.join(ROOT, "scripts", "export_results.py")
 SITES = ["site-1", "site-2"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

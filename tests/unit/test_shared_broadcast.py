@@ -1,4 +1,4 @@
-"""The shared broadcast (app_code/shared_broadcast.py): the round's global model serialized once for all sites."""
+"""The shared broadcast (app_code/fl_server/shared_broadcast.py): the round's global model serialized once for all sites."""
 
 import threading
 import time
@@ -164,7 +164,7 @@ def test_per_site_or_non_tensor_params_keep_nvflares_broadcast(controller, broad
 
 
 def test_a_failing_shared_download_falls_back_to_nvflares_broadcast(controller, monkeypatch):
-    import shared_broadcast
+    from fl_server import shared_broadcast
     from nvflare.app_common.abstract.fl_model import FLModel
 
     def refuse(*a, **k):

@@ -1,32 +1,35 @@
-"""submit_job.py turns .env settings into make_job.py flags: every flag it passes must be one make_job accepts."""
+"""submit_job.py hands make_job.py the job settings of .env and the environment, and its own unknown flags."""
 
 import pytest
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, ["--transfer", "offload"]),
-    ({"FL_LORA": "1", "FL_EXCHANGE_DTYPE": "bfloat16", "FL_TRANSFER": "tensor"},
-     ["--lora", "--transfer", "tensor", "--exchange_dtype", "bfloat16"]),
-])
-def test_env_settings_become_make_job_flags(monkeypatch, tmp_path, env, expected):
+def test_env_settings_and_extra_flags_reach_make_job(monkeypatch, tmp_path):
+    """submit_job holds no job defaults: every FL_* of .env and the environment (which wins) goes to make_job in the
+    admin container, its unknown flags too (they win over both), and make_job takes its fields from them."""
     from fl_deploy import job as make_job
     from fl_deploy import submit as submit_job
 
-    for name in ["FL_LORA", "FL_EXCHANGE_DTYPE", "FL_TRANSFER", *submit_job.JOB_SETTINGS]:
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    args = submit_job.parse_args(["--env-file", str(tmp_path / "none.env")])
-    flags = submit_job.make_job_flags(args)
-    for flag in expected:
-        assert flag in flags, flags
-    if "--exchange_dtype" in expected:
-        assert flags[flags.index("--exchange_dtype") + 1] == "bfloat16"
-    parsed = make_job.parse_args(flags + ["--out", str(tmp_path / "job"), "--sites", "site-1,site-2"])
-    assert parsed.lora == ("--lora" in expected)
-    assert parsed.transfer == env.get("FL_TRANSFER", "offload")
-    assert flags[flags.index("--transfer") + 1] == parsed.transfer
-    assert parsed.exchange_dtype == env.get("FL_EXCHANGE_DTYPE", "float32")
+    for name in [n for n in __import__("os").environ if n.startswith("FL_")]:
+        monkeypatch.delenv(name)
+    env_file = tmp_path / ".env"
+    env_file.write_text("FL_ROUNDS=5\nFL_LORA=1\nFL_TRANSFER=memory\nFL_IMAGE=gpt2-fl:test\n# FL_SEED=1\n")
+    monkeypatch.setenv("FL_TRANSFER", "tensor")
+    args = submit_job.parse_args(["--env-file", str(env_file), "--max_steps", "9", "--rounds", "6"])
+    assert args.job_flags == ["--max_steps", "9", "--rounds", "6"]
+    options = submit_job.job_environment(args)
+    assert options[::2] == ["-e"] * (len(options) // 2)
+    environ = dict(o.split("=", 1) for o in options[1::2])
+    assert environ == {"FL_ROUNDS": "5", "FL_LORA": "1", "FL_TRANSFER": "tensor", "FL_IMAGE": "gpt2-fl:test"}
+    job, train, _ = make_job.parse_args([*args.job_flags, "--sites", "site-1,site-2"], environ=environ)
+    assert (job.rounds, job.transfer, train.lora, train.max_steps) == (6, "tensor", True, 9)
+
+
+def test_submit_refuses_job_flags_with_a_job_folder(capsys):
+    from fl_deploy import submit as submit_job
+
+    with pytest.raises(SystemExit) as e:
+        submit_job.parse_args(["--job-folder", "jobs/gpt2-fedavg-stream", "--rounds", "2"])
+    assert e.value.code == 2 and "cannot apply" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("envelope, expected", [

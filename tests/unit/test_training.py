@@ -1,4 +1,4 @@
-"""Training configuration (app_code/training.py) and the standalone trainer CLI (app_code/trainer.py)."""
+"""Training configuration (app_code/fl_site/training.py) and the standalone trainer (python -m fl_site.trainer)."""
 
 import json
 import math
@@ -10,8 +10,6 @@ import pytest
 
 from fl_site.training import TrainSettings, parse_settings, sft_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAINER = os.path.join(ROOT, "app_code", "trainer.py")
 
 
 # ---------------------------------------------------------------- settings
@@ -28,7 +26,7 @@ def test_defaults_are_the_upstream_sft_config():
     assert s.max_length == 128
     assert s.model == "gpt2"
     assert s.dataset == "stanfordnlp/imdb"
-    assert s.max_steps == -1
+    assert s.max_steps == 200  # per round in FL (the job's default), in all standalone
     assert s == TrainSettings()
 
 
@@ -66,8 +64,8 @@ def _value(x):
 def test_sft_config_matches_the_settings(tmp_path):
     import torch
 
-    s = TrainSettings(output_dir=str(tmp_path / "out"), batch_size=4, grad_accum=3, max_steps=5, max_length=64)
-    c = sft_config(s, "site-7")
+    s = TrainSettings(batch_size=4, grad_accum=3, max_steps=5, max_length=64)
+    c = sft_config(s, str(tmp_path / "out" / "site-7"))
     assert c.loss_type == "nll"
     assert c.report_to in ("none", [], ["none"])
     assert c.use_cpu is (not torch.cuda.is_available())
@@ -93,7 +91,7 @@ def test_sft_config_bf16_is_off_on_cpu_even_when_asked(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("CPU-only behaviour")
-    c = sft_config(TrainSettings(output_dir=str(tmp_path), bf16=True), "site-1")
+    c = sft_config(TrainSettings(bf16=True), str(tmp_path / "site-1"))
     assert c.bf16 is False
 
 
@@ -125,7 +123,7 @@ def test_shard_of_with_no_sites(sites):
 def _run_trainer(args, cwd):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     return subprocess.run(
-        [sys.executable, TRAINER, *args], cwd=str(cwd), env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "fl_site.trainer", *args], cwd=str(cwd), env=env, capture_output=True, text=True, timeout=300
     )
 
 
