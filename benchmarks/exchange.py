@@ -414,7 +414,8 @@ def main(argv=None) -> int:
     p.add_argument("--configs", default=DEFAULT_CONFIGS,
                    help=f"comma-separated, from: {', '.join(CONFIGS)} (default {DEFAULT_CONFIGS})")
     p.add_argument("--rounds", type=int, default=2, help="rounds per configuration (the first one is reported too)")
-    p.add_argument("--model", choices=["gpt2", "tiny"], default="gpt2", help="gpt2: the 124M architecture")
+    p.add_argument("--model", choices=["gpt2-124m", "tiny"], default="gpt2-124m",
+                   help="gpt2-124m: GPT-2's 124M architecture, random init; tiny: the test model")
     p.add_argument("--project", default="6,8", metavar="SITES",
                    help="with two or more --sites counts: project each configuration's server and site peaks to "
                         "gpt2-large at these site counts, from the measured slopes ('' = no projection)")
@@ -515,7 +516,7 @@ def main(argv=None) -> int:
     plot(rows, os.path.join(args.out, "benchmark.png"), header)
     print("\n" + header + "\n\n" + "\n".join(md))
     targets = [int(x) for x in args.project.split(",") if x.strip()]
-    if targets and len(set(counts)) >= 2 and args.model == "gpt2":
+    if targets and len(set(counts)) >= 2 and args.model == "gpt2-124m":
         base = runtime_base(configs[0], work_root, runner)
         lines = projection(rows, model_bytes, base, targets)
         with open(os.path.join(args.out, "projection.md"), "w") as f:

@@ -41,6 +41,14 @@ def copy_project(work: str, with_wheels: bool = True):
                 os.link(os.path.join(wheels, name), dst)
 
 
+def checkout_env(work: str, base: dict = None) -> dict:
+    """An environment in which Python imports the copy's own packages (fl_deploy, app_code/) rather than this
+    checkout's, which the venv's project.pth names: for running the copy's scripts with the venv's Python."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [work, os.path.join(work, "app_code"), env.get("PYTHONPATH")]))
+    return env
+
+
 def _cgroup_dir(cid: str) -> str:
     for path in (f"/sys/fs/cgroup/memory/docker/{cid}",                  # cgroup v1, cgroupfs driver
                  f"/sys/fs/cgroup/system.slice/docker-{cid}.scope",       # cgroup v2, systemd driver

@@ -53,7 +53,7 @@ TINY = {"HF_HUB_OFFLINE": "1", "FL_MODEL": "/assets/tiny/model", "FL_DATASET": "
 
 
 import docker_env  # noqa: E402
-from fl_deploy.compose_stack import copy_project, peak_memory_bytes  # noqa: E402
+from fl_deploy.compose_stack import checkout_env, copy_project, peak_memory_bytes  # noqa: E402
 
 docker_env.require_docker()
 
@@ -102,7 +102,7 @@ class Stack:
         return run
 
     def nvflare(self, *args) -> dict:
-        """nvflare CLI in the admin container, as scripts/compose_env.admin_nvflare runs it."""
+        """nvflare CLI in the admin container, as fl_deploy.host.admin_nvflare runs it."""
         run = self.compose("exec", "-T", "admin", "nvflare", "--format", "json", *args, "--startup-kit", ADMIN_KIT,
                            check=False, timeout=120)
         lines = run.stdout.strip().splitlines()
@@ -127,7 +127,7 @@ class Stack:
 
     def make_job(self, out: str, *args):
         run = subprocess.run([sys.executable, "scripts/make_job.py", "--out", out, *args], cwd=self.work,
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, env=checkout_env(self.work))
         assert run.returncode == 0, run.stderr[-2000:]
         return out
 
@@ -209,8 +209,8 @@ def stack(tmp_path_factory):
     port = fl_system.free_port()
     edit_project(work, port)
     project = f"flt-{os.getpid()}"
-    env = dict(os.environ, FL_PROJECT_NAME=project, FL_IMAGE=f"gpt2-fl:{project}", FL_SERVER_BIND="127.0.0.1",
-               FL_ROUNDS_TINY=str(ROUNDS), **TINY)
+    env = checkout_env(work, dict(os.environ, FL_PROJECT_NAME=project, FL_IMAGE=f"gpt2-fl:{project}", FL_SERVER_BIND="127.0.0.1",
+               FL_ROUNDS_TINY=str(ROUNDS), **TINY))
     if os.environ.get("FL_TEST_BASE_IMAGE"):
         env["FL_BASE_IMAGE"] = os.environ["FL_TEST_BASE_IMAGE"]
     s = Stack(work, env, project)
@@ -434,14 +434,15 @@ def test_resumed_job_runs_exactly_the_missing_rounds(stack, server_restarted, ca
 def test_site_from_another_provisioning_is_rejected(stack, tmp_path, capsys):
     """A site kit from another provisioning of the same project file (own root CA; same server name, port and
     site name), run as the image runs a site, on the stack's network where the server's name resolves."""
-    from fl_deploy import provision
+    from fl_deploy import IMAGE_UID, provision
+    from fl_deploy.project import load_project
 
     with open(os.path.join(stack.work, "project.yml")) as f:
         text = f.read()
     rogue_project = tmp_path / "rogue.yml"
     rogue_project.write_text(text.replace("\nname: gpt2-fl\n", "\nname: rogue-fl\n", 1))
-    kit = provision.provision(str(rogue_project), str(tmp_path / "ws"), str(tmp_path / "store"), False,
-                              provision.DEFAULT_SERVICE_UID)["kits"]["site-1"]
+    kit = provision.provision(load_project(str(rogue_project)), str(tmp_path / "ws"), str(tmp_path / "store"), False,
+                              IMAGE_UID)["site-1"]
     server = stack.cid("server")
     log_start = int(stack.exec(server, "stat", "-c", "%s", "/workspace/log.txt").stdout)
     name = f"{stack.project}-rogue"

@@ -42,7 +42,7 @@ JOB_ENV = {
 
 
 import docker_env  # noqa: E402
-from fl_deploy.compose_stack import copy_project  # noqa: E402
+from fl_deploy.compose_stack import checkout_env, copy_project  # noqa: E402
 
 docker_env.require_docker()
 
@@ -133,8 +133,8 @@ def multihost(tmp_path_factory):
         "name: fl-server", f"name: {SERVER_NAME}")
     with open(os.path.join(work, "project.yml"), "w") as f:
         f.write(text)
-    must([sys.executable, "scripts/provision.py"], cwd=work)
-    must([sys.executable, "scripts/make_tiny_assets.py", "--out", "assets/tiny"], cwd=work)
+    must([sys.executable, "scripts/provision.py"], cwd=work, env=checkout_env(work))
+    must([sys.executable, "scripts/make_tiny_assets.py", "--out", "assets/tiny"], cwd=work, env=checkout_env(work))
 
     server_env = {k: v for k, v in os.environ.items() if not k.startswith(("FL_", "COMPOSE_"))}
     server_env.update(JOB_ENV, FL_PROJECT_NAME=SERVER_PROJECT, FL_IMAGE=image,
@@ -157,7 +157,7 @@ def multihost(tmp_path_factory):
         # Export the bundles (timed), ship each site its archive only, unpack it on its "host".
         t0 = time.monotonic()
         export = must([sys.executable, "scripts/export_bundles.py", "--out", "bundles", "--image", image,
-                       "--archive"], cwd=work)
+                       "--archive"], cwd=work, env=checkout_env(work))
         state["export_s"] = time.monotonic() - t0
         state["export_out"] = export.stdout
         for site, host in hosts.items():
@@ -242,7 +242,7 @@ def test_export_rejects_bad_input(multihost, tmp_path):
         (["--out", "bundles"], "already exist"),
     ]
     for args, expected in cases:
-        r = run([sys.executable, "scripts/export_bundles.py", *args], cwd=work)
+        r = run([sys.executable, "scripts/export_bundles.py", *args], cwd=work, env=checkout_env(work))
         assert r.returncode == 2 and r.stderr.startswith("error:") and expected in r.stderr, (args, r.stderr)
 
 

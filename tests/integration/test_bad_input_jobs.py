@@ -1,6 +1,6 @@
 """Bad input that only shows once a job runs, on a real federation (processes from provisioned kits):
 a site's dataset missing and a corrupt initial checkpoint. Each must end the job in bounded time with a log line
-that names the problem and the fix, readable from the admin (scripts/job_errors.py, as scripts/submit_job.py prints
+that names the problem and the fix, readable from the admin (fl_deploy/job_errors.py, as scripts/submit_job.py prints
 it on a failed job), and leave the job store, the kits and earlier checkpoints as they were."""
 
 import hashlib
@@ -51,8 +51,8 @@ def run_job(fed, tiny_assets, tmp_path, *flags) -> dict:
     elapsed = time.monotonic() - start
     status = fed.nvflare("job", "meta", job_id)["data"]["status"]
     dl = fed.nvflare("job", "download", job_id, "-o", str(tmp_path / "dl"))["data"]["download_path"]
-    run = subprocess.run([os.path.join(fl_system.VENV_BIN, "python"), os.path.join(fl_system.ROOT, "scripts",
-                          "job_errors.py"), job_id, "--startup-kit", fed.admin_kit, "-o", dl],
+    run = subprocess.run([os.path.join(fl_system.VENV_BIN, "python"), "-m", "fl_deploy.job_errors", job_id,
+                          "--startup-kit", fed.admin_kit, "-o", dl],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()

@@ -94,13 +94,13 @@ def test_fl_started_from_the_pretrained_weights(finished_job):
     from fl_site.training import build_trainer, evaluate, parse_settings
 
     assets = finished_job["assets"]
-    settings = parse_settings(["--model", assets["model"], "--dataset", assets["dataset"], *TRAIN,
-                               "--output_dir", os.path.join(finished_job["fed"].root, "eval")])
+    settings = parse_settings(["--model", assets["model"], "--dataset", assets["dataset"], *TRAIN])
+    scratch = os.path.join(finished_job["fed"].root, "eval")
     train_ds, eval_ds = site_split(settings.dataset, 0, len(SITES), eval_samples=settings.eval_samples)
     model, tokenizer = load_model_and_tokenizer(settings.model)
-    pretrained_loss = evaluate(build_trainer(model, tokenizer, train_ds, eval_ds, settings, "check"))["eval_loss"]
+    pretrained_loss = evaluate(build_trainer(model, tokenizer, train_ds, eval_ds, settings, scratch))["eval_loss"]
     random_model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(settings.model))
-    random_loss = evaluate(build_trainer(random_model, tokenizer, train_ds, eval_ds, settings, "check"))["eval_loss"]
+    random_loss = evaluate(build_trainer(random_model, tokenizer, train_ds, eval_ds, settings, scratch))["eval_loss"]
     assert abs(pretrained_loss - random_loss) > 1e-3  # the check below can tell the two apart
 
     metrics = os.path.join(finished_job["result"], "workspace", "metrics", "round_metrics.jsonl")
@@ -108,6 +108,19 @@ def test_fl_started_from_the_pretrained_weights(finished_job):
     for site in round0["sites"]:
         values = {m["name"]: m["value"] for m in site["metrics"]}
         assert values["global_eval_loss"] == pytest.approx(pretrained_loss, abs=1e-4), site["name"]
+
+
+def test_results_export_finds_the_model_the_job_names(finished_job, tmp_path):
+    """export_results.py without --model reads the model from the downloaded job's own server configuration."""
+    import shutil
+
+    from fl_deploy import results
+
+    result = str(tmp_path / "result")
+    shutil.copytree(finished_job["result"], result)
+    written = results.export(result)
+    assert os.path.join(result, "global_model") in written and os.path.join(result, "metrics.csv") in written
+    assert results.job_model(os.path.join(result, "workspace")) == finished_job["assets"]["model"]
 
 
 def test_tensor_streaming_ran(finished_job):

@@ -74,12 +74,12 @@ def test_resume_after_server_kill(tmp_path, tiny_assets, capsys):
     assert [r["round"] for r in rounds] == list(range(done + 1, ROUNDS))
 
     # The resumed job's first global model is the persisted checkpoint, not the pretrained model.
-    settings = parse_settings(["--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"], *TRAIN,
-                               "--output_dir", str(tmp_path / "eval")])
+    settings = parse_settings(["--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"], *TRAIN])
     train_ds, eval_ds = site_split(settings.dataset, 0, len(SITES), eval_samples=settings.eval_samples)
     model = AutoModelForCausalLM.from_pretrained(settings.model)
     load_exchanged_state_dict(model, torch.load(progress["checkpoint"], weights_only=True)["model"])
-    ckpt_loss = evaluate(build_trainer(model, load_tokenizer(settings.model), train_ds, eval_ds, settings, "c"))
+    ckpt_loss = evaluate(build_trainer(model, load_tokenizer(settings.model), train_ds, eval_ds, settings,
+                                       str(tmp_path / "eval")))
     for site in rounds[0]["sites"]:
         values = {m["name"]: m["value"] for m in site["metrics"]}
         assert values["global_eval_loss"] == pytest.approx(ckpt_loss["eval_loss"], abs=1e-4)

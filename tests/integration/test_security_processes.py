@@ -30,11 +30,13 @@ def read(path):
 
 def test_site_from_another_ca_is_rejected(federation, tmp_path):
     from fl_deploy import provision
+    from fl_deploy.project import load_project
 
     # Same project shape, same server name and port, even the same site name: only the root CA differs.
     rogue_project = str(tmp_path / "rogue.yml")
     fl_system.write_project(rogue_project, federation.port, ["site-1"], name="rogue")
-    kit = provision.provision(rogue_project, str(tmp_path / "ws"), str(tmp_path / "store"), False, 0)["kits"]["site-1"]
+    kit = provision.provision(load_project(rogue_project), str(tmp_path / "ws"), str(tmp_path / "store"), False,
+                              0)["site-1"]
     run_dir = tmp_path / "rogue-run"
     run_dir.mkdir()
     env = dict(os.environ, PATH=fl_system.VENV_BIN + os.pathsep + os.environ["PATH"], NVFL_WORKSPACE=str(run_dir))
