@@ -19,6 +19,7 @@ per bundle, owner and modes kept).
 """
 
 import argparse
+import ipaddress
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ import tarfile
 import time
 
 from fl_deploy import IMAGE_UID, ROOT
-from fl_deploy.project import ProjectError, load_project
+from fl_deploy.project import ProjectError, check_deployable, load_project
 
 DOCKER = os.path.join(ROOT, "docker")
 FILL_IN = "<fill in>"
@@ -46,8 +47,9 @@ def read_json(path: str) -> dict:
         raise ExportError(f"cannot read {path}: {e}")
 
 
-def check_kit(kits_dir: str, name: str, kind: str, server: str, port: int) -> str:
-    """The kit's folder, after checking that it exists and dials the server project.yml names (not stale)."""
+def check_kit(kits_dir: str, name: str, kind: str, dial) -> str:
+    """The kit's folder, after checking that it exists and dials what project.yml gives it (``dial``, a
+    project.Dial: the server's default host, or the participant's connect_to): otherwise it is stale."""
     kit = os.path.join(kits_dir, name)
     startup = os.path.join(kit, "startup")
     if not os.path.isdir(startup):
@@ -58,17 +60,37 @@ def check_kit(kits_dir: str, name: str, kind: str, server: str, port: int) -> st
     if kind == "site":
         cfg = read_json(os.path.join(startup, "fed_client.json"))
         dials = {s.get("service", {}).get("target") for s in cfg.get("servers", [])}
-        expected = f"{server}:{port}"
     else:
         cfg = read_json(os.path.join(startup, "fed_admin.json")).get("admin", {})
         dials = {f"{cfg.get('host')}:{cfg.get('port')}"}
-        expected = f"{server}:{port}"
+    expected = f"{dial.host}:{dial.port}"
     if dials != {expected}:
         raise ExportError(
             f"the kit of {name!r} dials {', '.join(sorted(map(str, dials)))} but project.yml says {expected}: "
             "the kits are stale, re-provision (python3 scripts/provision.py --force)"
         )
     return kit
+
+
+def check_server_address(address: str) -> str:
+    """--server-address as the sites' FL_SERVER_ADDRESS: host-gateway or an IP address another host can reach
+    (Docker's extra_hosts takes no names; a loopback or unspecified address is the site's own container)."""
+    if address == FILL_IN:
+        return address
+    fix = ("give the server host's IP address as the sites reach it (ip -4 addr on the server host), or "
+           "host-gateway when a site runs on the server's own host")
+    if address == "host-gateway":
+        return address
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise ExportError(f"--server-address {address!r} is not an IP address (Docker's extra_hosts takes no names "
+                          f"or placeholders): {fix}; resolve a name first: getent ahostsv4 NAME") from None
+    if ip.is_loopback or ip.is_unspecified:
+        kind = "a loopback" if ip.is_loopback else "the unspecified"
+        raise ExportError(f"--server-address {address} is {kind} address: inside a site's container it never "
+                          f"reaches the server; {fix}")
+    return address
 
 
 def copy_tree_keep_owner(src: str, dst: str):
@@ -197,6 +219,8 @@ def export(project_path: str, workspace: str, out: str, sites: list = None, admi
            image: str = DEFAULT_IMAGE, server_address: str = FILL_IN, offline: str = "0", force: bool = False,
            make_archives: bool = False) -> dict:
     project = load_project(project_path)
+    check_deployable(project)
+    check_server_address(server_address)
     server, port = project.server_host, project.port
     kits_dir = os.path.join(workspace, "kits")
     if not os.path.isdir(kits_dir):
@@ -209,9 +233,9 @@ def export(project_path: str, workspace: str, out: str, sites: list = None, admi
         raise ExportError("--server-address and --image must be one line")
 
     # Check every kit before writing anything.
-    kits = {s: check_kit(kits_dir, s, "site", server, port) for s in chosen}
+    kits = {s: check_kit(kits_dir, s, "site", project.dials[s]) for s in chosen}
     admins = project.admins if admin else ()
-    admin_kits = {a.service: (a.name, check_kit(kits_dir, a.name, "admin", server, port)) for a in admins}
+    admin_kits = {a.service: (a.name, check_kit(kits_dir, a.name, "admin", project.dials[a.name])) for a in admins}
 
     names = [*kits, *admin_kits]
     existing = [n for n in names if os.path.lexists(os.path.join(out, n))]
@@ -229,16 +253,16 @@ def export(project_path: str, workspace: str, out: str, sites: list = None, admi
         shutil.copy2(os.path.join(DOCKER, "services.yaml"), os.path.join(dest, "services.yaml"))
         os.makedirs(os.path.join(dest, "assets"))
         with open(os.path.join(dest, ".env"), "w") as f:
-            f.write(env_template(site, server, port, project.name, image, server_address, offline))
+            f.write(env_template(site, project.dials[site].host, port, project.name, image, server_address, offline))
         with open(os.path.join(dest, "README.md"), "w") as f:
-            f.write(site_readme(site, server, port, image))
+            f.write(site_readme(site, project.dials[site].host, port, image))
         written[site] = dest
     for bundle, (name, kit) in admin_kits.items():  # named as the compose services: admin, admin-2, ...
         dest = os.path.join(out, bundle)
         prepare(dest)
         copy_tree_keep_owner(kit, os.path.join(dest, "kit"))
         with open(os.path.join(dest, "README.md"), "w") as f:
-            f.write(admin_readme(name, server, port, image))
+            f.write(admin_readme(name, project.dials[name].host, port, image))
         written[bundle] = dest
     archives = {name: archive(path) for name, path in written.items()} if make_archives else {}
     return {"server": server, "port": port, "bundles": written, "archives": archives}

@@ -41,8 +41,9 @@ def participants_model(project: Project) -> dict:
     port = project.port
     services["server"] = {
         **base("fl-server", project.server_kit, volume_name("server")),
-        # The host name every kit dials and the server's certificate answers to: on one host, this alias.
-        "networks": {"default": {"aliases": [project.server_host]}},
+        # Every host name a kit dials (the server's default host, a participant's connect_to host), each one a
+        # name the server's certificate answers to: on one host, these aliases.
+        "networks": {"default": {"aliases": project.server_aliases}},
         "ports": [f"${{FL_SERVER_BIND:-0.0.0.0}}:{port}:{port}"],
     }
     for site in project.sites:

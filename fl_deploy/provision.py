@@ -19,7 +19,8 @@ import subprocess
 import sys
 
 from fl_deploy import IMAGE_UID, ROOT
-from fl_deploy.project import Project, ProjectError, load_project
+from fl_deploy.project import Project, ProjectError, check_deployable, load_project
+
 
 def newest_prod_dir(provision_dir: str, project_name: str) -> str:
     base = os.path.join(provision_dir, project_name)
@@ -102,6 +103,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         project = load_project(args.project)
+        check_deployable(project)  # before anything is written: what the containers could not run
         kits = provision(project, args.workspace, args.storage_root, args.force, args.service_uid)
     except ProjectError as e:
         print(f"error: {e}", file=sys.stderr)
