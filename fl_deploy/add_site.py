@@ -21,8 +21,8 @@ import time
 import yaml
 
 from fl_deploy import IMAGE_UID, ROOT, compose_files
-from fl_deploy.project import DNS_LABEL, Project, ProjectError, load_project, parse_project
-from fl_deploy.provision import chown_tree, run_nvflare_provision
+from fl_deploy.project import DNS_LABEL, Project, ProjectError, check_deployable, load_project, parse_project
+from fl_deploy.provision import chown_tree, run_nvflare_provision, state_dir
 
 
 def with_site(project: Project, text: str, site: str, org: str) -> tuple:
@@ -61,29 +61,63 @@ def check_same_scheme(project: Project, kits_dir: str):
             "project.yml (StaticFileBuilder args), or re-provision everyone (scripts/provision.py --force) and restart")
 
 
+def running_root_ca(project: Project, kits_dir: str) -> tuple:
+    """(path, bytes) of the root CA the running federation trusts: the server's kit's, else (a host without the
+    server's kit) any installed kit's."""
+    names = [project.server_kit, *project.sites, *(a.name for a in project.admins)]
+    for name in names:
+        path = os.path.join(kits_dir, name, "startup", "rootCA.pem")
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                return path, f.read()
+    raise ProjectError(f"no installed kit in {kits_dir} holds a rootCA.pem: provision the federation first "
+                       "(scripts/provision.py)")
+
+
 def add_site(project_path: str, workspace: str, site: str, org: str, service_uid: int) -> tuple:
-    """Add the site to project.yml and install its kit; (its kit folder, the new Project). On any failure
-    project.yml is left as it was."""
+    """Add the site to project.yml and install its kit; (its kit folder, the new Project). The new kit must trust
+    the root CA the running kits trust: that needs NVFlare's provisioning state (the root CA's key) of this
+    workspace, and it is checked on the kit written, not assumed. On any failure project.yml is left as it was
+    and no kit is installed."""
     project = load_project(project_path)
     kits_dir = os.path.join(workspace, "kits")
     if not os.path.isdir(kits_dir):
         raise ProjectError(f"no kits in {kits_dir}: provision the federation first (scripts/provision.py)")
     check_same_scheme(project, kits_dir)
+    running_ca, running_pem = running_root_ca(project, kits_dir)
+    state = state_dir(workspace, project)
+    if not os.path.isfile(os.path.join(state, "cert.json")):
+        # Without it, nvflare provision mints a new root CA: a kit no running participant would trust.
+        raise ProjectError(
+            f"NVFlare's provisioning state {state}/cert.json (the root CA's private key) is missing, so a new site "
+            f"could not be signed by the root CA the running kits trust ({running_ca}); run add_site.py where the "
+            f"federation was provisioned, or copy that machine's {os.path.relpath(state, workspace)}/ into "
+            f"{os.path.join(workspace, 'provision', project.name)}/ (keep it as secret as the kits' keys)")
     with open(project_path) as f:
         backup = f.read()
     new_text, new_project = with_site(project, backup, site, org)
+    check_deployable(new_project)
+    dest = os.path.join(kits_dir, site)
+    if os.path.lexists(dest):
+        raise ProjectError(f"{dest} already exists although {site!r} is not in {project_path}: move it away first")
     with open(project_path, "w") as f:
         f.write(new_text)
     try:
         prod = run_nvflare_provision(new_project, workspace)
-    except Exception:
-        with open(project_path, "w") as f:  # leave project.yml as it was
+        with open(os.path.join(prod, site, "startup", "rootCA.pem"), "rb") as f:
+            if f.read() != running_pem:
+                raise ProjectError(
+                    f"nvflare provision signed {site}'s kit with another root CA than the running kits' "
+                    f"({running_ca}): {state} does not belong to this federation; nothing was installed. Restore "
+                    "the provisioning state of the machine that provisioned the federation")
+        shutil.copytree(os.path.join(prod, site), dest, symlinks=True)
+        if os.geteuid() == 0 and service_uid:
+            chown_tree(dest, service_uid)
+    except BaseException:
+        with open(project_path, "w") as f:  # leave project.yml as it was, and no kit behind
             f.write(backup)
+        shutil.rmtree(dest, ignore_errors=True)
         raise
-    dest = os.path.join(kits_dir, site)
-    shutil.copytree(os.path.join(prod, site), dest, symlinks=True)
-    if os.geteuid() == 0 and service_uid:
-        chown_tree(dest, service_uid)
     return dest, new_project
 
 
@@ -104,7 +138,8 @@ def main(argv=None) -> int:
     except ProjectError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.site}: kit {os.path.relpath(kit)} (same root CA; project.yml updated) in {time.monotonic() - t0:.1f}s")
+    print(f"{args.site}: kit {os.path.relpath(kit)} (its rootCA.pem checked: the running kits' root CA; project.yml "
+          f"updated) in {time.monotonic() - t0:.1f}s")
     if args.compose_dir:
         compose_files.write(args.compose_dir, project)
     if args.start:

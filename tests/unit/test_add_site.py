@@ -44,3 +44,63 @@ def test_a_site_is_not_added_with_another_scheme_than_the_running_servers(tmp_pa
     assert new.sites[-1] == "site-3" and load_project(str(project)).sites == new.sites
     with open(os.path.join(kit, "startup", "fed_client.json")) as f:
         assert json.load(f)["servers"][0]["service"]["scheme"] == scheme
+
+
+def provisioned_copy(tmp_path) -> tuple:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    project = tmp_path / "project.yml"
+    shutil.copy(os.path.join(ROOT, "project.yml"), project)
+    ws = tmp_path / "ws"
+    provision.provision(load_project(str(project)), str(ws), storage_root=str(tmp_path / "store"), force=False,
+                        service_uid=0)
+    return project, ws
+
+
+def add_site_cli(project, ws):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "add_site.py"), "site-3", "--org", "x",
+                           "--project", str(project), "--workspace", str(ws), "--compose-dir", ""],
+                          capture_output=True, text=True)
+
+
+def test_add_site_without_the_provisioning_state_is_refused_before_anything_changes(tmp_path):
+    """Issue 15 case 5: kits copied to another machine, or a cleaned workspace: without state/ nvflare provision
+    would mint a new root CA, and the site could never join. Refused, naming the missing state; nothing changed."""
+    project, ws = provisioned_copy(tmp_path)
+    shutil.rmtree(ws / "provision")
+    before = project.read_text()
+    run = add_site_cli(project, ws)
+    err = run.stderr.strip()
+    assert run.returncode == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, (run.stdout, err)
+    assert f"{ws}/provision/gpt2-fl/state/cert.json (the root CA's private key) is missing" in err, err
+    assert "kits/fl-server/startup/rootCA.pem" in err and "same root CA" not in run.stdout
+    assert project.read_text() == before
+    assert sorted(os.listdir(ws / "kits")) == ["admin@fl-demo.org", "fl-server", "site-1", "site-2"]
+    assert not (ws / "provision").exists()  # nvflare provision never ran
+
+
+def test_the_new_kits_root_ca_is_checked_not_assumed(tmp_path):
+    """A state that is not this federation's (another provisioning's, copied over): the new kit's rootCA.pem is
+    compared with the running server kit's, the site is refused and nothing is installed."""
+    project, ws = provisioned_copy(tmp_path)
+    other_project, other_ws = provisioned_copy(tmp_path / "other")
+    state = ws / "provision" / "gpt2-fl" / "state"
+    shutil.rmtree(state)
+    shutil.copytree(other_ws / "provision" / "gpt2-fl" / "state", state)
+    before = project.read_text()
+    run = add_site_cli(project, ws)
+    err = run.stderr.strip()
+    assert run.returncode == 2 and len(err.splitlines()) == 1, (run.stdout, err)
+    assert "signed site-3's kit with another root CA than the running kits'" in err and "nothing was installed" in err
+    assert project.read_text() == before and not (ws / "kits" / "site-3").exists()
+
+
+def test_an_added_sites_root_ca_is_the_running_servers(tmp_path):
+    project, ws = provisioned_copy(tmp_path)
+    run = add_site_cli(project, ws)
+    assert run.returncode == 0, run.stderr
+    assert "rootCA.pem checked: the running kits' root CA" in run.stdout
+    assert (ws / "kits" / "site-3" / "startup" / "rootCA.pem").read_bytes() == \
+        (ws / "kits" / "fl-server" / "startup" / "rootCA.pem").read_bytes()
