@@ -3,13 +3,17 @@
     python3 -m fl_deploy.check_job jobs/gpt2-fedavg-stream
     python3 -m fl_deploy.check_job /path/to/job --imports     # also resolve every import of custom/*.py
 
-Checks meta.json and its deploy_map, each app's config_fed_server.json / config_fed_client.json (valid JSON, the
+Checks meta.json and its deploy_map (site names, or NVFlare's "@ALL": every connected site), each app's config_fed_server.json / config_fed_client.json (valid JSON, the
 client's task script present), every component class that lives in app/custom, and, with --imports, that each
 module app/custom imports is either in app/custom or installed here. Run --imports where the sites' Python
 environment is (scripts/submit_job.py runs it in the admin container, which is the sites' image; the project's
 own folders on the import path there are left out, so a module missing from the job is not found in app_code/): a file missing
 from the job then fails here, in one line, instead of in every site's job process after submission.
 Exit 0 when the job is complete, 2 with one line per problem otherwise.
+
+What the job needs from the federation (--json, for submit_job.py): the sites it names (deploy_map, and the
+`--sites` list of this project's client in task_script_args, which shards the data by position), whether it deploys
+to every connected site ("@ALL", as NVFlare's recipe exports write it), and meta.json's min_clients.
 """
 
 import argparse
@@ -18,10 +22,12 @@ import importlib.machinery
 import json
 import os
 import re
+import shlex
 import sys
 
 from fl_deploy import APP_CODE, ROOT
 
+ALL_SITES = "@ALL"  # NVFlare's deploy_map target for every site connected when the job is deployed
 CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.[A-Z]\w*$")  # module.Class, not a file path
 
 
@@ -132,23 +138,58 @@ def check_app(job: str, app: str, roles: set, imports: bool) -> list:
     return problems
 
 
+def client_site_list(job: str, app: str) -> list:
+    """The ``--sites`` list a client script of ``app`` is started with (task_script_args): this project's client
+    shards the data by a site's position in it, so the job needs exactly these sites. [] when none is given."""
+    try:
+        with open(os.path.join(job, app, "config", "config_fed_client.json")) as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return []
+    for args in _values(config, "task_script_args"):
+        words = shlex.split(args)
+        for i, word in enumerate(words):
+            value = words[i + 1] if word == "--sites" and i + 1 < len(words) else \
+                word.split("=", 1)[1] if word.startswith("--sites=") else None
+            if value is not None:
+                return [s.strip() for s in value.split(",") if s.strip()]
+    return []
+
+
 def check_job(job: str, imports: bool = False) -> tuple:
-    """(sites the job deploys to, problems found)."""
+    """(what the job needs: {"sites": names it needs, "all_sites": deploys to every connected site (@ALL),
+    "min_sites": meta.json's min_clients}, problems found)."""
+    needs = {"sites": [], "all_sites": False, "min_sites": 0}
     if not os.path.isdir(job):
-        return [], [f"{job} is not a folder"]
+        return needs, [f"{job} is not a folder"]
     problems = []
     meta = _load_json(os.path.join(job, "meta.json"), problems)
     if meta is None:
-        return [], [p + " (a job folder holds meta.json and one folder per app)" for p in problems]
+        return needs, [p + " (a job folder holds meta.json and one folder per app)" for p in problems]
     deploy_map = meta.get("deploy_map")
     if not isinstance(deploy_map, dict) or not deploy_map:
-        return [], [f"{job}/meta.json has no deploy_map: it must map each app to 'server' and the site names"]
+        return needs, [f"{job}/meta.json has no deploy_map: it must map each app to 'server' and the site names "
+                       f"(or {ALL_SITES})"]
     sites = []
     for app, targets in deploy_map.items():
         targets = set(targets or [])
         problems += check_app(job, app, targets, imports)
-        sites += sorted(t for t in targets if t != "server")
-    return list(dict.fromkeys(sites)), problems
+        deployed = sorted(t for t in targets if t not in ("server", ALL_SITES))
+        named = client_site_list(job, app) if targets - {"server"} else []
+        if ALL_SITES in targets:
+            needs["all_sites"] = True
+        elif named and set(named) != set(deployed):
+            # The client finds its shard by its position in --sites: a site deployed but not listed has none, a
+            # site listed but not deployed never answers.
+            problems.append(f"{app}: deploy_map sends the app to {', '.join(deployed) or 'no site'} but its client "
+                            f"is started with --sites {','.join(named)}: both must name the same sites")
+        sites += deployed + named
+    try:
+        needs["min_sites"] = int(meta.get("min_clients") or 0)
+    except (TypeError, ValueError):
+        problems.append(f"{job}/meta.json: min_clients must be a number, got {meta.get('min_clients')!r}")
+    needs["sites"] = list(dict.fromkeys(sites))
+    return needs, problems
 
 
 def main(argv=None) -> int:
@@ -156,11 +197,12 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job", help="job folder (meta.json + app folders)")
     p.add_argument("--imports", action="store_true", help="also resolve the imports of app/custom/*.py here")
-    p.add_argument("--json", action="store_true", help='print {"sites": [...], "problems": [...]} and exit 0')
+    p.add_argument("--json", action="store_true",
+                   help='print {"sites": [...], "all_sites": bool, "min_sites": N, "problems": [...]} and exit 0')
     args = p.parse_args(argv)
-    sites, problems = check_job(args.job, imports=args.imports)
+    needs, problems = check_job(args.job, imports=args.imports)
     if args.json:
-        print(json.dumps({"sites": sites, "problems": problems}))
+        print(json.dumps({**needs, "problems": problems}))
         return 0
     if problems:
         for problem in problems:
@@ -168,7 +210,8 @@ def main(argv=None) -> int:
         print("fix: regenerate the job (python scripts/make_job.py --out FOLDER) or restore the missing files",
               file=sys.stderr)
         return 2
-    print(f"job {args.job}: complete (sites: {', '.join(sites) or 'none'})")
+    sites = ", ".join(needs["sites"]) or "none named"
+    print(f"job {args.job}: complete (sites: {sites}{'; deploys to every connected site' if needs['all_sites'] else ''})")
     return 0
 
 

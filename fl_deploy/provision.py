@@ -103,7 +103,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         project = load_project(args.project)
-        check_deployable(project)  # before anything is written: what the containers could not run
+        if args.compose_dir:  # kits for the containers: refuse, before anything is written, what they could not run
+            check_deployable(project)
         kits = provision(project, args.workspace, args.storage_root, args.force, args.service_uid)
     except ProjectError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -60,7 +60,7 @@ def parse_args(argv=None):
         p.error(f"--job-folder submits a folder as it is: job settings ({' '.join(args.job_flags)}) cannot apply")
     if args.job_folder and args.resume:
         p.error("--resume generates its job: it cannot be combined with --job-folder")
-    if args.job_folder:
+    if args.job_folder and host_can_read(args.job_folder):  # else the admin container checks the staged copy
         _, problems = check_job(args.job_folder)
         if problems:
             p.error(f"{args.job_folder} is not a complete job folder: {'; '.join(problems)}")
@@ -94,12 +94,48 @@ def resume_flags(job_id: str, args) -> list:
     return ["--initial_ckpt", progress["checkpoint"], "--start_round", str(start)]
 
 
+def host_can_read(folder: str) -> bool:
+    """Whether this user may read every file and folder of ``folder`` (a job exported by someone else, or by
+    NVFlare's exporter as 0700, may not be)."""
+    if not os.access(folder, os.R_OK | os.X_OK):
+        return False
+    errors = []
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=errors.append):
+        for name in dirnames:
+            if not os.access(os.path.join(dirpath, name), os.R_OK | os.X_OK):
+                return False
+        for name in filenames:
+            if not os.access(os.path.join(dirpath, name), os.R_OK):
+                return False
+    return not errors
+
+
+def read_job_folder(folder: str, args) -> bytes:
+    """The folder as a tar stream, whatever its owner and modes: read by this user when it may, else from a
+    one-off container of the admin service that reads it as root (with only the capability to read any file)."""
+    folder = os.path.abspath(folder)
+    try:
+        if host_can_read(folder):
+            return subprocess.run(["tar", "-C", folder, "-c", "."], capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    run = compose("run", "--rm", "--no-deps", "-T", "-u", "0", "--cap-add", "DAC_READ_SEARCH", "-v",
+                  f"{folder}:/job-in:ro", "--entrypoint", "tar", args.admin, "-C", "/job-in", "-c", ".",
+                  check=False, input=b"", env_file=args.env_file)
+    if run.returncode != 0:
+        raise HostError(f"cannot read the job folder {folder}: {run.stderr.decode(errors='replace').strip()[-300:]}; "
+                        "make it readable (chmod -R u+rX) or copy it somewhere you own")
+    return run.stdout
+
+
 def stage_job(args) -> str:
-    """Put the job folder into the admin container; return its path there."""
+    """Put the job folder into the admin container; return its path there. A given folder lands there owned by the
+    console's user and readable by it, whoever owned it and whatever its modes (NVFlare's exporter writes 0700)."""
     dest = f"/home/fl/jobs/{time.strftime('%Y%m%d-%H%M%S')}"
     if args.job_folder:
-        tar = subprocess.run(["tar", "-C", args.job_folder, "-c", "."], capture_output=True, check=True).stdout
-        compose("exec", "-T", args.admin, "sh", "-c", f"mkdir -p {dest} && tar -x -C {dest}",
+        tar = read_job_folder(args.job_folder, args)
+        compose("exec", "-T", args.admin, "sh", "-c",
+                f"mkdir -p {dest} && tar -x --no-same-owner -C {dest} && chmod -R u+rwX {dest}",
                 input=tar, env_file=args.env_file)
     else:
         extra = resume_flags(args.resume, args) if args.resume else []
@@ -112,8 +148,9 @@ def stage_job(args) -> str:
     return dest
 
 
-def check_staged_job(job_dir: str, args) -> list:
-    """check_job.py in the admin container (the sites' image): files and imports; returns the job's sites."""
+def check_staged_job(job_dir: str, args) -> dict:
+    """check_job.py in the admin container (the sites' image): files and imports; returns what the job needs
+    ({"sites": [...], "all_sites": bool, "min_sites": N}, see fl_deploy.check_job)."""
     run = compose("exec", "-T", args.admin, "python3", "-m", "fl_deploy.check_job", job_dir, "--imports", "--json",
                   check=False, env_file=args.env_file)
     try:
@@ -123,11 +160,14 @@ def check_staged_job(job_dir: str, args) -> list:
     if report["problems"]:
         raise HostError("the job is incomplete, nothing was submitted:\n  " + "\n  ".join(report["problems"])
                         + "\n  fix: regenerate it (scripts/make_job.py) or restore the missing files")
-    return report["sites"]
+    return {k: report.get(k) for k in ("sites", "all_sites", "min_sites")}
 
 
-def require_sites(sites: list, args):
-    """Refuse to submit a job whose sites are not all connected: NVFlare would hold it, unscheduled."""
+def require_sites(needs: dict, args):
+    """Refuse a job the connected sites cannot run: a site it names is not connected (NVFlare would hold it,
+    unscheduled), or, deployed to every connected site (@ALL), fewer than its min_clients are connected or one is
+    connected that its client's site list leaves without a shard."""
+    sites = list(needs.get("sites") or [])
     status = admin_nvflare("system", "status", env_file=args.env_file, service=args.admin)
     # The server lists a lost site for 10 minutes (its heartbeat timeout); a live one heartbeats every 10 s.
     now = time.time()
@@ -142,6 +182,23 @@ def require_sites(sites: list, args):
             f"{'it' if len(missing) == 1 else 'them'} (one host: docker compose up -d {' '.join(missing)}; another "
             "host: docker compose up -d in its bundle) and check its log (docker compose logs SITE), "
             "or generate the job for the connected sites only (scripts/make_job.py --sites ...)")
+    if not needs.get("all_sites"):
+        return
+    extra = [s for s in connected if sites and s not in sites]
+    if extra:
+        raise HostError(
+            f"the job deploys to every connected site (@ALL) but its client takes the site list {','.join(sites)} "
+            f"(--sites in its task_script_args), so {', '.join(extra)} would get no data shard; nothing was "
+            f"submitted. Generate the job for the connected sites (--sites {','.join(connected)}) or stop "
+            f"{' '.join(extra)} (docker compose stop {' '.join(extra)})")
+    need = max(int(needs.get("min_sites") or 0), 1)
+    if len(connected) < need:
+        raise HostError(
+            f"the job deploys to every connected site (@ALL) and needs at least {need} (min_clients in its "
+            f"meta.json) but {len(connected)} {'is' if len(connected) == 1 else 'are'} connected "
+            f"({', '.join(connected) or 'none'}); nothing was submitted. Start more sites (docker compose up -d "
+            "SITE) or lower min_clients")
+    print(f"the job deploys to every connected site (@ALL): {', '.join(connected)}", flush=True)
 
 
 def submit(job_dir: str, args) -> str:

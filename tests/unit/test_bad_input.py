@@ -190,10 +190,10 @@ def test_submit_refuses_a_job_whose_sites_are_not_connected(monkeypatch):
         {"client_name": "site-1", "client_last_conn_time": now - 5},
         {"client_name": "site-2", "client_last_conn_time": now - 120}]}})
     with pytest.raises(submit_job.HostError) as e:
-        submit_job.require_sites(["site-1", "site-2", "site-3"], submit_job.parse_args([]))
+        submit_job.require_sites({"sites": ["site-1", "site-2", "site-3"]}, submit_job.parse_args([]))
     assert "site-2, site-3 are not connected" in str(e.value), str(e.value)
     assert "docker compose up -d site-2 site-3" in str(e.value) and "nothing was submitted" in str(e.value)
-    submit_job.require_sites(["site-1"], submit_job.parse_args([]))  # the live site alone: accepted
+    submit_job.require_sites({"sites": ["site-1"]}, submit_job.parse_args([]))  # the live site alone: accepted
 
 
 def test_follow_reports_a_job_the_server_lost(monkeypatch, capsys):
