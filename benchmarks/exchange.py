@@ -115,9 +115,6 @@ def raw_tcp_throughput(total_bytes: int = 2 * GIB, chunk: int = 4 << 20) -> floa
 
 def make_model(kind: str, out: str) -> tuple:
     """(model folder, model bytes as exchanged: the state dict without tied aliases, as app_code sends it)."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     from fl_common.model import exchange_state_dict, load_model
     from fl_deploy import assets
 
@@ -125,14 +122,7 @@ def make_model(kind: str, out: str) -> tuple:
         assets.tiny_main(["--out", out])
         path = os.path.join(out, "model")
     else:
-        assets.tiny_main(["--out", out])  # for its tokenizer; the model is the full GPT-2 architecture
-        path = os.path.join(out, "gpt2-124m")
-        torch.manual_seed(0)
-        model = GPT2LMHeadModel(GPT2Config())  # 124M, random init: the exchange does not care about the values
-        model.save_pretrained(path)
-        from transformers import AutoTokenizer
-
-        AutoTokenizer.from_pretrained(os.path.join(out, "model")).save_pretrained(path)
+        path = assets.random_gpt2(out)  # 124M, random init: the exchange does not care about the values
     sd = exchange_state_dict(load_model(path))
     return path, sum(t.numel() * t.element_size() for t in sd.values())
 

@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Checks a participant container runs against its startup kit (mounted at /kit).
 
+    fl-kit-check access ROLE     this container's user can read /kit and write /workspace and /hf-cache (entrypoint,
+                                 before start): else one line naming the path, its owner and mode, and the fix
     fl-kit-check resolves        a site: the server name its kit dials resolves here (entrypoint, before start)
+    fl-kit-check watch site      a site, in the background: while it is not connected, says every minute (first
+                                 after WATCH_FIRST_S) which address it dials and why that fails
     fl-kit-check healthy server  the server's FL port accepts connections (compose healthcheck)
     fl-kit-check healthy site    the site is connected to the server now and has registered since this container
-                                 started (compose healthcheck; a log line from before a restart does not count)
+                                 started (compose healthcheck; a log line from before a restart does not count);
+                                 when not connected, the health output says why, as `watch` does
 
 The server name and port come from the kit itself (startup/fed_client.json / fed_server.json): the name is the
 server certificate's identity, so a site must reach the server by exactly that name.
@@ -12,13 +17,20 @@ server certificate's identity, so a site must reach the server by exactly that n
 
 import json
 import os
+import re
 import socket
+import ssl
+import stat
 import sys
+import time
 
 KIT = os.environ.get("FL_KIT", "/kit")
 WORKSPACE = os.environ.get("FL_WORKSPACE", "/workspace")
 LOG_START = os.path.join(WORKSPACE, "tmp", "log_start")  # size of log.txt when the container started
 REGISTERED = b"Successfully registered client"
+HF_CACHE = os.environ.get("HF_HOME", "/hf-cache")
+WATCH_FIRST_S, WATCH_EVERY_S = 20, 60
+CONNECT_TIMEOUT_S = 2.5  # the healthcheck's own timeout is 5 s
 
 
 def server_target(role: str) -> tuple:
@@ -66,6 +78,161 @@ def _contains(path: str, offset: int) -> bool:
         return False
 
 
+# --- access: ownership changes (FL_UID changed after the volumes exist, a kit unpacked by another user) ----------
+
+def allowed(st, uid: int, gids: set, bits: int) -> bool:
+    """Whether uid (in groups gids) has the rwx ``bits`` on a file with stat ``st`` (mode bits, as the kernel
+    decides for an unprivileged user: owner class, else group class, else others)."""
+    mode = st.st_mode
+    if st.st_uid == uid:
+        return (mode >> 6) & bits == bits
+    if st.st_gid in gids:
+        return (mode >> 3) & bits == bits
+    return mode & bits == bits
+
+
+def mount_source(path: str) -> str:
+    """Where ``path`` (a mount point of this container) comes from on the host: a named volume's name or the
+    host folder of a bind mount, from /proc/self/mountinfo; '' when unknown."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4 and fields[4] == path:
+                    m = re.search(r"/volumes/([^/]+)/_data$", fields[3])
+                    return f"volume {m.group(1)}" if m else fields[3]
+    except OSError:
+        pass
+    return ""
+
+
+def first_blocked(top: str, uid: int, gids: set, write: bool, limit: int = 20000):
+    """(path, stat) of the first entry under ``top`` this user cannot use: read (and enter) for a kit, also
+    write for a workspace; None when all can be used or ``top`` does not exist."""
+    if not os.path.lexists(top):
+        return None
+    need_dir = 7 if write else 5
+    need_file = 6 if write else 4
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(top):
+        st = os.lstat(dirpath)
+        if not allowed(st, uid, gids, need_dir):
+            return dirpath, st
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if not stat.S_ISLNK(st.st_mode) and not allowed(st, uid, gids, need_file):
+                return path, st
+            seen += 1
+        if seen > limit:  # a big job store: its top levels tell already
+            break
+    return None
+
+
+def access_problem(role: str, uid: int = None, gids: set = None, kit: str = KIT, workspace: str = WORKSPACE,
+                   hf_cache: str = HF_CACHE) -> str:
+    """One line naming the first path this container's user cannot use, its owner and mode, the user, and the fix;
+    '' when everything is usable."""
+    uid = os.getuid() if uid is None else uid
+    gids = set(os.getgroups()) | {os.getgid()} if gids is None else gids
+    image = os.environ.get("FL_IMAGE", "IMAGE")
+    checks = [(kit, False)] + ([(workspace, True)] if role in ("server", "site") else []) + [(hf_cache, True)]
+    for top, write in checks:
+        found = first_blocked(top, uid, gids, write)
+        if not found:
+            continue
+        path, st = found
+        what = "write" if write else "read"
+        source = mount_source(top)
+        head = (f"error: {path} belongs to uid {st.st_uid} (mode {stat.S_IMODE(st.st_mode):04o}) and this container "
+                f"runs as uid {uid}, so it cannot {what} it")
+        if not write:
+            host = source if source and not source.startswith("volume ") else "the kit folder"
+            return (f"{head}: the kit was provisioned or unpacked by another user; fix: on the host, sudo chown -R "
+                    f"{uid}:{uid} {host} (its keys stay private to that owner), or run the containers as uid "
+                    f"{st.st_uid} (FL_UID={st.st_uid} in .env, then docker compose build)")
+        volume = source[len("volume "):] if source.startswith("volume ") else ""
+        chown = (f"docker run --rm -u 0 -v {volume}:/v --entrypoint chown {image} -R {uid}:{uid} /v" if volume
+                 else f"sudo chown -R {uid}:{uid} {source or top}")
+        return (f"{head}: {top} was written by a run as uid {st.st_uid} (FL_UID changed since, or the demo ran as "
+                f"root before); fix: run as uid {st.st_uid} again (FL_UID={st.st_uid} in .env, then docker compose "
+                f"build), or delete the volumes (docker compose down -v: the job store and workspaces go), or give "
+                f"them to uid {uid}: {chown}")
+    return ""
+
+
+# --- reach: a site that cannot connect says where it dials and why ---------------------------------------------
+
+def tls_context() -> ssl.SSLContext:
+    startup = os.path.join(KIT, "startup")
+    ctx = ssl.create_default_context(cafile=os.path.join(startup, "rootCA.pem"))
+    ctx.load_cert_chain(os.path.join(startup, "client.crt"), os.path.join(startup, "client.key"))
+    return ctx
+
+
+def reach_problem(host: str, port: int, context=None) -> tuple:
+    """(address the name resolves to, why the server cannot be reached there); reason '' when a TCP connection and
+    the kit's mutual-TLS handshake with the server's certificate both succeed."""
+    try:
+        address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+    except socket.gaierror as e:
+        return "", f"the name does not resolve ({e.strerror})"
+    try:
+        sock = socket.create_connection((address, port), CONNECT_TIMEOUT_S)
+    except socket.timeout:
+        return address, f"no answer within {CONNECT_TIMEOUT_S:g} s (a firewall dropping the packets, or no such host)"
+    except OSError as e:
+        return address, e.strerror or str(e)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT_S)
+        with (context or tls_context()).wrap_socket(sock, server_hostname=host):
+            return address, ""
+    except ssl.SSLCertVerificationError as e:
+        return address, (f"something answers there but not this federation's server ({e.verify_message}: its "
+                         "certificate is not signed by this kit's root CA for that name)")
+    except (ssl.SSLError, OSError) as e:
+        return address, f"something answers there but the TLS handshake with it failed ({e})"
+    finally:
+        sock.close()
+
+
+def reach_message(host: str, port: int, address: str, reason: str) -> str:
+    at = f" at {address}" if address else ""
+    configured = os.environ.get("FL_SERVER_ADDRESS")
+    if configured is None:  # the server's own compose project: the name is the server container's alias
+        fix = "the server container of this compose project must be running (docker compose ps server; " \
+              "docker compose logs server)"
+    else:
+        loopback = configured.startswith("127.") or configured in ("::1", "localhost")
+        fix = (f"FL_SERVER_ADDRESS must be the server host's IP address, reachable from this host on port {port}, "
+               f"or host-gateway when the server runs on this very host (it is {configured!r} in .env"
+               + ("; a loopback address is this container itself" if loopback else "")
+               + "; then docker compose up -d)")
+    return f"cannot reach {host}:{port}{at}: {reason}; {fix}"
+
+
+def watch(first_s: float = WATCH_FIRST_S, every_s: float = WATCH_EVERY_S):
+    """Runs beside the site (entrypoint): while it is not connected, print where it dials and why it fails."""
+    host, port = server_target("site")
+    time.sleep(first_s)
+    failing = False
+    while True:
+        if connected_to(port):
+            if failing:
+                print(f"fl-kit-check: connected to {host}:{port}", file=sys.stderr, flush=True)
+            failing = False
+            time.sleep(every_s / 4)
+            continue
+        address, reason = reach_problem(host, port)
+        if reason:
+            print(f"fl-kit-check: {reach_message(host, port, address, reason)} (the site keeps retrying)",
+                  file=sys.stderr, flush=True)
+            failing = True
+            time.sleep(every_s)
+        else:
+            time.sleep(every_s / 4)
+
+
 def main(argv) -> int:
     if argv[:1] == ["resolves"]:
         host, _ = server_target("site")
@@ -84,8 +251,25 @@ def main(argv) -> int:
         socket.create_connection(("127.0.0.1", port), 3).close()
         return 0
     if argv[:1] == ["healthy"] and argv[1:] == ["site"]:
-        _, port = server_target("site")
-        return 0 if connected_to(port) and registered_since_start() else 1
+        host, port = server_target("site")
+        if connected_to(port):
+            if registered_since_start():
+                return 0
+            print(f"connected to {host}:{port}, not registered yet")
+            return 1
+        address, reason = reach_problem(host, port)
+        print(reach_message(host, port, address, reason) if reason else
+              f"{host}:{port} answers (at {address}) but the site is not connected yet")
+        return 1
+    if argv[:1] == ["access"] and len(argv) == 2:
+        problem = access_problem(argv[1])
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
+        return 0
+    if argv[:2] == ["watch", "site"]:
+        watch()
+        return 0
     print(__doc__, file=sys.stderr)
     return 2
 

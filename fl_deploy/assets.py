@@ -68,6 +68,20 @@ def make_model(out: str, corpus: list, seed: int, vocab_size: int):
         os.chmod(os.path.join(out, name), 0o644)
 
 
+def random_gpt2(out: str) -> str:
+    """GPT-2's 124M architecture with random weights and the tiny tokenizer, in ``out``/gpt2-124m (no network):
+    what the exchange benchmarks and the slow-link case move, since the exchange does not care about the values."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tiny_main(["--out", out])  # for its tokenizer
+    path = os.path.join(out, "gpt2-124m")
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config()).save_pretrained(path)
+    AutoTokenizer.from_pretrained(os.path.join(out, "model")).save_pretrained(path)
+    return path
+
+
 def tiny_main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="make_tiny_assets.py", description=__doc__.split("make_tiny_assets.py: ")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -9,12 +9,14 @@ workspace/bundles/, git-ignored like the kits: a bundle holds the site's private
 
   <site>/   kit/ (the site's signed kit, as it is), compose.yaml (docker/site-host.yaml), compose.cpu.yaml,
             services.yaml (docker/services.yaml, which compose.yaml extends), assets/ (mounted at /assets),
-            .env (FL_SITE, FL_SERVER_NAME, FL_SERVER_ADDRESS=<fill in>, FL_IMAGE, FL_GPUS, HF_HUB_OFFLINE, ...)
+            .env (FL_SITE, FL_SERVER_NAME, FL_SERVER_ADDRESS= to fill in, FL_IMAGE, FL_GPUS, HF_HUB_OFFLINE, ...)
             and README.md: load the image, fill in .env, `docker compose up -d`.
   admin/    the admin's kit and a README on submitting jobs with the nvflare CLI from that machine.
 
-The server's name and port come from project.yml; the server's address is not in any kit: each site maps the
-server's name to FL_SERVER_ADDRESS with extra_hosts. Send each site only its own bundle (--archive: a .tar.gz
+The server's name and port come from project.yml (each site's bundle maps the host name its own kit dials); the
+server's address is not in any kit: each site maps that name to FL_SERVER_ADDRESS with extra_hosts. Left empty,
+`docker compose up` refuses to start and says to set it; --server-address must be an IP address the sites reach
+(not a loopback or unspecified one, which inside a site's container is the container itself) or host-gateway. Send each site only its own bundle (--archive: a .tar.gz
 per bundle, owner and modes kept).
 """
 
@@ -31,7 +33,7 @@ from fl_deploy import IMAGE_UID, ROOT
 from fl_deploy.project import ProjectError, check_deployable, load_project
 
 DOCKER = os.path.join(ROOT, "docker")
-FILL_IN = "<fill in>"
+FILL_IN = ""  # FL_SERVER_ADDRESS left empty: compose refuses to start the site until it is filled in
 DEFAULT_IMAGE = "gpt2-fl:2.9.0"
 
 
@@ -75,7 +77,7 @@ def check_kit(kits_dir: str, name: str, kind: str, dial) -> str:
 def check_server_address(address: str) -> str:
     """--server-address as the sites' FL_SERVER_ADDRESS: host-gateway or an IP address another host can reach
     (Docker's extra_hosts takes no names; a loopback or unspecified address is the site's own container)."""
-    if address == FILL_IN:
+    if address == FILL_IN:  # not given: the site's operator fills it in
         return address
     fix = ("give the server host's IP address as the sites reach it (ip -4 addr on the server host), or "
            "host-gateway when a site runs on the server's own host")
@@ -116,9 +118,10 @@ def env_template(site: str, server: str, port: int, project_name: str, image: st
 FL_SITE={site}
 # The server's certificate name: the kit dials {server}:{port}; extra_hosts maps the name to the address below.
 FL_SERVER_NAME={server}
-# IP address of the server host (the operator of the server tells you; port {port} must be reachable from here),
-# or host-gateway when the server runs on this very host. Docker's extra_hosts takes no DNS names: resolve one
-# first, e.g. getent ahostsv4 fl.example.org | awk 'NR==1{{print $1}}'
+# FILL IN: IP address of the server host (the operator of the server tells you; port {port} must be reachable from
+# here), or host-gateway when the server runs on this very host. Not 127.0.0.1 or 0.0.0.0: inside the container
+# that is the container itself. Docker's extra_hosts takes no DNS names: resolve one first, e.g.
+# getent ahostsv4 fl.example.org | awk 'NR==1{{print $1}}'
 FL_SERVER_ADDRESS={address}
 
 # --- how ---------------------------------------------------------------------------------------------------
@@ -156,7 +159,9 @@ docker compose up -d                    # 3. start; healthy = registered with th
 ```
 
 Then `docker compose ps` shows `healthy` once the site has registered with `{server}`, and
-`docker compose logs -f site` follows it. Stop with `docker compose down` (`down -v` also deletes the site's
+`docker compose logs -f site` follows it (the container is named after the site). While it cannot connect, the
+log and `docker inspect --format '{{{{json .State.Health}}}}' <container>` say, from about 20 s after the start,
+which address it dials and why it fails (`cannot reach {server}:{port} at ...`). Stop with `docker compose down` (`down -v` also deletes the site's
 workspace volume).
 
 - The kit dials `{server}:{port}` and checks the server's certificate against the name `{server}`;
@@ -284,7 +289,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-admin", action="store_true", help="do not export the admin bundle(s)")
     p.add_argument("--image", default=None, help=f"FL_IMAGE in the sites' .env (default: $FL_IMAGE, else {DEFAULT_IMAGE})")
     p.add_argument("--server-address", default=FILL_IN,
-                   help="prefill FL_SERVER_ADDRESS: the server host's IP, or host-gateway (default: left to fill in)")
+                   help="prefill FL_SERVER_ADDRESS: the server host's IP as the sites reach it (not loopback or "
+                        "0.0.0.0), or host-gateway (default: left empty, to fill in on each site host)")
     p.add_argument("--offline", action="store_true", help="HF_HUB_OFFLINE=1 in the sites' .env")
     p.add_argument("--archive", action="store_true", help="also write <bundle>.tar.gz next to each bundle")
     p.add_argument("--force", action="store_true", help="replace bundles that already exist")

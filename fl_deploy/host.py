@@ -111,3 +111,48 @@ def admin_nvflare(*args, env_file=None, check=True, service=ADMIN_SERVICE) -> di
     if check and envelope.get("status") != "ok":
         raise HostError(f"nvflare {' '.join(args)}: {envelope.get('message')} {envelope.get('hint') or ''}".strip())
     return envelope
+
+
+RECORDED = "# --- recorded by {by}: the choices of its last run, used by every later command on this host ---"
+
+
+def record_settings(path: str, values: dict, by: str) -> list:
+    """Write ``values`` (KEY -> VALUE) into the .env at ``path`` as one block at its end, replacing the block ``by``
+    wrote before; an active ``KEY=`` line elsewhere is commented out so the block is what compose and the scripts
+    read. A key of the previous block that is not in ``values`` goes back to .env's own line or the default.
+    Returns the lines written."""
+    header = RECORDED.format(by=by)
+    with open(path) as f:
+        lines = f.read().splitlines()
+    if header in lines:
+        end = lines.index(header) + 1
+        while end < len(lines) and lines[end] and not lines[end].startswith("# ---"):
+            end += 1
+        lines = lines[:lines.index(header)] + lines[end:]
+        while lines and not lines[-1].strip():
+            lines.pop()
+    out = []
+    for line in lines:
+        key = line.split("=", 1)[0].strip() if "=" in line and not line.lstrip().startswith("#") else None
+        out.append(f"# {line}   (set by {by} below)" if key in values else line)
+    block = [f"{k}={v}" for k, v in values.items()]
+    out += ["", header, *block] if block else []
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    return block
+
+
+def main(argv=None) -> int:
+    """python3 -m fl_deploy.host record ENV_FILE BY KEY=VALUE ...  (scripts/demo.sh records its choices)"""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 3 or argv[0] != "record" or not all("=" in a for a in argv[3:]):
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    record_settings(argv[1], dict(a.split("=", 1) for a in argv[3:]), argv[2])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

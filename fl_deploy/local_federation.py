@@ -37,11 +37,13 @@ def project_builders(project_path: str = os.path.join(ROOT, "project.yml"), sche
 
 
 def write_project(path: str, port: int, sites: list, name: str = "itest", extra_admins: tuple = (),
-                  scheme: str = None):
+                  scheme: str = None, site_props: dict = None):
+    """A project.yml for a federation on this host; ``site_props`` adds NVFlare participant keys per site (e.g.
+    ``{"site-2": {"connect_to": {"host": "localhost", "port": 9000}}}``: that site's kit dials another port)."""
     import yaml
 
     participants = [{"name": "localhost", "type": "server", "org": "test", "fed_learn_port": port}]
-    participants += [{"name": s, "type": "client", "org": "test"} for s in sites]
+    participants += [{"name": s, "type": "client", "org": "test", **(site_props or {}).get(s, {})} for s in sites]
     participants += [{"name": "admin@test.org", "type": "admin", "org": "test", "role": "project_admin"}]
     participants += [{"name": n, "type": "admin", "org": "test", "role": r} for n, r in extra_admins]
     project = {
@@ -60,12 +62,13 @@ class ProcessFederation:
     """Server and sites started with their kits' own sub_start.sh, each in a private workspace."""
 
     def __init__(self, root: str, sites: list, port: int = 0, name: str = "itest", extra_admins: tuple = (),
-                 scheme: str = None):
+                 scheme: str = None, site_props: dict = None):
         self.root = root
         self.sites = sites
         self.port = port or free_port()
         project = os.path.join(root, "project.yml")
-        write_project(project, self.port, sites, name=name, extra_admins=extra_admins, scheme=scheme)
+        write_project(project, self.port, sites, name=name, extra_admins=extra_admins, scheme=scheme,
+                      site_props=site_props)
         self.project = load_project(project)
         self.kits = provision(self.project, os.path.join(root, "ws"), storage_root=os.path.join(root, "server-store"),
                               force=False, service_uid=0)

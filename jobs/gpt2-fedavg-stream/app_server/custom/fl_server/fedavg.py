@@ -26,6 +26,7 @@ whole again before NVFlare updates, persists and sends the global model.
 
 With the results offloaded to disk and full weights coming back, the round's mean is written into the previous
 global model's tensors (in_place_mean.py) instead of a second model-sized sum: one model copy less on the server.
+A job killed mid-round leaves its disk-offload spool behind; the next job removes it at its start (spool.py).
 """
 
 import copy
@@ -36,6 +37,7 @@ from nvflare.app_common.workflows.fedavg import FedAvg
 
 from fl_common.tensor_parts import PART_MIB, join_parts, split_large
 from fl_server.in_place_mean import InPlaceMean
+from fl_server import spool
 from fl_server.shared_broadcast import SharedBroadcast
 
 # How FOBS streaming (offload, memory) sends each round's global model; the tensor streamers have their own way.
@@ -78,10 +80,18 @@ class LargeModelFedAvg(FedAvg):
         self._targets, self._answered, self._shared, self._into = [], set(), None, {}
 
     def run(self):
+        lock = None
+        if self.enable_tensor_disk_offload:
+            lock = spool.hold(self.fl_ctx.get_job_id("job"))
+            for path, size in spool.sweep():
+                self.info(f"removed the disk-offload spool of a job that no longer runs: {path} "
+                          f"({size / 1e6:.1f} MB)")
         try:
             super().run()
         finally:  # abort, stop or error: the round's download must not outlive the job
             self._end_shared_broadcast()
+            if lock is not None:
+                spool.release(lock)
 
     def send_model(self, task_name="train", data=None, targets=None, min_responses=None, timeout=0, callback=None):
         self._targets, self._answered = list(targets or []), set()
