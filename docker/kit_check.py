@@ -107,21 +107,26 @@ def mount_source(path: str) -> str:
 
 
 def first_blocked(top: str, uid: int, gids: set, write: bool, limit: int = 20000):
-    """(path, stat) of the first entry under ``top`` this user cannot use: read (and enter) for a kit, also
-    write for a workspace; None when all can be used or ``top`` does not exist."""
+    """(path, stat) of the first entry under ``top`` this user cannot use: read (and enter) for a kit (a read-only
+    mount), also write for a workspace volume, where what this user owns counts as usable (it may chmod it); None
+    when all can be used or ``top`` does not exist."""
     if not os.path.lexists(top):
         return None
     need_dir = 7 if write else 5
     need_file = 6 if write else 4
+
+    def blocked(st, bits) -> bool:
+        return not (write and st.st_uid == uid) and not allowed(st, uid, gids, bits)
+
     seen = 0
     for dirpath, dirnames, filenames in os.walk(top):
         st = os.lstat(dirpath)
-        if not allowed(st, uid, gids, need_dir):
+        if blocked(st, need_dir):
             return dirpath, st
         for name in filenames:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
-            if not stat.S_ISLNK(st.st_mode) and not allowed(st, uid, gids, need_file):
+            if not stat.S_ISLNK(st.st_mode) and blocked(st, need_file):
                 return path, st
             seen += 1
         if seen > limit:  # a big job store: its top levels tell already

@@ -88,7 +88,28 @@ def test_demo_completes(demo):
 def test_compose_followed_project_yml(demo):
     with open(os.path.join(demo["work"], "compose.participants.yaml")) as f:
         generated = f.read()
-    assert f"FL_PORT: '{demo['port']}'" in generated
+    assert f":{demo['port']}:{demo['port']}" in generated  # the server publishes project.yml's port
+
+
+def test_the_demos_choices_stay_for_later_commands(demo):
+    """Issue 15, case 16: what `demo.sh --cpu --tiny` chose is in .env, so the README's next commands on this host
+    (docker compose ..., a plain submit_job.py) use the CPU overlay and the tiny offline job, not GPUs and gpt2."""
+    from fl_deploy.host import read_env_file
+
+    assert demo["rc"] == 0, demo["output"][-3000:]
+    assert "recorded in .env (its last block) for every later command on this host: " in demo["output"]
+    env = read_env_file(os.path.join(demo["work"], ".env"))
+    assert env["COMPOSE_FILE"] == "compose.yaml:compose.cpu.yaml" and env["HF_HUB_OFFLINE"] == "1"
+    assert env["FL_MODEL"] == "/assets/tiny/model" and env["FL_DATASET"] == "/assets/tiny/imdb"
+    # A later plain `docker compose` in that folder, from a shell that has none of these set:
+    shell = {k: v for k, v in demo["env"].items() if not k.startswith(("FL_", "COMPOSE_", "HF_"))}
+    shell["FL_PROJECT_NAME"] = demo["project"]
+    run = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=demo["work"], env=shell,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    services = json.loads(run.stdout)["services"]
+    for site in SITES:
+        assert not (services[site].get("deploy") or {}).get("resources"), services[site].get("deploy")
 
 
 def test_result_rounds_and_site_metrics(demo):

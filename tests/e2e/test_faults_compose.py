@@ -13,7 +13,11 @@ sites, in a clean copy of the project, sharing one compose stack across the modu
     copy's project.yml) cannot submit the job, and submit_job.py says why and what to do;
   * bad input on the running deployment: a job whose site is down is refused before submission; a job whose
     dataset is missing at the sites fails fast and submit_job.py prints the sites' own error; a site whose server
-    name does not resolve stops at start with the fix.
+    name does not resolve stops at start with the fix;
+  * issue 15: a job exported by NVFlare's stock recipe API (@ALL, a 0700 folder of another owner) runs through
+    submit_job.py --job-folder; each site's datasets cache is in its own volume; a killed server job's spool is gone
+    once the server is back; a kit or volume the container's user cannot use stops it at start with the fix; a site
+    bundle with a wrong FL_SERVER_ADDRESS says where it dials and why, under the site's own container name.
 
 Needs a Docker engine with Compose v2 (FL_REQUIRE_DOCKER=1 makes its absence an error). The image's base comes from
 FL_TEST_BASE_IMAGE; packages from the wheelhouse (docker/wheels). About 12 minutes on 2 cores.
@@ -253,6 +257,66 @@ def test_four_sites_complete_three_rounds_memory(stack, capsys):
         assert 0 < value < PEAK_BOUND_MIB, (service, value)
 
 
+def test_each_sites_datasets_cache_is_its_own(stack):
+    """Issue 15, case 12: after the load job, every site's prepared dataset is in its own volume and nothing of it in
+    the hf-cache volume all containers share. (Five cold starts of four sites: scripts/check_slow_cases.py.)"""
+    assert stack.demo["rc"] == 0, stack.demo["output"][-3000:]
+    for site in SITES:
+        own = stack.exec(stack.cid(site), "sh", "-c", "ls -A /workspace/hf-datasets").stdout.split()
+        assert own, f"{site}: nothing in its own datasets cache"
+    shared = stack.exec(stack.cid("server"), "sh", "-c", "ls -A /hf-cache/datasets 2>/dev/null", check=False)
+    assert shared.stdout.split() == [], shared.stdout
+
+
+def stock_recipe_job(out: str, sites: int) -> str:
+    """A job made the way NVFlare's examples make one: FedAvgRecipe with a small client script, exported (deploy_map
+    {"app": ["@ALL"]}), then left as NVFlare's exporter or another user leaves it: mode 0700, another owner."""
+    from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
+    from nvflare.client.config import ExchangeFormat
+
+    src = os.path.join(out, "src")
+    os.makedirs(src)
+    with open(os.path.join(src, "client.py"), "w") as f:
+        f.write("import nvflare.client as flare\n\nflare.init()\nwhile flare.is_running():\n"
+                "    model = flare.receive()\n"
+                "    flare.send(flare.FLModel(params=model.params, metrics={'loss': 0.0}))\n")
+    cwd = os.getcwd()
+    os.chdir(src)
+    try:
+        FedAvgRecipe(name="foreign", model={"path": "torch.nn.Linear", "args": {"in_features": 4, "out_features": 2}},
+                     min_clients=sites, num_rounds=1, train_script="client.py",
+                     server_expected_format=ExchangeFormat.PYTORCH).export(os.path.join(out, "export"))
+    finally:
+        os.chdir(cwd)
+    job = os.path.join(out, "export", "foreign")
+    for dirpath, dirnames, filenames in os.walk(job):
+        os.chmod(dirpath, 0o700)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o600)
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", "54321:54321", job], check=True)
+    return job
+
+
+def test_a_job_from_nvflares_recipe_api_runs_through_submit_job(stack, tmp_path, capsys):
+    """Issue 15, case 1: deploy_map @ALL means the connected sites; the 0700 folder of another owner reaches the
+    admin console readable. The submitting user here is one who cannot read the folder (the test runs as root, who
+    could): submit_job.py reads it through the admin service's image."""
+    job = stock_recipe_job(str(tmp_path), len(SITES))
+    code = ("import sys; from fl_deploy import submit; submit.host_can_read = lambda folder: False; "
+            "sys.exit(submit.main(sys.argv[1:]))")
+    sub = Submission([sys.executable, "-c", code, "--job-folder", job, "--interval", "2"], stack.work, stack.env)
+    rc = sub.wait(600)
+    out = sub.output
+    assert rc == 0 and "FINISHED:COMPLETED" in out, out[-3000:]
+    assert f"the job deploys to every connected site (@ALL): {', '.join(SITES)}" in out, out[-3000:]
+    rounds = read_rounds(sub.results(stack.work))
+    assert len(rounds) == 1 and sites_of(rounds[0]) == SITES
+    with capsys.disabled():
+        print(f"\n[figures] NVFlare recipe job (@ALL, folder 0700 of uid 54321) via submit_job.py --job-folder: exit "
+              f"{rc}, {len(SITES)} sites, {out.strip().splitlines()[-1][:120]}")
+
+
 def test_private_keys_only_for_the_service_user(stack, capsys):
     """The kit's private key (the read-only mount, and the copy sub_start.sh makes in /workspace/kit or the admin
     entrypoint in ~/admin-kit) is readable by the containers' user and by neither group nor others."""
@@ -362,6 +426,7 @@ def server_restarted(stack):
         while (progress := stack.progress(job_id, poll=server)) is None:
             assert time.monotonic() < deadline, f"no round persisted:\n{sub.output[-3000:]}"
             time.sleep(1)
+        spool_before = stack.exec(server, "ls", "-A", "/workspace/tmp").stdout.split()
         subprocess.run(["docker", "kill", "-s", "KILL", server], check=True, capture_output=True)
         killed = time.monotonic()
         time.sleep(5)
@@ -369,8 +434,9 @@ def server_restarted(stack):
         stack.compose("up", "-d", "--no-build", "--wait", "server")
         back_s = time.monotonic() - killed
         assert stack.cid("server") == server  # the same container, its volume, not a new one
+        spool_after = stack.exec(server, "ls", "-A", "/workspace/tmp").stdout.split()
         yield {"job_id": job_id, "progress": progress, "follower": sub, "back_s": back_s, "killed": killed,
-               "docker_restarted": docker_restarted}
+               "docker_restarted": docker_restarted, "spool_before": spool_before, "spool_after": spool_after}
     finally:
         sub.stop()
 
@@ -382,6 +448,17 @@ def test_server_restart_keeps_job_store_and_checkpoints(stack, server_restarted)
     assert job_id in jobs and len(jobs) >= 3  # the job store survived: this job and the two before it
     assert stack.progress(job_id) == before
     stack.exec(stack.cid("server"), "test", "-s", before["checkpoint"])
+
+
+def test_killed_jobs_spool_is_removed_when_the_server_is_back(stack, server_restarted):
+    """Issue 15, case 11: NVFlare removes a job's disk-offload spool only when the job ends normally; the server
+    container's start removes what the killed job left (no job runs before it starts)."""
+    spool = f"nvflare_tensor_offload_{server_restarted['job_id']}_"
+    assert any(p.startswith(spool) for p in server_restarted["spool_before"]), server_restarted["spool_before"]
+    assert not any(p.startswith("nvflare_tensor_offload_") for p in server_restarted["spool_after"]), \
+        server_restarted["spool_after"]
+    logs = subprocess.run(["docker", "logs", stack.cid("server")], capture_output=True, text=True).stdout
+    assert re.search(rf"removing /workspace/tmp/{spool}\S+ \(\S+\): left by a job that no longer runs", logs)
 
 
 def test_interrupted_job_follower_points_to_resume(stack, server_restarted):
@@ -539,6 +616,103 @@ def test_site_whose_server_name_does_not_resolve_stops_with_the_fix(stack):
     assert run.returncode == 2, run.stdout + run.stderr
     assert "the server name 'fl-server' from this site's kit does not resolve here" in run.stderr
     assert "FL_SERVER_ADDRESS" in run.stderr
+
+
+def kit_copy(stack, tmp_path, site: str) -> str:
+    kit = str(tmp_path / f"kit-{site}")
+    subprocess.run(["cp", "-a", os.path.join(stack.work, "workspace", "kits", site), kit], check=True)
+    return kit
+
+
+def test_a_kit_the_containers_user_cannot_read_stops_it_with_the_fix(stack, tmp_path):
+    """Issue 15, case 9: a bundle unpacked by a normal user: client.key (0600) is that user's, the container's user
+    (10001) cannot read it. It stops at start with one line, before NVFlare's 'Permission denied'."""
+    kit = kit_copy(stack, tmp_path, "site-1")
+    subprocess.run(["chown", "-R", "1000:1000", kit], check=True)
+    run = subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{kit}:/kit:ro",
+                          stack.env["FL_IMAGE"], "site"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"error: /kit/startup/client.key belongs to uid 1000 (mode 0600) and this container runs as uid 10001, so it "
+        f"cannot read it: the kit was provisioned or unpacked by another user; fix: on the host, sudo chown -R "
+        f"10001:10001 {kit} (its keys stay private to that owner), or run the containers as uid 1000 (FL_UID=1000 "
+        f"in .env, then docker compose build)"], run.stderr
+
+
+def test_a_volume_of_another_uid_stops_the_container_with_the_fix(stack, tmp_path):
+    """Issue 15, case 9: volumes made by a run as uid 10001, the containers now as another uid (FL_UID changed, or
+    the demo run as root, then as a user). The printed fix works."""
+    image, volume = stack.env["FL_IMAGE"], f"{stack.project}-uid-probe"
+    kit = kit_copy(stack, tmp_path, "site-1")
+    subprocess.run(["chmod", "-R", "a+rX", kit], check=True)  # readable by the new uid: only the volume is at stake
+    try:
+        subprocess.run(["docker", "run", "--rm", "-v", f"{volume}:/workspace", "--entrypoint", "sh", image, "-c",
+                        "echo earlier > /workspace/log.txt"], check=True, capture_output=True, timeout=120)
+        as_new_uid = ["docker", "run", "--rm", "--network", "none", "-u", "4242:4242", "-e", f"FL_IMAGE={image}",
+                      "-e", "HF_HOME=/workspace/hf-home", "-v", f"{kit}:/kit:ro", "-v", f"{volume}:/workspace"]
+        run = subprocess.run([*as_new_uid, image, "site"], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2, run.stdout + run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            "error: /workspace belongs to uid 10001 (mode 0755) and this container runs as uid 4242, so it cannot "
+            "write it:"), run.stderr
+        for words in ("FL_UID=10001 in .env", "docker compose down -v", f"docker run --rm -u 0 -v {volume}:/v "
+                      f"--entrypoint chown {image} -R 4242:4242 /v"):
+            assert words in lines[0], lines[0]
+        fix = lines[0].split("give them to uid 4242: ", 1)[1]
+        subprocess.run(fix.split(), check=True, capture_output=True, timeout=120)
+        after = subprocess.run([*as_new_uid, "--entrypoint", "fl-kit-check", image, "access", "site"],
+                               capture_output=True, text=True, timeout=120)
+        assert after.returncode == 0, after.stderr
+    finally:
+        subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
+
+
+def test_a_site_with_a_wrong_server_address_says_where_it_dials(stack, tmp_path, capsys):
+    """Issue 15, case 10: site-2's bundle on its "host" with FL_SERVER_ADDRESS=127.0.0.1 (the server host's loopback,
+    which export_bundles.py refuses, set by hand in .env): within ~30 s its log and its health output say where it
+    dials and why, and it keeps retrying; its container and log prefix carry the site's name."""
+    export = subprocess.run([sys.executable, "scripts/export_bundles.py", "--sites", "site-2", "--no-admin", "--out",
+                             str(tmp_path / "bundles"), "--image", stack.env["FL_IMAGE"]], cwd=stack.work,
+                            env=checkout_env(stack.work), capture_output=True, text=True)
+    assert export.returncode == 0, export.stderr
+    bundle = str(tmp_path / "bundles" / "site-2")
+    name = f"{stack.project}-b-site-2"
+    with open(os.path.join(bundle, ".env")) as f:
+        text = f.read()
+    for key, value in {"FL_SERVER_ADDRESS": "127.0.0.1", "COMPOSE_FILE": "compose.yaml:compose.cpu.yaml",
+                       "FL_SITE_SHM_SIZE": "256m", "FL_SITE_PROJECT": name}.items():
+        text = re.sub(rf"^{key}=.*$", f"{key}={value}", text, flags=re.M)
+    with open(os.path.join(bundle, ".env"), "w") as f:
+        f.write(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FL_", "COMPOSE_", "HF_"))}
+    up = subprocess.run(["docker", "compose", "up", "-d"], cwd=bundle, env=env, capture_output=True, text=True,
+                        timeout=120)
+    try:
+        assert up.returncode == 0, up.stderr
+        started = time.monotonic()
+        expected = re.compile(r"cannot reach fl-server:(\d+) at 127\.0\.0\.1: Connection refused; FL_SERVER_ADDRESS "
+                              r"must be the server host's IP address")
+        while not expected.search(logs := subprocess.run(["docker", "compose", "logs", "site"], cwd=bundle, env=env,
+                                                         capture_output=True, text=True).stdout):
+            assert time.monotonic() - started < 60, logs[-3000:]
+            time.sleep(2)
+        said_s = time.monotonic() - started
+        line = next(ln for ln in logs.splitlines() if expected.search(ln))
+        assert re.match(rf"^{re.escape(name)}\s+\| ", line), line  # the prefix names the site, not "site-1"
+        assert "(the site keeps retrying)" in line and "a loopback address is this container itself" in line
+        info = Stack.inspect(name)
+        assert info["Name"] == f"/{name}" and info["State"]["Running"]
+        deadline = time.monotonic() + 60
+        while not any(expected.search(h.get("Output", "")) for h in (info["State"].get("Health") or {}).get("Log", [])):
+            assert time.monotonic() < deadline, info["State"].get("Health")
+            time.sleep(3)
+            info = Stack.inspect(name)
+    finally:
+        subprocess.run(["docker", "compose", "down", "-v", "-t", "5"], cwd=bundle, env=env, capture_output=True)
+    with capsys.disabled():
+        print(f"\n[figures] site bundle with FL_SERVER_ADDRESS=127.0.0.1: said so {said_s:.0f}s after up: "
+              f"{line[:200]}")
 
 
 def test_teardown_leaves_nothing(stack):

@@ -210,3 +210,19 @@ def test_site_health_when_something_else_answers(tmp_path, two_provisionings, an
     assert ("not this federation's server" if answer == "other-ca" else "the TLS handshake with it failed") \
         in run.stdout
     assert "FL_SERVER_ADDRESS must be the server host's IP address" in run.stdout
+
+
+def test_what_the_containers_user_owns_in_a_volume_never_stops_it(tmp_path):
+    """A read-only file or folder the user owns in its workspace (NVFlare or a job may write 0444 / 0500) is not an
+    ownership problem: the owner may chmod it. Only another uid's entries it cannot write are."""
+    kc = load_kit_check()
+    (tmp_path / "kit" / "startup").mkdir(parents=True)
+    ws = tmp_path / "ws"
+    (ws / "job" / "ro").mkdir(parents=True)
+    (ws / "job" / "result.zip").write_text("x")
+    (ws / "job" / "result.zip").chmod(0o444)
+    (ws / "job" / "ro").chmod(0o500)
+    owner = os.stat(ws).st_uid
+    assert kc.access_problem("site", uid=owner, gids={owner}, kit=str(tmp_path / "kit"), workspace=str(ws),
+                             hf_cache=str(tmp_path / "none")) == ""
+    (ws / "job" / "ro").chmod(0o755)
