@@ -74,11 +74,13 @@ def running_root_ca(project: Project, kits_dir: str) -> tuple:
                        "(scripts/provision.py)")
 
 
-def add_site(project_path: str, workspace: str, site: str, org: str, service_uid: int) -> tuple:
+def add_site(project_path: str, workspace: str, site: str, org: str, service_uid: int,
+             for_containers: bool = False) -> tuple:
     """Add the site to project.yml and install its kit; (its kit folder, the new Project). The new kit must trust
     the root CA the running kits trust: that needs NVFlare's provisioning state (the root CA's key) of this
     workspace, and it is checked on the kit written, not assumed. On any failure project.yml is left as it was
-    and no kit is installed."""
+    and no kit is installed. ``for_containers``: also refuse what the compose deployment could not run
+    (project.check_deployable), as scripts/add_site.py does when it regenerates the compose files."""
     project = load_project(project_path)
     kits_dir = os.path.join(workspace, "kits")
     if not os.path.isdir(kits_dir):
@@ -96,7 +98,8 @@ def add_site(project_path: str, workspace: str, site: str, org: str, service_uid
     with open(project_path) as f:
         backup = f.read()
     new_text, new_project = with_site(project, backup, site, org)
-    check_deployable(new_project)
+    if for_containers:
+        check_deployable(new_project)
     dest = os.path.join(kits_dir, site)
     if os.path.lexists(dest):
         raise ProjectError(f"{dest} already exists although {site!r} is not in {project_path}: move it away first")
@@ -134,7 +137,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     t0 = time.monotonic()
     try:
-        kit, project = add_site(args.project, args.workspace, args.site, args.org, args.service_uid)
+        kit, project = add_site(args.project, args.workspace, args.site, args.org, args.service_uid,
+                                for_containers=bool(args.compose_dir))
     except ProjectError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
