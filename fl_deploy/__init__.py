@@ -12,6 +12,7 @@
     bundles        one bundle per site host (several hosts)
     assets         the model and data fetched for offline hosts; the tiny offline stand-ins
     local_federation, compose_stack   a federation as local processes / an isolated compose stack (tests, benchmarks)
+    slow_cases     fault cases too slow for CI (a throttled link, repeated cold starts): PASS / FAIL per case
 
 The job's own code (what runs on the server and at the sites) is in app_code/, not here.
 """
