@@ -88,7 +88,9 @@ def test_demo_completes(demo):
 def test_compose_followed_project_yml(demo):
     with open(os.path.join(demo["work"], "compose.participants.yaml")) as f:
         generated = f.read()
-    assert f":{demo['port']}:{demo['port']}" in generated  # the server publishes project.yml's port
+    port = demo["port"]
+    assert f":{port}:{port}" in generated  # the server publishes project.yml's fed_learn_port
+    assert "./workspace/kits/site-1:/kit:ro" in generated and "./workspace/kits/site-2:/kit:ro" in generated
 
 
 def test_the_demos_choices_stay_for_later_commands(demo):
