@@ -237,7 +237,7 @@ def stack(tmp_path_factory):
 def test_four_sites_complete_three_rounds_memory(stack, capsys):
     out = stack.demo["output"]
     assert stack.demo["rc"] == 0, out[-6000:]
-    assert "FINISHED:COMPLETED" in out and "sites: site-1, site-2, site-3, site-4" in out, out[-3000:]
+    assert "FINISHED:COMPLETED" in out and "sites: site-1,site-2,site-3,site-4" in out, out[-3000:]
     m = re.search(r"results:\s+(\S+)", out)
     rounds = read_rounds(os.path.join(stack.work, m.group(1)))
     assert [r["round"] for r in rounds] == list(range(ROUNDS))
@@ -314,7 +314,8 @@ def test_a_job_from_nvflares_recipe_api_runs_through_submit_job(stack, tmp_path,
     assert len(rounds) == 1 and sites_of(rounds[0]) == SITES
     with capsys.disabled():
         print(f"\n[figures] NVFlare recipe job (@ALL, folder 0700 of uid 54321) via submit_job.py --job-folder: exit "
-              f"{rc}, {len(SITES)} sites, {out.strip().splitlines()[-1][:120]}")
+              f"{rc}, {sub.lines[-1][0] - sub.lines[0][0]:.0f}s; "
+              + next(line for line in out.splitlines() if "@ALL" in line))
 
 
 def test_private_keys_only_for_the_service_user(stack, capsys):
@@ -599,7 +600,7 @@ def test_dataset_missing_at_the_sites_fails_fast_with_the_sites_error(stack, cap
     assert rc == 1, sub.output[-3000:]
     ended_s = sub.lines[-1][0] - sub.wait_for(r"submitted job", 1)[0]
     for site in SITES:  # each site's own exception, fetched from the server: no access to the site needed
-        assert f"{site}: data.DataError: dataset path '/assets/no-such-imdb' does not exist" in sub.output, \
+        assert f"{site}: fl_site.data.DataError: dataset path '/assets/no-such-imdb' does not exist" in sub.output, \
             sub.output[-3000:]
     result = sub.results(stack.work)
     assert os.path.isfile(os.path.join(result, "site_errors", "site-1.txt"))
