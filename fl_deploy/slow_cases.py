@@ -65,6 +65,7 @@ class ThrottledRelay:
         self.target_port = target_port
         self.up, self.down = TokenBucket(rate), TokenBucket(rate)
         self.moved = {"up": 0, "down": 0}
+        self.connections = []  # (from the site, to the server) per relayed connection
         self.listener = socket.create_server(("127.0.0.1", listen_port))
         self._stop = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -88,6 +89,8 @@ class ThrottledRelay:
             except OSError:
                 client.close()
                 continue
+            server.settimeout(None)  # an idle connection stays open, as on a real link (the 10 s was for connecting)
+            self.connections.append((client, server))
             for src, dst, bucket, way in ((client, server, self.up, "up"), (server, client, self.down, "down")):
                 threading.Thread(target=self._pump, args=(src, dst, bucket, way), daemon=True).start()
 

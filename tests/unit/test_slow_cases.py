@@ -37,6 +37,8 @@ def test_the_relay_carries_every_byte_both_ways():
         echo.close()
     assert hashlib.sha256(bytes(got)).digest() == hashlib.sha256(payload).digest()
     assert relay.moved == {"up": len(payload), "down": len(payload)}
+    # No idle timeout on either side: NVFlare's connections may stay quiet for long (its heartbeat is 60 s).
+    assert [(c.gettimeout(), s.gettimeout()) for c, s in relay.connections] == [(None, None)]
 
 
 def test_the_bucket_paces_by_bytes():
