@@ -430,3 +430,24 @@ def test_cpu_trains_in_fp32_whatever_is_asked():
     if torch.cuda.is_available():
         pytest.skip("CPU-only behaviour")
     assert choose_precision(TrainSettings(bf16=True)) == (False, "fp32: no CUDA device")
+
+
+# ---------------------------------------------------------------- what the docs say about it (issue 15, case 7)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/reliability.md"])
+def test_docs_state_the_per_round_semantics_the_code_has(doc):
+    """The known-limits statement names each per-round setting with the default TrainSettings has, and no longer
+    claims the old accidental behaviour (optimizer carried, schedule restarted, whatever the settings)."""
+    import re
+
+    from fl_deploy import ROOT
+
+    with open(os.path.join(ROOT, doc)) as f:
+        text = " ".join(f.read().split())
+    for name in ("optimizer_state", "lr_schedule"):
+        stated = re.findall(rf"`{name}`[^.;]*?default `([\w-]+)`", text)
+        assert stated, f"{doc} does not state {name}'s default"
+        assert set(stated) == {getattr(TrainSettings(), name)}, (doc, name, stated)
+    assert "learning-rate schedule restarts at every round" not in text
+    assert "No test covers the optimizer's carry-over" not in text
