@@ -44,10 +44,12 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PA
 SEMANTICS = ("reset/job", "carry/job", "reset/round", "carry/round")
 PARTITIONS = ("iid", "label-skew")
 TARGET_RATIO = 1.05  # FL's final held-out loss within 5 % of centralized (issue 16)
-# Profiles: tiny = the offline stand-ins on CPU (fl_deploy.assets, more rows than the tests' 400 so that a site's
-# shard is not exhausted); gpt2 = the real model and data on a GPU host with hub access.
+# Profiles: tiny = the offline stand-ins on CPU (fl_deploy.assets with --films: a catalogue of 300 films whose
+# facts take data to learn, 4000 rows instead of the tests' 400, a 1000-token vocabulary); gpt2 = the real model and
+# data on a GPU host with hub access.
+TINY_FILMS, TINY_VOCAB = 300, 1000
 PROFILES = {
-    "tiny": {"rounds": 8, "steps": 25, "batch_size": 8, "grad_accum": 1, "learning_rate": 3e-3,
+    "tiny": {"rounds": 10, "steps": 40, "batch_size": 8, "grad_accum": 1, "learning_rate": 3e-3,
              "eval_samples": 400, "train_rows": 4000},
     "gpt2": {"rounds": 5, "steps": 100, "batch_size": 16, "grad_accum": 2, "learning_rate": 2e-4,
              "eval_samples": 1000, "train_rows": 0},
@@ -170,8 +172,9 @@ def run_fl(args, partition: str, semantics: str, work: str, out: str) -> dict:
             with open(path) as f:
                 text += f.read()
     parsed = parse_client_log(text)
+    # The server app's copy of the last global model (the persistor's checkpoint folder holds the same file)
     checkpoints = [os.path.join(d, "FL_global_model.pt") for d, _, files in os.walk(ws)
-                   if "FL_global_model.pt" in files]
+                   if "FL_global_model.pt" in files and os.path.basename(d) == "app_server"]
     site1 = parsed.get(sites[0], {}).get("rounds", {})
     if proc.returncode != 0 or sorted(site1) != list(range(args.rounds)) or len(checkpoints) != 1:
         raise BenchmarkError(f"{tag}: the simulator exited {proc.returncode} with {len(site1)} of {args.rounds} "
@@ -261,8 +264,8 @@ def parse_args(argv=None):
                                                      "Face name or a local path (needs a label column for "
                                                      "label-skew)")
     p.add_argument("--sites", type=int, default=2, help="FL sites (N)")
-    p.add_argument("--rounds", type=int, help="FL rounds R (tiny: 8, gpt2: 5)")
-    p.add_argument("--steps", type=int, help="optimizer steps per site per round S (tiny: 25, gpt2: 100)")
+    p.add_argument("--rounds", type=int, help="FL rounds R (tiny: 10, gpt2: 5)")
+    p.add_argument("--steps", type=int, help="optimizer steps per site per round S (tiny: 40, gpt2: 100)")
     p.add_argument("--batch_size", type=int, help="rows per device step B (tiny: 8, gpt2: 16)")
     p.add_argument("--grad_accum", type=int, help="gradient accumulation of a site (tiny: 1, gpt2: 2)")
     p.add_argument("--learning_rate", type=float, help="peak learning rate of every arm (tiny: 3e-3: a random "
@@ -316,12 +319,16 @@ def resolve(args, cuda: bool, work: str):
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.gradient_checkpointing = args.model != "tiny"  # the tiny model's activations are nothing to save
+    args.label = {"model": args.model, "dataset": args.dataset}
     if "tiny" in (args.model, args.dataset):
         from fl_deploy import assets
 
+        args.label = {k: f"tiny ({TINY_FILMS} films, {args.train_rows} rows)" if v == "tiny" else v
+                      for k, v in args.label.items()}
         tiny = os.path.join(work, "tiny")
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-            assets.tiny_main(["--out", tiny, "--train", str(args.train_rows), "--test", str(args.eval_samples)])
+            assets.tiny_main(["--out", tiny, "--train", str(args.train_rows), "--test", str(args.eval_samples),
+                              "--films", str(TINY_FILMS), "--vocab", str(TINY_VOCAB)])
         args.model = os.path.join(tiny, "model") if args.model == "tiny" else args.model
         args.dataset = os.path.join(tiny, "imdb") if args.dataset == "tiny" else args.dataset
 
@@ -340,9 +347,18 @@ def main(argv=None) -> int:
 
 
 def benchmark(args) -> int:
+    import warnings
+
+    import datasets
     import torch
+    import transformers
 
     import nvflare
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores)"
@@ -391,13 +407,11 @@ def benchmark(args) -> int:
                 ratio = fl["losses"][-1] / central["losses"][-1]
                 print(f"{arm}: final held-out loss {fl['losses'][-1]:.4f}, FL / centralized {ratio:.3f} "
                       f"({wall[arm]:.0f} s)", flush=True)
-        import transformers
-
         total_s = time.perf_counter() - started
         header = (f"Held-out loss at an equal budget: {n} sites x {args.rounds} rounds x {args.steps} optimizer steps "
                   f"(batch {args.batch_size} x accum {args.grad_accum} a site; centralized: accum "
                   f"{args.grad_accum * n}), lr {args.learning_rate:g}, {args.eval_samples} held-out rows, seed "
-                  f"{args.seed}; model {os.path.basename(args.model)}, data {os.path.basename(args.dataset)}; "
+                  f"{args.seed}; model {args.label['model']}, data {args.label['dataset']}; "
                   f"{device}; NVFlare {nvflare.__version__}, transformers {transformers.__version__}, torch "
                   f"{torch.__version__}; {total_s:.0f} s in all")
         table = final_table(rows, args)
@@ -415,7 +429,9 @@ def benchmark(args) -> int:
         with open(os.path.join(out, "quality.json"), "w") as f:
             json.dump({"table": table, "args": {k: v for k, v in vars(args).items() if not k.endswith("_list")}},
                       f, indent=1)
-        plot(rows, os.path.join(out, "quality.png"), header[:160] + "...")
+        plot(rows, os.path.join(out, "quality.png"),
+             f"held-out loss: {n} sites x {args.rounds} rounds x {args.steps} steps, batch {args.batch_size}; "
+             f"{args.label['model']}; {device}; NVFlare {nvflare.__version__}")
     print("\n" + text)
     for t in table:
         if t["arm"].startswith("FL"):
