@@ -158,10 +158,14 @@ def run_fl(args, partition: str, semantics: str, work: str, out: str) -> dict:
     sim_log = os.path.join(out, f"{tag}.log")
     cmd = [sys.executable, "-m", "nvflare.cli", "simulator", job, "-w", ws, "-n", str(args.sites),
            "-t", str(args.sites)]
+    # The simulator runs the N sites side by side on this host: each gets its share of the cores, as each site has
+    # its own host in a deployment (N sites x torch's default of every core would oversubscribe the CPU many times).
+    threads = str(max(1, (os.cpu_count() or 1) // args.sites))
     with open(sim_log, "w") as log:
         try:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work, timeout=args.timeout,
-                                  env={**os.environ, **OFFLINE_ENV})
+                                  env={**os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": threads,
+                                       "MKL_NUM_THREADS": threads})
         except subprocess.TimeoutExpired:
             raise BenchmarkError(f"{tag}: the simulator took more than {args.timeout} s (log: {sim_log})")
     with open(sim_log) as f:
@@ -191,17 +195,15 @@ def run_fl(args, partition: str, semantics: str, work: str, out: str) -> dict:
 
 
 def final_table(rows: list, args) -> list:
-    """One line per arm: final held-out loss, perplexity, FL ÷ centralized and FL ÷ the best site alone."""
-    finals = {}
-    for r in rows:
-        if r["round"] == args.rounds:
-            finals[r["arm"]] = r
-    central = next(r["held_out_loss"] for r in finals.values() if r["arm"] == "centralized")
+    """One line per arm and partition: final held-out loss, perplexity, FL ÷ centralized and FL ÷ the best site
+    alone of the same partition (the site-alone arms are named alike in every partition)."""
+    finals = {(r["arm"], r["partition"]): r for r in rows if r["round"] == args.rounds}
+    central = finals[("centralized", "union")]["held_out_loss"]
     table = []
-    for arm, r in finals.items():
-        alone = [a["held_out_loss"] for a in finals.values()
-                 if a["arm"].endswith("alone") and a["partition"] == r["partition"]]
-        line = {"arm": arm, "partition": r["partition"], "semantics": r["semantics"],
+    for (arm, partition), r in finals.items():
+        alone = [a["held_out_loss"] for (name, part), a in finals.items() if name.endswith("alone")
+                 and part == partition]
+        line = {"arm": arm, "partition": partition, "semantics": r["semantics"],
                 "held_out_loss": r["held_out_loss"], "perplexity": r["perplexity"],
                 "ratio_centralized": round(r["held_out_loss"] / central, 4)}
         if arm.startswith("FL") and alone:
@@ -236,15 +238,23 @@ def plot(rows: list, path: str, title: str):
     partitions = [p for p in PARTITIONS if any(r["partition"] == p for r in rows)]
     fig, axes = plt.subplots(1, len(partitions), figsize=(6.5 * len(partitions), 4.8), sharey=True, squeeze=False)
     for ax, partition in zip(axes[0], partitions):
-        arms = dict.fromkeys(r["arm"] for r in rows if r["partition"] in (partition, "union"))
-        for arm in arms:
-            pts = [(r["step"], r["held_out_loss"]) for r in rows if r["arm"] == arm]
+        ax.set_title(partition)
+        arms = dict.fromkeys((r["arm"], r["partition"]) for r in rows if r["partition"] in (partition, "union"))
+        for arm, part in arms:
+            pts = [(r["step"], r["held_out_loss"]) for r in rows if r["arm"] == arm and r["partition"] == part]
             style = "-" if arm.startswith("FL") else "--" if arm == "centralized" else ":"
             ax.plot(*zip(*pts), style, marker="o", markersize=3, label=arm)
-        ax.set_title(partition)
         ax.set_xlabel("optimizer steps (FL: per site)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    # Step 0 (the initial model) is far above the rest: zoom on the rounds, and say where it is.
+    later = [r["held_out_loss"] for r in rows if r["step"] > 0]
+    start = max(r["held_out_loss"] for r in rows if r["step"] == 0)
+    if later and start > 1.5 * max(later):
+        axes[0][0].set_ylim(min(later) - 0.02 * min(later), max(later) * 1.05)
+        for ax in axes[0]:
+            ax.annotate(f"step 0: {start:.2f} (above the scale)", xy=(0.02, 0.97), xycoords="axes fraction",
+                        va="top", fontsize=7)
     axes[0][0].set_ylabel("held-out loss")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -64,13 +64,42 @@ def test_final_table_gives_the_ratios_of_the_last_round():
             + bq.curve_rows("site-1 alone", "iid", "one run", [6.0, 3.5, 2.5], _Args, 8)
             + bq.curve_rows("site-2 alone", "iid", "one run", [6.0, 3.4, 2.4], _Args, 8)
             + bq.curve_rows("FL iid reset/job", "iid", "reset/job", [6.0, 3.1, 2.06], _Args, 16)
-            + bq.curve_rows("FL iid carry/round", "iid", "carry/round", [6.0, 3.3, 2.5], _Args, 16))
+            + bq.curve_rows("FL iid carry/round", "iid", "carry/round", [6.0, 3.3, 2.5], _Args, 16)
+            # the site-alone arms of another partition have the same names and must not replace these
+            + bq.curve_rows("site-1 alone", "label-skew", "one run", [6.0, 4.0, 3.0], _Args, 8)
+            + bq.curve_rows("site-2 alone", "label-skew", "one run", [6.0, 3.9, 2.9], _Args, 8)
+            + bq.curve_rows("FL label-skew reset/job", "label-skew", "reset/job", [6.0, 3.2, 2.2], _Args, 16))
     assert [r["step"] for r in rows[:3]] == [0, 10, 20] and rows[2]["rows_seen"] == 320
     assert rows[2]["perplexity"] == pytest.approx(7.389, abs=1e-3)
-    table = {t["arm"]: t for t in bq.final_table(rows, _Args)}
+    lines = bq.final_table(rows, _Args)
+    assert len(lines) == 8
+    table = {t["arm"]: t for t in lines if t["partition"] in ("iid", "union")}
     good, bad = table["FL iid reset/job"], table["FL iid carry/round"]
     assert good["ratio_centralized"] == pytest.approx(1.03) and good["ratio_best_alone"] == pytest.approx(2.06 / 2.4, abs=1e-4)
     assert good["below_every_alone"] is True and bad["below_every_alone"] is False
+    skew = next(t for t in lines if t["arm"] == "FL label-skew reset/job")
+    assert skew["ratio_best_alone"] == pytest.approx(2.2 / 2.9, abs=1e-4) and skew["below_every_alone"] is True
     text = bq.markdown(list(table.values()), "header", ["a note"])
     assert "| FL iid reset/job | iid | reset/job | 2.0600 | 7.85 | **1.030** ✓ | 0.858 ✓ |" in text
     assert "**1.250** ✗" in text and "- a note" in text
+
+
+def test_plot_draws_one_line_per_arm_and_partition(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = []
+    real_plot = matplotlib.axes.Axes.plot
+
+    def plot(self, *args, **kwargs):
+        drawn.append((self.get_title(), kwargs.get("label"), list(args[0])))
+        return real_plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
+    rows = (bq.curve_rows("centralized", "union", "one run", [6.0, 3.0, 2.0], _Args, 16)
+            + bq.curve_rows("site-1 alone", "iid", "one run", [6.0, 3.5, 2.5], _Args, 8)
+            + bq.curve_rows("site-1 alone", "label-skew", "one run", [6.0, 4.0, 3.0], _Args, 8))
+    bq.plot(rows, str(tmp_path / "q.png"), "title")
+    assert (tmp_path / "q.png").stat().st_size > 0
+    assert sorted((t, label, len(x)) for t, label, x in drawn) == [
+        ("iid", "centralized", 3), ("iid", "site-1 alone", 3), ("label-skew", "centralized", 3),
+        ("label-skew", "site-1 alone", 3)]
