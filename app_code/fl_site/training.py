@@ -47,7 +47,7 @@ class TrainSettings:
                                                                "schedule's steps (the round's, or the job's with "
                                                                "--lr_schedule job)."})
     optimizer_state: str = field(
-        default="reset",
+        default="carry",
         metadata={"choices": ["reset", "carry"],
                   "help": "FL: the site's AdamW at each round: reset (a new one, moments at zero, every round) or "
                           "carry (the same one and its moments from the site's previous round)."},
