@@ -8,6 +8,12 @@ make_tiny_assets.py: tiny offline stand-ins for GPT-2 and IMDB. No network.
 Writes:
   <out>/model/    a small GPT-2 (random init) + a byte-level BPE tokenizer trained here; load with from_pretrained
   <out>/imdb/     train.parquet and test.parquet with IMDB's columns (text, label)
+
+By default a review is 2-6 templated sentences whose adjectives follow the label: a model learns all there is to
+learn in ~100 steps. With --films K each review first names one of K films of a fixed catalogue (title, year,
+director; the film's label fixed, its popularity Zipf-distributed): learning those facts takes many more rows, and
+a site that never sees a film (a small shard, a skewed label mix) pays for it on the held-out split
+(benchmarks/quality.py uses it). The tests use the default.
 """
 
 import argparse
@@ -33,16 +39,37 @@ def review(rng: random.Random, label: int) -> str:
     return " ".join(sentences)
 
 
-def make_dataset(out: str, n_train: int, n_test: int, seed: int):
+TITLE_WORDS = ["Silent", "Harbor", "Crimson", "Winter", "Glass", "River", "Hollow", "Empire", "Velvet", "Storm",
+               "Golden", "Shadow", "Paper", "Iron", "Midnight", "Garden", "Broken", "Summer", "Distant", "Lantern",
+               "Frozen", "Echo", "Scarlet", "Orchard", "Wild", "Falcon", "Quiet", "Ember", "Northern", "Mirror"]
+NAMES = ["Ada", "Boris", "Clara", "Dmitri", "Elena", "Felix", "Greta", "Hugo", "Ines", "Jonas", "Kira", "Lars",
+         "Mara", "Nils", "Olga", "Pavel", "Rosa", "Sven", "Tara", "Viktor"]
+SURNAMES = ["Abel", "Brandt", "Costa", "Dahl", "Engel", "Ferro", "Gallo", "Holm", "Ivers", "Jansen", "Kahn",
+            "Lund", "Moreau", "Novak", "Ortega", "Petrov", "Quist", "Rossi", "Stahl", "Torres"]
+
+
+def film_catalogue(rng: random.Random, k: int) -> list:
+    """K films: (title, year, director, label), titles distinct; the label alternates so both labels have films."""
+    titles = rng.sample([f"The {a} {b}" for a in TITLE_WORDS for b in TITLE_WORDS if a != b], k)
+    return [(t, rng.randint(1950, 2020), f"{rng.choice(NAMES)} {rng.choice(SURNAMES)}", i % 2)
+            for i, t in enumerate(titles)]
+
+
+def make_dataset(out: str, n_train: int, n_test: int, seed: int, films: int = 0):
     from datasets import Dataset
 
     rng = random.Random(seed)
+    catalogue = film_catalogue(random.Random(seed + 1), films) if films else []
+    by_label = {y: [f for f in catalogue if f[3] == y] for y in (0, 1)}
     os.makedirs(out, exist_ok=True)
     for split, n in (("train", n_train), ("test", n_test)):
         labels = [i % 2 for i in range(n)]
-        Dataset.from_dict({"text": [review(rng, y) for y in labels], "label": labels}).to_parquet(
-            os.path.join(out, f"{split}.parquet")
-        )
+        texts = [review(rng, y) for y in labels]
+        if catalogue:  # the film first, from its label's films, the i-th most popular with weight 1 / i
+            for i, y in enumerate(labels):
+                title, year, director, _ = rng.choices(by_label[y], [1 / (j + 1) for j in range(len(by_label[y]))])[0]
+                texts[i] = f"{title} ({year}), directed by {director}. {texts[i]}"
+        Dataset.from_dict({"text": texts, "label": labels}).to_parquet(os.path.join(out, f"{split}.parquet"))
 
 
 def make_model(out: str, corpus: list, seed: int, vocab_size: int):
@@ -89,13 +116,16 @@ def tiny_main(argv=None) -> int:
     p.add_argument("--train", type=int, default=400, help="training reviews")
     p.add_argument("--test", type=int, default=80, help="held-out reviews")
     p.add_argument("--vocab", type=int, default=400, help="tokenizer vocabulary size")
+    p.add_argument("--films", type=int, default=0, help="name one of this many films in each review (0 = none)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.train < 2 or args.test < 1:
         p.error("--train must be >= 2 and --test >= 1")
+    if not 0 <= args.films <= len(TITLE_WORDS) * (len(TITLE_WORDS) - 1) or args.films == 1:
+        p.error(f"--films must be 0 or in 2..{len(TITLE_WORDS) * (len(TITLE_WORDS) - 1)}")
 
     data_dir = os.path.join(args.out, "imdb")
-    make_dataset(data_dir, args.train, args.test, args.seed)
+    make_dataset(data_dir, args.train, args.test, args.seed, args.films)
     from datasets import load_dataset
 
     corpus = load_dataset("parquet", data_files=os.path.join(data_dir, "train.parquet"))["train"]["text"]

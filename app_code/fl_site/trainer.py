@@ -13,8 +13,8 @@ import sys
 from dataclasses import dataclass, field
 
 from fl_common.model import ModelLoadError, apply_lora, load_model_and_tokenizer
-from fl_site.data import DataError, fingerprint, site_split
-from fl_site.training import TrainSettings, build_trainer, evaluate
+from fl_site.data import DataError, fingerprint, load_site_data
+from fl_site.training import TrainSettings, build_trainer, choose_precision, evaluate
 
 
 @dataclass
@@ -33,16 +33,13 @@ def parse(argv=None) -> tuple:
 
 
 def train(settings: TrainSettings, where: StandaloneSettings, site_name: str = "standalone") -> dict:
-    train_ds, eval_ds = site_split(
-        settings.dataset,
-        where.site_index,
-        where.num_sites,
-        seed=settings.seed,
-        max_train_samples=settings.max_train_samples,
-        eval_samples=settings.eval_samples,
-    )
+    data = load_site_data(settings.dataset, where.site_index, where.num_sites, seed=settings.seed,
+                          max_train_samples=settings.max_train_samples, eval_samples=settings.eval_samples,
+                          partition=settings.partition, alpha=settings.dirichlet_alpha)
+    train_ds, eval_ds = data.train, data.held_out
     print(f"{site_name}: shard {where.site_index}/{where.num_sites}, {len(train_ds)} train rows "
-          f"(fingerprint {fingerprint(train_ds)}), {len(eval_ds)} held-out rows", flush=True)
+          f"(fingerprint {fingerprint(train_ds)}), {len(eval_ds)} held-out rows; partition {settings.partition}, "
+          f"labels {data.label_counts}; training in {choose_precision(settings)[1]}", flush=True)
     model, tokenizer = load_model_and_tokenizer(settings.model)
     if settings.lora:
         model = apply_lora(model, **settings.lora_kwargs())

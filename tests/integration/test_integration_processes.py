@@ -135,7 +135,9 @@ def test_tensor_streaming_ran(finished_job):
 
 
 def test_each_site_trained_on_its_own_shard(finished_job):
-    from fl_site.data import fingerprint, site_split
+    import torch
+
+    from fl_site.data import fingerprint, load_site_data, site_split
 
     assets = finished_job["assets"]
     seen = {}
@@ -144,6 +146,10 @@ def test_each_site_trained_on_its_own_shard(finished_job):
         train_ds, _ = site_split(assets["dataset"], index, len(SITES))
         expected = f"{site}: shard {index}/{len(SITES)}, {len(train_ds)} train rows (fingerprint {fingerprint(train_ds)})"
         assert expected in log
+        labels = load_site_data(assets["dataset"], index, len(SITES)).label_counts
+        assert sum(labels.values()) == len(train_ds) and len(labels) == 2
+        assert f"partition iid, labels {labels}" in log  # the shard's size and label mix, logged at job start
+        assert f"{site}: training in fp32: no CUDA device" in log or torch.cuda.is_available()
         seen[site] = fingerprint(train_ds)
     assert len(set(seen.values())) == len(SITES)
 

@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -12,7 +13,7 @@ from fl_deploy import local_federation as fl_system
 
 SITES = ["site-1", "site-2"]
 ROUNDS = 3
-TRAIN = ["--max_steps", "3", "--batch_size", "4", "--eval_samples", "16"]
+TRAIN = ["--max_steps", "3", "--batch_size", "4", "--eval_samples", "16", "--lr_schedule", "job"]
 
 
 def _job(tiny, out, *extra):
@@ -66,6 +67,7 @@ def test_resume_after_server_kill(tmp_path, tiny_assets, capsys):
         meta = fed.nvflare("job", "meta", second)
         assert meta["data"]["status"] == "FINISHED:COMPLETED", (waited, meta)
         result = fed.nvflare("job", "download", second, "-o", str(tmp_path / "dl"))["data"]["download_path"]
+        site_logs = {site: fed.site_job_log(site, second) for site in SITES}
     finally:
         fed.stop()
 
@@ -83,6 +85,18 @@ def test_resume_after_server_kill(tmp_path, tiny_assets, capsys):
     for site in rounds[0]["sites"]:
         values = {m["name"]: m["value"] for m in site["metrics"]}
         assert values["global_eval_loss"] == pytest.approx(ckpt_loss["eval_loss"], abs=1e-4)
+
+    # The job-wide schedule continues across the resume: the resumed job's first step uses
+    # the rate of step (done + 1) x 3 of one cosine over ROUNDS x 3 steps, as the uninterrupted job would have.
+    import math
+
+    from fl_site.training import TrainSettings
+
+    steps = int(TRAIN[TRAIN.index("--max_steps") + 1])
+    expected = TrainSettings().learning_rate * 0.5 * (1 + math.cos(math.pi * (done + 1) * steps / (ROUNDS * steps)))
+    for site in SITES:
+        logged = re.search(rf"{site}: round {done + 1} steps={steps} lr=(\S+)", site_logs[site])
+        assert logged and float(logged.group(1)) == pytest.approx(expected, rel=1e-2), (site, logged, expected)
 
     with capsys.disabled():
         print(f"\n[figures] resume: kill after round {done + 1} of {ROUNDS} was persisted; sites re-registered "

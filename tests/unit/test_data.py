@@ -190,3 +190,105 @@ def test_site_split_honours_max_train_samples_and_eval_samples(tiny_assets):
 def test_site_split_rejects_a_site_outside_the_federation(tiny_assets):
     with pytest.raises(DataError, match="out of range"):
         site_split(tiny_assets["dataset"], 2, 2)
+
+
+# ---------------------------------------------------------------- label-skew partition
+
+
+def _labels(n=2000, classes=2):
+    return [i % classes for i in range(n)]
+
+
+def _skew(shards, labels) -> float:
+    """Mean over sites of the total variation distance between the site's label mix and the whole split's."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    overall = np.array([(labels == c).mean() for c in classes])
+    tv = []
+    for shard in shards:
+        mix = np.array([(labels[shard] == c).mean() for c in classes])
+        tv.append(0.5 * np.abs(mix - overall).sum())
+    return float(np.mean(tv))
+
+
+@pytest.mark.parametrize("num_sites,classes", [(2, 2), (3, 2), (4, 5)])
+def test_label_skew_shards_are_disjoint_and_cover_every_row(num_sites, classes):
+    from fl_site.data import label_skew_indices
+
+    labels = _labels(1000, classes)
+    shards = label_skew_indices(labels, num_sites, alpha=0.3, seed=1)
+    flat = [i for s in shards for i in s]
+    assert sorted(flat) == list(range(len(labels)))  # disjoint and complete
+    assert min(len(s) for s in shards) >= 0.1 * len(labels) / num_sites
+
+
+def test_label_skew_is_deterministic_and_seeded():
+    from fl_site.data import label_skew_indices, partition_indices
+
+    labels = _labels()
+    a = label_skew_indices(labels, 3, alpha=0.5, seed=42)
+    assert a == label_skew_indices(labels, 3, alpha=0.5, seed=42)
+    assert a != label_skew_indices(labels, 3, alpha=0.5, seed=7)
+    assert [partition_indices(labels, i, 3, "label-skew", 0.5, 42) for i in range(3)] == a
+    assert a[0] != sorted(a[0])  # shuffled: a cap on the shard keeps a random part of it, not one label first
+
+
+def test_label_counts_follow_alpha():
+    """Small alpha: each site holds mostly one label; large alpha: every site near the overall mix. Measured as
+    the mean total-variation distance from the overall mix, over 20 seeds, against IID's."""
+    from fl_site.data import label_skew_indices, shard_indices
+
+    labels = _labels(2000, 2)
+    skew = {a: sum(_skew(label_skew_indices(labels, 2, a, seed), labels) for seed in range(20)) / 20
+            for a in (0.05, 1.0, 100.0)}
+    iid = sum(_skew([shard_indices(len(labels), i, 2, seed) for i in range(2)], labels) for seed in range(20)) / 20
+    assert skew[0.05] > skew[1.0] > skew[100.0] > iid
+    assert skew[0.05] > 0.3  # Beta(0.05, 0.05) puts most of each label on one site
+    assert skew[100.0] < 0.05  # Beta(100, 100) is within a few % of an even split
+
+
+def test_label_skew_errors_are_data_errors():
+    from fl_site.data import label_skew_indices, partition_indices
+
+    with pytest.raises(DataError, match="alpha"):
+        label_skew_indices(_labels(), 2, alpha=0)
+    with pytest.raises(DataError, match="out of range"):
+        partition_indices(_labels(), 2, 2, "label-skew")
+    with pytest.raises(DataError, match="unknown partition"):
+        partition_indices(_labels(), 0, 2, "pathological")
+    with pytest.raises(DataError, match="dirichlet_alpha"):
+        label_skew_indices(_labels(20), 10, alpha=0.01, seed=0)  # 10 sites, 20 rows, extreme skew: never balanced
+
+
+def test_site_data_under_label_skew_keeps_the_held_out_split_shared(tiny_assets):
+    from fl_site.data import load_site_data
+
+    src = tiny_assets["dataset"]
+    iid = [load_site_data(src, i, 2) for i in range(2)]
+    skew = [load_site_data(src, i, 2, partition="label-skew", alpha=0.1) for i in range(2)]
+    full = load_text_dataset(src)["train"]
+    assert sorted(list(skew[0].train["text"]) + list(skew[1].train["text"])) == sorted(full["text"])
+    assert list(skew[0].held_out["text"]) == list(skew[1].held_out["text"]) == list(iid[0].held_out["text"])
+    for d in skew:
+        assert sum(d.label_counts.values()) == len(d.train)
+        assert set(d.label_counts) <= {0, 1}
+    assert {k: iid[0].label_counts[k] + iid[1].label_counts[k] for k in (0, 1)} == {
+        k: skew[0].label_counts.get(k, 0) + skew[1].label_counts.get(k, 0) for k in (0, 1)}
+
+    def gap(sites):  # how far apart the two sites' shares of label 1 are
+        share = [d.label_counts.get(1, 0) / len(d.train) for d in sites]
+        return abs(share[0] - share[1])
+
+    assert gap(skew) > gap(iid) + 0.2, ([d.label_counts for d in skew], [d.label_counts for d in iid])
+
+
+def test_label_skew_needs_a_label_column(tmp_path):
+    from fl_site.data import load_site_data
+
+    path = tmp_path / "reviews.jsonl"
+    _write_jsonl(path, [{"text": f"review {i}"} for i in range(20)])
+    with pytest.raises(DataError, match="label"):
+        load_site_data(str(path), 0, 2, partition="label-skew")
+    assert load_site_data(str(path), 0, 2).label_counts == {}

@@ -214,3 +214,240 @@ def test_rounds_walk_through_the_shard_instead_of_repeating_it():
     epochs = parse_settings(["--max_steps", "-1"])
     a, b = round_rows(shard, epochs, 0)["row"], round_rows(shard, epochs, 1)["row"]
     assert sorted(a) == sorted(b) == list(range(100)) and a != b  # whole shard, new order each round
+
+
+# ---------------------------------------------------------------- per-round semantics (begin_round)
+
+STEPS, ROUNDS, LR = 3, 3, 1e-3
+
+
+def _cosine(step: int, total: int) -> float:
+    """Hugging Face's cosine schedule without warm-up (get_cosine_schedule_with_warmup, num_cycles 0.5)."""
+    return LR * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
+class _LrOfEachStep:
+    """A TrainerCallback that records the learning rate each optimizer step uses (read just before the step)."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class Recorder(TrainerCallback):
+            def __init__(self):
+                self.lrs = []
+
+            def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+                self.lrs.append(optimizer.param_groups[0]["lr"])
+
+        return Recorder()
+
+
+def _trainer(tiny_assets, tmp_path, *flags):
+    from fl_common.model import load_model_and_tokenizer
+    from fl_site.data import site_split
+    from fl_site.training import build_trainer
+
+    s = parse_settings(["--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"], "--max_steps",
+                        str(STEPS), "--batch_size", "2", "--grad_accum", "1", "--learning_rate", str(LR),
+                        "--eval_samples", "4", *flags])
+    train_ds, eval_ds = site_split(s.dataset, 0, 2, eval_samples=s.eval_samples)
+    model, tokenizer = load_model_and_tokenizer(s.model)
+    trainer = build_trainer(model, tokenizer, train_ds, eval_ds, s, str(tmp_path / "out"))
+    recorder = _LrOfEachStep()
+    trainer.add_callback(recorder)
+    return trainer, trainer.train_dataset, s, recorder
+
+
+def _inner(optimizer):
+    return getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the optimizer during train()
+
+
+def _adam_steps(optimizer) -> set:
+    return {int(state["step"]) for state in _inner(optimizer).state.values()}
+
+
+@pytest.mark.parametrize("option", ["reset", "carry"])
+def test_optimizer_at_the_start_of_round_2(tiny_assets, tmp_path, option):
+    from fl_site.training import begin_round
+
+    trainer, shard, s, _ = _trainer(tiny_assets, tmp_path, "--optimizer_state", option)
+    begin_round(trainer, shard, s, 0, ROUNDS)
+    trainer.train()
+    after_round_1 = _inner(trainer.optimizer)
+    assert _adam_steps(after_round_1) == {STEPS}
+
+    begin_round(trainer, shard, s, 1, ROUNDS)
+    if option == "reset":
+        assert _inner(trainer.optimizer) is not after_round_1
+        assert _adam_steps(trainer.optimizer) == set()  # new AdamW: no moments, step count 0
+    else:
+        assert _inner(trainer.optimizer) is after_round_1
+        assert _adam_steps(trainer.optimizer) == {STEPS}  # the moments of round 1 and their step count
+    trainer.train()
+    assert _adam_steps(trainer.optimizer) == ({STEPS} if option == "reset" else {2 * STEPS})
+
+
+@pytest.mark.parametrize("schedule", ["round", "job"])
+def test_learning_rate_at_the_first_step_of_round_2(tiny_assets, tmp_path, schedule):
+    from fl_site.training import begin_round
+
+    trainer, shard, s, recorder = _trainer(tiny_assets, tmp_path, "--lr_schedule", schedule)
+    plans = []
+    for rnd in range(ROUNDS):
+        plans.append(begin_round(trainer, shard, s, rnd, ROUNDS))
+        trainer.train()
+    assert len(recorder.lrs) == ROUNDS * STEPS
+    first_of_round_2 = recorder.lrs[STEPS]
+    if schedule == "round":  # the cosine restarts at the peak rate every round
+        assert first_of_round_2 == pytest.approx(LR)
+        expected = [_cosine(i, STEPS) for _ in range(ROUNDS) for i in range(STEPS)]
+    else:  # one cosine over the job's 9 steps: round 2 starts at step 3 of 9
+        assert first_of_round_2 == pytest.approx(_cosine(STEPS, ROUNDS * STEPS)) == pytest.approx(0.75 * LR)
+        expected = [_cosine(i, ROUNDS * STEPS) for i in range(ROUNDS * STEPS)]
+    assert recorder.lrs == pytest.approx(expected)
+    assert plans[1]["lr"] == pytest.approx(first_of_round_2)
+
+
+def test_warm_up_happens_once_with_the_job_schedule(tiny_assets, tmp_path):
+    from fl_site.training import begin_round
+
+    lrs = {}
+    for schedule in ("round", "job"):
+        trainer, shard, s, recorder = _trainer(tiny_assets, tmp_path / schedule, "--lr_schedule", schedule,
+                                               "--warmup_ratio", "0.1")
+        for rnd in range(ROUNDS):
+            begin_round(trainer, shard, s, rnd, ROUNDS)
+            trainer.train()
+        lrs[schedule] = recorder.lrs
+    # Warm-up: ceil(0.1 x 3) = 1 step of each round (round), ceil(0.1 x 9) = 1 step of the job (job).
+    assert [lrs["round"][r * STEPS] for r in range(ROUNDS)] == [0.0] * ROUNDS
+    assert lrs["job"][0] == 0.0 and min(lrs["job"][1:]) > 0.0
+    assert lrs["job"][-1] < lrs["job"][STEPS] < lrs["job"][1]  # decays over the job, not within each round
+
+
+def test_resumed_job_continues_the_job_schedule(tiny_assets, tmp_path):
+    """A job resumed at round 2 (NVFlare sends start_round=1, total_rounds=2) starts where the uninterrupted job's
+    round 2 started, in a new process: a new trainer and a new optimizer."""
+    from nvflare.app_common.abstract.fl_model import FLModel
+
+    from fl_site.training import begin_round, job_rounds
+
+    trainer, shard, s, recorder = _trainer(tiny_assets, tmp_path / "whole", "--lr_schedule", "job")
+    for rnd in range(ROUNDS):
+        begin_round(trainer, shard, s, rnd, ROUNDS)
+        trainer.train()
+
+    task = FLModel(params={}, start_round=1, current_round=1, total_rounds=ROUNDS - 1)
+    assert job_rounds(task) == ROUNDS
+    resumed, shard2, s2, recorder2 = _trainer(tiny_assets, tmp_path / "resumed", "--lr_schedule", "job")
+    plan = begin_round(resumed, shard2, s2, task.current_round, job_rounds(task))
+    assert plan == {"first_step": STEPS, "total_steps": ROUNDS * STEPS, "lr": pytest.approx(0.75 * LR)}
+    for rnd in range(task.current_round, job_rounds(task)):
+        if rnd > task.current_round:
+            begin_round(resumed, shard2, s2, rnd, job_rounds(task))
+        resumed.train()
+    assert recorder2.lrs[0] == pytest.approx(recorder.lrs[STEPS])  # the resumed job's first learning rate
+    assert recorder2.lrs == pytest.approx(recorder.lrs[STEPS:])
+
+
+def test_job_rounds_needs_total_rounds():
+    from nvflare.app_common.abstract.fl_model import FLModel
+
+    from fl_site.training import job_rounds
+
+    assert job_rounds(FLModel(params={}, current_round=0, total_rounds=5)) == 5  # no start_round: a fresh job
+    with pytest.raises(ValueError, match="total_rounds"):
+        job_rounds(FLModel(params={}, current_round=0))
+
+
+def test_steps_per_round_is_the_trainers_own_count_in_epoch_mode(tiny_assets, tmp_path):
+    from fl_site.training import begin_round, steps_per_round
+
+    trainer, shard, s, _ = _trainer(tiny_assets, tmp_path, "--max_steps", "-1", "--batch_size", "16",
+                                    "--grad_accum", "3", "--num_train_epochs", "0.5")
+    plan = begin_round(trainer, shard, s, 0, 2)
+    trainer.train()
+    assert trainer.state.global_step == steps_per_round(s, len(shard)) == plan["total_steps"] // 2 == 3  # 13 / 3 / 2
+
+
+@pytest.mark.parametrize("flag,value", [("--optimizer_state", "keep"), ("--lr_schedule", "epoch"),
+                                        ("--partition", "dirichlet")])
+def test_semantics_settings_reject_unknown_choices(flag, value):
+    with pytest.raises((SystemExit, ValueError)):
+        parse_settings([flag, value])
+    with pytest.raises(ValueError, match=flag):
+        TrainSettings(**{flag[2:]: value})
+
+
+# ---------------------------------------------------------------- precision (bf16 only where the GPU has it)
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """A mocked CUDA device: set its compute capability; it reports bf16 support the way torch does by default
+    (including_emulation=True): yes on every CUDA GPU."""
+    import torch
+
+    def make(capability):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+
+    return make
+
+
+def test_emulated_bf16_gpu_trains_in_fp32(gpu):
+    from fl_site.training import choose_precision
+
+    gpu((7, 5))  # T4 / RTX 20xx
+    bf16, why = choose_precision(TrainSettings())
+    assert bf16 is False
+    assert why.startswith("fp32") and "7.5" in why and "--bf16 true" in why
+
+
+def test_native_bf16_gpu_trains_in_bf16(gpu):
+    from fl_site.training import choose_precision
+
+    gpu((8, 0))  # A100
+    assert choose_precision(TrainSettings()) == (True, "bf16: native on this GPU (compute capability 8.0)")
+
+
+def test_explicit_bf16_wins(gpu):
+    from fl_site.training import choose_precision
+
+    gpu((7, 5))
+    bf16, why = choose_precision(parse_settings(["--bf16", "true"]))
+    assert bf16 is True and "--bf16 true" in why
+    gpu((9, 0))
+    assert choose_precision(parse_settings(["--bf16", "false"]))[0] is False
+
+
+def test_cpu_trains_in_fp32_whatever_is_asked():
+    import torch
+
+    from fl_site.training import choose_precision
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only behaviour")
+    assert choose_precision(TrainSettings(bf16=True)) == (False, "fp32: no CUDA device")
+
+
+# ---------------------------------------------------------------- what the docs say about it (issue 15, case 7)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/reliability.md"])
+def test_docs_state_the_per_round_semantics_the_code_has(doc):
+    """The known-limits statement names each per-round setting with the default TrainSettings has, and no longer
+    claims the old accidental behaviour (optimizer carried, schedule restarted, whatever the settings)."""
+    import re
+
+    from fl_deploy import ROOT
+
+    with open(os.path.join(ROOT, doc)) as f:
+        text = " ".join(f.read().split())
+    for name in ("optimizer_state", "lr_schedule"):
+        stated = re.findall(rf"`{name}`[^.;]*?default `([\w-]+)`", text)
+        assert stated, f"{doc} does not state {name}'s default"
+        assert set(stated) == {getattr(TrainSettings(), name)}, (doc, name, stated)
+    assert "learning-rate schedule restarts at every round" not in text
+    assert "No test covers the optimizer's carry-over" not in text

@@ -12,8 +12,8 @@ from nvflare.client.tracking import SummaryWriter
 
 from fl_common.model import apply_lora, exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
 from fl_common.tensor_parts import join_parts, split_large
-from fl_site.data import fingerprint, site_split
-from fl_site.training import build_trainer, evaluate, parse_settings, round_rows
+from fl_site.data import fingerprint, load_site_data
+from fl_site.training import begin_round, build_trainer, choose_precision, evaluate, job_rounds, parse_settings
 
 
 def main(argv=None):
@@ -27,17 +27,15 @@ def main(argv=None):
         model = apply_lora(model, **settings.lora_kwargs())
     trainer = None
     if not settings.exchange_only:
-        train_ds, eval_ds = site_split(
-            settings.dataset,
-            site_index,
-            num_sites,
-            seed=settings.seed,
-            max_train_samples=settings.max_train_samples,
-            eval_samples=settings.eval_samples,
-        )
-        print(f"{site}: shard {site_index}/{num_sites}, {len(train_ds)} train rows "
-              f"(fingerprint {fingerprint(train_ds)}), {len(eval_ds)} held-out rows", flush=True)
-        trainer = build_trainer(model, tokenizer, train_ds, eval_ds, settings, os.path.join("outputs", site))
+        data = load_site_data(settings.dataset, site_index, num_sites, seed=settings.seed,
+                              max_train_samples=settings.max_train_samples, eval_samples=settings.eval_samples,
+                              partition=settings.partition, alpha=settings.dirichlet_alpha)
+        print(f"{site}: shard {site_index}/{num_sites}, {len(data.train)} train rows "
+              f"(fingerprint {fingerprint(data.train)}), {len(data.held_out)} held-out rows; partition "
+              f"{settings.partition}, labels {data.label_counts}", flush=True)
+        print(f"{site}: training in {choose_precision(settings)[1]}; optimizer {settings.optimizer_state} per "
+              f"round, lr schedule per {settings.lr_schedule}", flush=True)
+        trainer = build_trainer(model, tokenizer, data.train, data.held_out, settings, os.path.join("outputs", site))
         shard = trainer.train_dataset  # tokenized once; each round trains on its own rows of it
     writer = SummaryWriter()
 
@@ -56,7 +54,7 @@ def main(argv=None):
 
         # The received model is the new global model: its held-out loss is the federation's progress.
         global_metrics = evaluate(trainer)
-        trainer.train_dataset = round_rows(shard, settings, rnd)
+        plan = begin_round(trainer, shard, settings, rnd, job_rounds(global_model))  # rows, optimizer, schedule
         result = trainer.train()
         steps = trainer.state.global_step
         local_metrics = evaluate(trainer)
@@ -66,7 +64,7 @@ def main(argv=None):
         writer.add_scalar("train_loss", result.training_loss, rnd)
         writer.add_scalar("eval_loss", local_metrics["eval_loss"], rnd)
         writer.add_scalar("perplexity", local_metrics["perplexity"], rnd)
-        print(f"{site}: round {rnd} steps={steps} train_loss={result.training_loss:.4f} "
+        print(f"{site}: round {rnd} steps={steps} lr={plan['lr']:.3g} train_loss={result.training_loss:.4f} "
               f"global_eval_loss={global_metrics['eval_loss']:.4f} eval_loss={local_metrics['eval_loss']:.4f}",
               flush=True)
 

@@ -3,14 +3,18 @@ trainer and the job generator (scripts/make_job.py), and the TRL trainer built f
 
 Defaults are the upstream example's SFTConfig (batch 16, grad accum 2, lr 2e-4, cosine, nll loss, gradient
 checkpointing, report_to none, CPU when no CUDA), with 200 optimizer steps per round.
+
+What carries from one FL round to the next is explicit (begin_round): the local optimizer (OPTIMIZER_STATES) and
+the learning-rate schedule (LR_SCHEDULES); docs/design.md gives the benchmark that chose the defaults.
 """
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
-from fl_site.data import DEFAULT_DATASET, TEXT_FIELD
+from fl_site.data import DEFAULT_DATASET, PARTITIONS, TEXT_FIELD
 from fl_common.model import DEFAULT_MODEL, EXCHANGE_DTYPES, LORA_DEFAULTS
 from fl_common.tensor_parts import PART_MIB
 
@@ -39,11 +43,34 @@ class TrainSettings:
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate (LoRA usually wants ~1e-3)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Hugging Face scheduler name."})
     gradient_checkpointing: bool = field(default=True, metadata={"help": "Trade compute for activation memory."})
-    bf16: Optional[bool] = field(default=None, metadata={"help": "bf16 on GPU; default: on when the GPU has it."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Linear warm-up over this fraction of the "
+                                                               "schedule's steps (the round's, or the job's with "
+                                                               "--lr_schedule job)."})
+    optimizer_state: str = field(
+        default="carry",
+        metadata={"choices": ["reset", "carry"],
+                  "help": "FL: the site's AdamW at each round: reset (a new one, moments at zero, every round) or "
+                          "carry (the same one and its moments from the site's previous round)."},
+    )
+    lr_schedule: str = field(
+        default="job",
+        metadata={"choices": ["job", "round"],
+                  "help": "FL: job (one schedule over the job's rounds x max_steps: round r continues where "
+                          "round r-1 ended, warm-up once, decay to the job's last step; a resumed job continues it) "
+                          "or round (the schedule restarts every round)."},
+    )
+    bf16: Optional[bool] = field(default=None, metadata={"help": "bf16 training on GPU; default: on when the GPU "
+                                                                 "has it natively (compute capability >= 8.0)."})
     max_train_samples: int = field(default=0, metadata={"help": "Cap on each site's shard (0 = whole shard)."})
     eval_samples: int = field(default=1000, metadata={"help": "Held-out examples evaluated per round "
                                                               "(0 = whole split)."})
     seed: int = field(default=42, metadata={"help": "Seed for sharding and training."})
+    partition: str = field(default="iid", metadata={"choices": list(PARTITIONS),
+                                                    "help": "How the training split is cut into the sites' shards: "
+                                                            + "; ".join(f"{k}: {v}" for k, v in PARTITIONS.items())
+                                                            + ". The held-out split is the same at every site."})
+    dirichlet_alpha: float = field(default=0.5, metadata={"help": "--partition label-skew: the Dirichlet "
+                                                                  "concentration alpha (> 0)."})
     exchange_only: bool = field(default=False, metadata={"help": "FL only: exchange the model without training "
                                                                  "(benchmarks)."})
     exchange_dtype: str = field(
@@ -69,6 +96,14 @@ class TrainSettings:
             raise ValueError("--learning_rate must be positive")
         if self.part_mib < 0:
             raise ValueError("--part_mib must be >= 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError("--warmup_ratio must be in [0, 1)")
+        if self.dirichlet_alpha <= 0:
+            raise ValueError("--dirichlet_alpha must be positive")
+        for f in fields(self):
+            if "choices" in f.metadata and getattr(self, f.name) not in f.metadata["choices"]:
+                raise ValueError(f"--{f.name} must be one of {', '.join(f.metadata['choices'])}, "
+                                 f"got {getattr(self, f.name)!r}")
         if self.lora and (self.lora_r < 1 or self.lora_alpha < 1 or not 0 <= self.lora_dropout < 1):
             raise ValueError("--lora_r and --lora_alpha must be at least 1 and --lora_dropout in [0, 1)")
 
@@ -112,12 +147,31 @@ def as_flags(values: dict) -> list:
     return flags
 
 
-def use_bf16(settings: TrainSettings) -> bool:
+NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere: the first NVIDIA GPUs with bf16 in their tensor cores
+
+
+def choose_precision(settings: TrainSettings) -> tuple:
+    """(bf16: bool, why: str) for training on this host.
+
+    No CUDA: fp32, whatever --bf16 says (the Trainer's CPU bf16 is slower than fp32 here). --bf16 true / false: as
+    asked. Unset: bf16 only where the GPU has it natively, compute capability >= 8.0. torch.cuda.is_bf16_supported()
+    is not the test: it defaults to including_emulation=True and says yes on T4 / V100 / RTX 20xx (7.x), which
+    emulate bf16 far slower than fp32."""
     import torch
 
     if not torch.cuda.is_available():
-        return False
-    return torch.cuda.is_bf16_supported() if settings.bf16 is None else settings.bf16
+        return False, "fp32: no CUDA device"
+    capability = tuple(torch.cuda.get_device_capability())
+    gpu = f"compute capability {capability[0]}.{capability[1]}"
+    if settings.bf16 is not None:
+        return settings.bf16, f"{'bf16' if settings.bf16 else 'fp32'}: --bf16 {str(settings.bf16).lower()} ({gpu})"
+    if capability >= NATIVE_BF16_CAPABILITY:
+        return True, f"bf16: native on this GPU ({gpu})"
+    return False, f"fp32: no native bf16 on this GPU ({gpu} < 8.0; --bf16 true forces emulated bf16)"
+
+
+def use_bf16(settings: TrainSettings) -> bool:
+    return choose_precision(settings)[0]
 
 
 def sft_config(settings: TrainSettings, output_dir: str):
@@ -133,6 +187,7 @@ def sft_config(settings: TrainSettings, output_dir: str):
         max_steps=settings.max_steps,
         learning_rate=settings.learning_rate,
         lr_scheduler_type=settings.lr_scheduler_type,
+        warmup_steps=settings.warmup_ratio,  # < 1: a fraction of the schedule's steps (TrainingArguments)
         loss_type="nll",
         gradient_checkpointing=settings.gradient_checkpointing,
         bf16=use_bf16(settings),
@@ -183,6 +238,69 @@ def round_rows(dataset, settings: TrainSettings, rnd: int):
         indices.extend(np.random.default_rng(settings.seed + epoch).permutation(n)[offset:offset + take].tolist())
         pos += take
     return dataset.select(indices)
+
+
+def steps_per_round(settings: TrainSettings, num_rows: int) -> int:
+    """Optimizer steps one trainer.train() takes on ``num_rows`` rows: max_steps, or with max_steps <= 0 the
+    Trainer's own count for num_train_epochs (Trainer.set_initial_training_values: ceil(batches / accumulation)
+    updates per epoch, at least 1)."""
+    if settings.max_steps > 0:
+        return settings.max_steps
+    batches = math.ceil(num_rows / settings.batch_size)
+    per_epoch = max(math.ceil(batches / settings.grad_accum), 1)
+    return math.ceil(settings.num_train_epochs * per_epoch)
+
+
+def _shifted(lr_lambda, offset: int, step: int) -> float:
+    return lr_lambda(step + offset)
+
+
+def lr_schedule(optimizer, settings: TrainSettings, first_step: int, total_steps: int):
+    """The Hugging Face schedule ``lr_scheduler_type`` over ``total_steps`` (warm-up: warmup_ratio of them),
+    started at ``first_step``: the first optimizer step it drives uses the rate of step ``first_step``.
+
+    Raises ValueError for a scheduler that is not a step function (reduce_lr_on_plateau)."""
+    from torch.optim.lr_scheduler import LambdaLR
+    from transformers import get_scheduler
+
+    for group in optimizer.param_groups:  # the schedule scales the peak rate, whatever an earlier one left in 'lr'
+        group["lr"] = group["initial_lr"] = settings.learning_rate
+    full = get_scheduler(settings.lr_scheduler_type, optimizer=optimizer,
+                         num_warmup_steps=math.ceil(total_steps * settings.warmup_ratio),
+                         num_training_steps=total_steps)
+    if not isinstance(full, LambdaLR):
+        raise ValueError(f"--lr_scheduler_type {settings.lr_scheduler_type} is not a function of the step; "
+                         "use cosine, linear, constant or another step schedule")
+    return LambdaLR(optimizer, [functools.partial(_shifted, f, first_step) for f in full.lr_lambdas])
+
+
+def begin_round(trainer, shard, settings: TrainSettings, rnd: int, job_rounds: int) -> dict:
+    """Make ``trainer`` ready for FL round ``rnd`` (0-based, counted over the whole job, resumed rounds included) of
+    a job of ``job_rounds`` rounds: this round's rows of the shard (round_rows), the optimizer and the schedule.
+
+    optimizer_state reset: a new optimizer (Trainer.create_optimizer: AdamW, zero moments); carry: the trainer's
+    optimizer as the last round left it. lr_schedule round: the schedule spans this round's steps and starts at
+    its step 0; job: it spans job_rounds x steps_per_round and starts at rnd x steps_per_round, so a resumed job
+    (rnd = start_round) continues where the interrupted one was. Returns {first_step, total_steps, lr}: the lr
+    the round's first optimizer step uses."""
+    trainer.train_dataset = round_rows(shard, settings, rnd)
+    steps = steps_per_round(settings, len(trainer.train_dataset))
+    if settings.optimizer_state == "reset" or trainer.optimizer is None:
+        trainer.optimizer = None
+        trainer.create_optimizer()
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # under accelerate's wrapper
+    first, total = (rnd * steps, job_rounds * steps) if settings.lr_schedule == "job" else (0, steps)
+    trainer.lr_scheduler = lr_schedule(optimizer, settings, first, total)
+    return {"first_step": first, "total_steps": total, "lr": trainer.lr_scheduler.get_last_lr()[0]}
+
+
+def job_rounds(global_model) -> int:
+    """Rounds of the whole job from a received FLModel: NVFlare's FedAvg sends start_round and total_rounds =
+    the rounds this (possibly resumed) job runs, so the job's total is their sum."""
+    if global_model.total_rounds is None:
+        raise ValueError("the server's task carries no total_rounds: the job-wide schedule needs it "
+                         "(use --lr_schedule round with this workflow)")
+    return (global_model.start_round or 0) + global_model.total_rounds
 
 
 def evaluate(trainer) -> dict:
