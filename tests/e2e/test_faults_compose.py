@@ -237,7 +237,7 @@ def stack(tmp_path_factory):
 def test_four_sites_complete_three_rounds_memory(stack, capsys):
     out = stack.demo["output"]
     assert stack.demo["rc"] == 0, out[-6000:]
-    assert "FINISHED:COMPLETED" in out and "sites: site-1,site-2,site-3,site-4" in out, out[-3000:]
+    assert "FINISHED:COMPLETED" in out and "sites: site-1, site-2, site-3, site-4" in out, out[-3000:]
     m = re.search(r"results:\s+(\S+)", out)
     rounds = read_rounds(os.path.join(stack.work, m.group(1)))
     assert [r["round"] for r in rounds] == list(range(ROUNDS))
