@@ -7,7 +7,8 @@
 #
 # Needs only Docker Engine with Compose v2 and python3 (plus nvidia-container-toolkit for GPUs). Settings come
 # from .env (created from .env.example on first run); flags and the shell environment override it.
-# Tear down: docker compose down (keeps job store and workspaces) or docker compose down -v (deletes them).
+# Tear down everything (TensorBoard too): docker compose --profile "*" down (keeps job store and workspaces),
+# or docker compose --profile "*" down -v (deletes them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,4 +62,4 @@ say "submitting the job through the admin console"
 t0=$SECONDS
 python3 scripts/submit_job.py
 say "job finished in $((SECONDS - t0))s from submission"
-echo "Logs: docker compose logs -f server site-1   Stop: docker compose down"
+echo "Logs: docker compose logs -f server site-1   Stop everything: docker compose --profile \"*\" down"
