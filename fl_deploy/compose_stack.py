@@ -156,6 +156,10 @@ def remove_test_stacks(pid: int = None) -> list:
         else:
             subprocess.run(["docker", "compose", "-p", name, "down", "-v", "--remove-orphans", "-t", "5"],
                            capture_output=True)
+            # A container made outside compose with the project's label only (a half-made set-up) stays: remove it.
+            left = _docker_lines("ps", "-aq", "--filter", f"label=com.docker.compose.project={name}")
+            if left:
+                subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
         removed.append(name)
     return removed
 

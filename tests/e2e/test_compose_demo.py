@@ -253,6 +253,27 @@ def test_default_transfer_ran(demo):
         assert len(spooled) == ROUNDS and all(a == b for a, b in spooled), (site, spooled)
 
 
+def test_image_has_what_kubernetes_runs(demo):
+    """docs/kubernetes.md runs this image with NVFlare's k8s launcher, whose parent and job pods start the Python
+    of docker/k8s.yaml with the workspace mounted at the image's NVFL_WORKSPACE: both are there in the built image,
+    the Python with the project's packages, the workspace writable by the image's user."""
+    import yaml
+
+    with open(os.path.join(ROOT, "docker", "k8s.yaml")) as f:
+        config = yaml.safe_load(f)
+    python, workspace = config["parent"]["python_path"], config["parent"]["workspace_mount_path"]
+    assert config["job_launcher"]["default_python_path"] == python
+    run = subprocess.run(["docker", "run", "--rm", "--entrypoint", python, demo["env"]["FL_IMAGE"], "-c",
+                          "import os, nvflare, torch, transformers, trl; print(nvflare.__version__, "
+                          f"os.environ['NVFL_WORKSPACE'], os.access({workspace!r}, os.W_OK), os.getuid())"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    version, env_workspace, writable, uid = run.stdout.split()
+    # The image's user is the k8s config's runAsUser (uid 10001), unless demo.sh built it for a non-root user.
+    image_uid = os.getuid() if os.geteuid() else config["parent"]["pod_security_context"]["runAsUser"]
+    assert (version, env_workspace, writable, uid) == ("2.9.0", workspace, "True", str(image_uid))
+
+
 def test_containers_ran_hardened(demo):
     """Checked on the running containers, before teardown."""
     names = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={demo['project']}"],
