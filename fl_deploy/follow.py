@@ -247,7 +247,7 @@ class Follower:
         history = meta.get("schedule_history") or []
         events += schedule_events(history, self.scheduled_seen)
         self.scheduled_seen = len(history)
-        if status != self.status:
+        if status != self.status and not status.startswith(FINISHED):  # the end is job_end's
             events.append({"event": "status", "time": status_time(meta, status), "status": status})
         if status == RUNNING or status.startswith(FINISHED):
             events += self.read_logs(meta)
