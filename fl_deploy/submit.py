@@ -338,21 +338,31 @@ def download(job_id: str, args, failed: bool = False) -> tuple:
                   "--startup-kit", ADMIN_KIT, "-o", f"{inside}/{job_id}", "--sites", ",".join(args.sites or []),
                   check=False, env_file=args.env_file)
     errors = (run.stdout or run.stderr).strip().splitlines() if failed else []
+    if args.resume:  # one training run: the rounds of the jobs this one continues, next to it before the export
+        add_earlier_rounds(job_id, f"{inside}/{job_id}", args)
+    # HF-format global model, metrics.csv and plots, made where torch and the model's tokenizer are at hand.
+    export = compose("exec", "-T", args.admin, "python3", "/src/scripts/export_results.py", f"{inside}/{job_id}",
+                     check=False, env_file=args.env_file)
+    if export.returncode != 0 and not failed:
+        last = (export.stderr or "").strip().splitlines()[-1:]
+        print(f"warning: results exported without the HF model / plots: {' '.join(last)}", file=sys.stderr)
     os.makedirs(args.results, exist_ok=True)
     dest = os.path.join(args.results, job_id)
     if os.path.exists(dest):
         raise HostError(f"{dest} already exists; move it away to download again")
     compose("cp", f"{args.admin}:{inside}/{job_id}", dest, env_file=args.env_file)
-    if args.resume:  # one training run: the rounds of the jobs this one continues
-        lineage.add_earlier_rounds(dest, args.resume, args.resume_start, args.results, env_file=args.env_file)
-    # HF-format global model, metrics.csv and plots, made where torch and the model's tokenizer are at hand.
-    export = compose("exec", "-T", args.admin, "python3", "/src/scripts/export_results.py", f"{inside}/{job_id}",
-                     check=False, env_file=args.env_file)
-    if export.returncode != 0 and not failed:
-        report_warning = (export.stderr or "").strip().splitlines()
-        print(f"warning: results exported without the HF model / plots: {' '.join(report_warning[-1:])}",
-              file=sys.stderr)
     return dest, errors
+
+
+def add_earlier_rounds(job_id: str, inside: str, args):
+    """fl_deploy/lineage.py on the host (it reads results/ and the server volume), its files then put next to the
+    downloaded job in the admin container."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as staging:
+        lineage.add_earlier_rounds(staging, args.resume, args.resume_start, args.results, env_file=args.env_file)
+        tar = subprocess.run(["tar", "-C", staging, "-c", "."], capture_output=True, check=True).stdout
+    compose("exec", "-T", args.admin, "tar", "-x", "-C", inside, input=tar, env_file=args.env_file)
 
 
 def summarize(dest: str, report: Reporter):

@@ -58,16 +58,26 @@ class Browser:
         self._buffer = b""
 
     def __enter__(self):
+        import fcntl
+
+        def high(fd: int) -> int:
+            """The same pipe end on a descriptor above 9, so that the shell's 3<& and 4>& cannot overwrite it."""
+            moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+            os.close(fd)
+            return moved
+
         to_browser_r, self._to_browser = os.pipe()
         self._from_browser, from_browser_w = os.pipe()
+        to_browser_r, from_browser_w = high(to_browser_r), high(from_browser_w)
         cmd = [self.binary, "--headless=new", "--remote-debugging-pipe", "--no-first-run", "--no-default-browser-check",
                "--disable-gpu", "--disable-dev-shm-usage", "--disable-extensions", "--mute-audio",
                f"--user-data-dir={self.profile}", f"--window-size={self.size[0]},{self.size[1]}", "about:blank"]
         if os.geteuid() == 0:
             cmd.insert(1, "--no-sandbox")  # Chromium refuses root with its sandbox (CI runs as root)
-        # Chromium reads commands from fd 3 and writes replies and events to fd 4: the shell puts the pipes there.
+        # Chromium reads commands from fd 3 and writes replies and events to fd 4: bash puts the pipes there (dash
+        # cannot redirect descriptors above 9).
         shell = f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}'
-        self.proc = subprocess.Popen(["sh", "-c", shell, *cmd], pass_fds=(to_browser_r, from_browser_w),
+        self.proc = subprocess.Popen(["bash", "-c", shell, *cmd], pass_fds=(to_browser_r, from_browser_w),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_browser_r)
         os.close(from_browser_w)
