@@ -74,7 +74,7 @@ def demo(tmp_path_factory):
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
             for line in proc.stdout:
                 lines.append((time.time(), line.rstrip("\n")))
-                log.write(line)
+                log.write(f"{lines[-1][0]:.3f} {line}")  # each line with its arrival time on the host
             rc = proc.wait(timeout=3000)
         output = "\n".join(line for _, line in lines)
         yield {"rc": rc, "output": output, "lines": lines, "work": work, "project": project, "env": env,
