@@ -273,7 +273,7 @@ def main(argv=None) -> int:
     job, train, output = parse_args(argv)
     out = export(job, train, output.out)
     resume = f" from round {job.start_round + 1}" if job.start_round else ""
-    print(f"job folder: {out} (sites: {train.sites}; rounds: {job.rounds}{resume}; transfer: {job.transfer}, "
+    print(f"job folder: {out} (sites: {', '.join(train.site_list())}; rounds: {job.rounds}{resume}; transfer: {job.transfer}, "
           f"broadcast {job.effective_broadcast}; exchange: {'LoRA adapter' if train.lora else 'full model'}, "
           f"{train.exchange_dtype}; train_args: {train_args(train) or 'defaults'})")
     return 0

@@ -201,7 +201,9 @@ def test_system_metrics_exported(demo, capsys):
 def test_compose_followed_project_yml(demo):
     with open(os.path.join(demo["work"], "compose.participants.yaml")) as f:
         generated = f.read()
-    assert f":{demo['port']}:{demo['port']}" in generated  # the server's published port
+    port = demo["port"]
+    assert f":{port}:{port}" in generated  # the server publishes project.yml's fed_learn_port
+    assert "./workspace/kits/site-1:/kit:ro" in generated and "./workspace/kits/site-2:/kit:ro" in generated
 
 
 def test_result_rounds_and_site_metrics(demo):

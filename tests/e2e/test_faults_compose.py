@@ -577,7 +577,7 @@ def test_dataset_missing_at_the_sites_fails_fast_with_the_sites_error(stack, cap
     assert rc == 1, sub.output[-3000:]
     ended_s = sub.lines[-1][0] - sub.wait_for(r"submitted job", 1)[0]
     for site in SITES:  # each site's own exception, fetched from the server: no access to the site needed
-        assert f"{site}: data.DataError: dataset path '/assets/no-such-imdb' does not exist" in sub.output, \
+        assert f"{site}: fl_site.data.DataError: dataset path '/assets/no-such-imdb' does not exist" in sub.output, \
             sub.output[-3000:]
     result = sub.results(stack.work)
     assert os.path.isfile(os.path.join(result, "site_errors", "site-1.txt"))
