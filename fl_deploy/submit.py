@@ -102,7 +102,7 @@ class Reporter:
             text = f"server not answering ({e['error'][:120]}); retrying ..."
         elif kind == "job_end":
             text = f"job {e.get('job_id', '')}: {e['status']}".replace("job : ", "job: ")
-        elif kind in ("submitted", "interrupted"):
+        elif kind in ("submitted", "interrupted", "results"):
             return None  # said in words elsewhere
         else:
             text = json.dumps(e)

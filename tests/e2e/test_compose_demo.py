@@ -337,10 +337,25 @@ def test_tensorboard_service_serves_the_results(tensorboard):
     assert len(server) == 1 and SYSTEM_SERVER_TAGS <= set(tags[server[0]]), tags
 
 
+# TensorBoard's Time Series dashboard (its default page, the scalars of every run): each chart card's title and the
+# rows of its data table (run, smoothed value, value, step, time), which it fills once the run's points are drawn.
+TB_CARDS = """
+(() => Object.fromEntries([...document.querySelectorAll('scalar-card-component')].map(c => [
+  ((c.querySelector('tb-truncated-path') || {}).innerText || '').replace(/\\s+/g, ''),
+  [...c.querySelectorAll('tb-data-table-content-row')].map(r => r.innerText.split(/\\s+/).filter(x => x))])))()
+"""
+TB_FILTER = """
+((text) => { const i = document.querySelector('input[placeholder*="Filter tags"]'); if (!i) return false;
+  i.value = text; i.dispatchEvent(new Event('input', {bubbles: true})); return true; })(%s)
+"""
+
+
 def test_tensorboard_page_in_a_browser(demo, tensorboard, capsys):
-    """The scalars dashboard as a person sees it: headless Chromium renders both sites' runs, the server's run,
-    the global metrics (the global model's held-out loss each site measured, and the server's aggregates) and the
-    system metrics. Screenshots: tensorboard-global.png, tensorboard-system.png."""
+    """The scalars as a person sees them: headless Chromium opens TensorBoard's default page (Time Series), filters
+    the tags as a user types, and every expected chart is drawn with the expected runs' values in its table: both
+    sites' runs and the server's; the global metrics (the global model's held-out loss and perplexity each site
+    measured, the server's global/* aggregates) and the system metrics. Screenshots: tensorboard-global.png,
+    tensorboard-system.png."""
     if not find_chromium():
         if os.environ.get("FL_REQUIRE_DOCKER") == "1":
             pytest.fail("no Chromium: .ci/run installs Debian's chromium package")
@@ -348,27 +363,46 @@ def test_tensorboard_page_in_a_browser(demo, tensorboard, capsys):
     out = os.environ.get("FL_TEST_ARTIFACTS") or demo["work"]
     os.makedirs(out, exist_ok=True)
     job = os.path.basename(result_dir(demo))
-    shots = {}
-    with Browser(1400, 1600) as browser:
-        for name, expected in (("global", {"global_eval_loss", "global_perplexity", "global/global_eval_loss",
-                                           "global/train_loss"}),
-                               ("system", SYSTEM_SITE_TAGS | {"system/round_duration_s",
-                                                              "system/server_peak_memory_bytes"})):
-            browser.open(f"{tensorboard}/#scalars&tagFilter={name}")
+    server_run = next(r for r in get_json(f"{tensorboard}/data/plugin/scalars/tags", bool)
+                      if r.startswith(job) and r.rsplit("/", 1)[-1] not in SITES).rsplit("/", 1)[-1]
+    expected = {
+        "global": {**{t: SITES for t in ("global_eval_loss", "global_perplexity")},
+                   **{t: [server_run] for t in ("global/global_eval_loss", "global/train_loss", "global/eval_loss")}},
+        "system": {**{t: SITES for t in SYSTEM_SITE_TAGS},
+                   **{t: [server_run] for t in ("system/round_duration_s", "system/server_peak_memory_bytes")}},
+    }
+    shots, drawn = {}, {}
+    with Browser(1400, 1500) as browser:
+        browser.open(f"{tensorboard}/#timeseries")
+        for name, cards in expected.items():
+            deadline = time.monotonic() + 180
+            while not browser.evaluate(TB_FILTER % json.dumps(name)):  # the page is still loading
+                assert time.monotonic() < deadline, browser.text()[:2000]
+                time.sleep(1)
 
-            def ready(text):
-                cards = set(re.findall(r"tag: (\S+)", text))
-                return expected <= cards and all(f"{job}/workspace/tb_events/{site}" in text for site in SITES)
+            def values(card_rows: list) -> dict:
+                """{run's last path part: its smoothed value} of a card's data table."""
+                return {row[0].rsplit("/", 1)[-1]: row[1] for row in card_rows if len(row) >= 2}
 
-            text = browser.wait_for_text(ready, timeout=180)
-            runs = re.findall(rf"{re.escape(job)}/workspace/tb_events/(\S+)", text)
-            assert set(SITES) < set(runs), runs  # both sites, and the server's run
+            while True:
+                shown = browser.evaluate(TB_CARDS) or {}
+                missing = {t: runs for t, runs in cards.items()
+                           if not set(runs) <= {r for r, v in values(shown.get(t, [])).items()
+                                                if re.fullmatch(r"-?[\d,]+(\.\d+)?(e[+-]?\d+)?", v)}}
+                if not missing:
+                    break
+                assert time.monotonic() < deadline, f"charts not drawn after 180s: {missing}; shown: {shown}"
+                time.sleep(2)
+            drawn[name] = {t: values(shown[t]) for t in cards}
             shots[name] = browser.screenshot(os.path.join(out, f"tensorboard-{name}.png"))
     for path in shots.values():
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 20000
     with capsys.disabled():
-        print(f"\n[figures] TensorBoard in Chromium: runs {sorted(set(runs))}; screenshots {sorted(shots.values())}")
+        print(f"\n[figures] TensorBoard in Chromium (Time Series): {sum(len(c) for c in drawn.values())} charts drawn "
+              f"with runs {sorted({r for c in drawn.values() for v in c.values() for r in v})}; e.g. "
+              f"system/round_duration_s {drawn['system']['system/round_duration_s']}; screenshots "
+              f"{sorted(shots.values())}")
 
 
 README_TEARDOWN = re.compile(r"`(docker compose --profile \S+ down -v)`")

@@ -222,6 +222,7 @@ def test_host_prints_each_event_with_its_server_time_or_passes_json_through(monk
               {"event": "site_log", "time": t, "site": "site-2", "level": "INFO", "logger": "x", "message": "hello"},
               {"event": "job_end", "time": t + 1, "status": "FINISHED:COMPLETED"}]
     submit, args, report, out, calls = host_follow(monkeypatch, events)
+    assert submit.Reporter().human({"event": "results", "time": t, "job_id": "abc", "path": "results/abc"}) is None
     assert submit.follow("abc", args, report) == "FINISHED:COMPLETED"
     lines = out.getvalue().splitlines()
     assert lines == [
