@@ -8,9 +8,10 @@ fl_deploy/provision_builders.py) and sends its error_log.txt when the job ends; 
 store as LOG_log.txt_<site> and ERRORLOG_<site> (`nvflare job download` includes neither). This fetches them with
 the FLARE API (download_job_components) into DIR/site_logs/<site>/log.txt and DIR/site_errors/<site>.txt (with
 --sites it waits up to --wait seconds for the job logs of those sites: a stream closes when the site's job
-ends), adds the server's own errors from the job workspace when DIR already holds the downloaded job, and prints
-one line per problem: each ERROR record's message and each traceback's last line (the exception and its text).
-Exit 0 also when there is nothing to report (it prints so).
+ends), adds the server's own errors from the job workspace when DIR already holds the downloaded job, reads a
+site whose error log is not there yet from its streamed job log, and prints one line per problem (at most 8 per
+site): each ERROR record's message and each traceback's last line (the exception and its text). Exit 0 also
+when there is nothing to report (it prints so).
 """
 
 import argparse
@@ -87,6 +88,25 @@ def fetch(job_id: str, startup_kit: str, out: str, sites: list = (), wait_s: flo
     return logs
 
 
+def problems(logs: dict, out: str) -> list:
+    """'<site>: <problem>' lines from the error logs ({site: text}), the server's first (out/workspace/error_log.txt);
+    a site whose error log has not reached the server yet (sites send it once their job process has ended) is read
+    from its job log, streamed while the job ran (out/site_logs/<site>/log.txt): the same ERROR records and
+    tracebacks."""
+    logs = dict(logs)
+    site_logs = os.path.join(out, "site_logs")
+    for site in sorted(os.listdir(site_logs)) if os.path.isdir(site_logs) else []:
+        path = os.path.join(site_logs, site, "log.txt")
+        if site not in logs and os.path.isfile(path):
+            with open(path, errors="replace") as f:
+                logs[site] = f.read()
+    server_log = os.path.join(out, "workspace", "error_log.txt")
+    if os.path.isfile(server_log):
+        with open(server_log, errors="replace") as f:
+            logs = {"server": f.read(), **logs}
+    return [f"{site}: {line[:400]}" for site, text in logs.items() for line in summarize(text)]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m fl_deploy.job_errors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job_id")
@@ -106,17 +126,8 @@ def main(argv=None) -> int:
     except Exception as e:  # the API raises many types; the user needs the one line
         print(f"error: cannot fetch the logs of job {args.job_id}: {e}", file=sys.stderr)
         return 2
-    server_log = os.path.join(args.out, "workspace", "error_log.txt")
-    if os.path.isfile(server_log):
-        with open(server_log, errors="replace") as f:
-            logs = {"server": f.read(), **logs}
-    reported = False
-    for site, text in logs.items():
-        for line in summarize(text):
-            print(f"{site}: {line[:400]}", file=out)
-            reported = True
-    if not reported:
-        print(f"job {args.job_id}: no errors reported by the server or the sites", file=out)
+    lines = problems(logs, args.out) or [f"job {args.job_id}: no errors reported by the server or the sites"]
+    print("\n".join(lines), file=out)
     out.flush()
     return 0
 

@@ -415,7 +415,7 @@ def abnormal_end(job_id: str, status: str, dest, errors: list, since: float, arg
     reported = [line for line in errors if "no errors reported" not in line]
     if reported:
         say("  what the server and the sites reported:")
-        for line in reported[:12]:
+        for line in reported:  # job_errors.py keeps at most 8 per site
             say(f"    {line}")
     say(f"  next: {diagnose.next_step(job_id, diagnose.saved_round(job_id, args.env_file))}")
     if dest:

@@ -639,9 +639,10 @@ def test_server_job_process_killed_summarised_by_its_cause(stack, capsys):
             assert time.monotonic() < deadline, f"no round persisted:\n{sub.output[-3000:]}"
             time.sleep(1)
         # The job's own process, not the server's parent: the container and the federation stay up.
-        kill = stack.exec(server, "sh", "-c", "for p in /proc/[0-9]*; do grep -qs "
-                          f"'app.server.runner_proces[s].*{job_id}' $p/cmdline && kill -9 ${{p#/proc/}} && echo $p; "
-                          "done")
+        # (One job runs at a time, so the one runner_process is this job's; the bracket keeps the shell's own
+        # command line from matching.)
+        kill = stack.exec(server, "sh", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null | "
+                          "grep -qs 'app.server.runner_proces[s]' && kill -9 ${p#/proc/} && echo ${p#/proc/}; done; true")
         assert kill.stdout.strip(), "no job process found"
         rc = sub.wait(400)
     finally:

@@ -165,3 +165,23 @@ def test_started_from_reads_the_checkpoint_job(tmp_path):
     assert lineage.started_from(str(config)) == "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
     config.write_text(json.dumps({"components": [{"id": "persistor", "args": {}}]}))
     assert lineage.started_from(str(config)) is None
+
+
+def test_a_sites_error_comes_from_its_streamed_log_when_its_error_log_is_late(tmp_path):
+    """Sites send error_log.txt once their job process has ended, which can be after the download: the site's
+    job log, streamed while the job ran, holds the same ERROR records and traceback."""
+    from fl_deploy.job_errors import problems
+
+    (tmp_path / "site_logs" / "site-2").mkdir(parents=True)
+    (tmp_path / "site_logs" / "site-2" / "log.txt").write_text(
+        "2026-12-01 02:06:31,000 - TaskScriptRunner - INFO - site-2: loading\n"
+        "2026-12-01 02:06:32,098 - TaskScriptRunner - ERROR - Traceback (most recent call last):\n"
+        '  File "client.py", line 1, in <module>\n'
+        "fl_site.data.DataError: dataset path '/assets/no-such-imdb' does not exist\n")
+    (tmp_path / "workspace").mkdir()
+    (tmp_path / "workspace" / "error_log.txt").write_text(
+        "2026-12-01 02:06:32,285 - ServerRunner - ERROR - Aborting current RUN: Result from site-1 is bad\n")
+    lines = problems({"site-1": "2026-12-01 02:06:30,000 - TaskScriptRunner - ERROR - boom\n"}, str(tmp_path))
+    assert lines == ["server: Aborting current RUN: Result from site-1 is bad", "site-1: boom",
+                     "site-2: fl_site.data.DataError: dataset path '/assets/no-such-imdb' does not exist"]
+    assert problems({}, str(tmp_path / "nothing")) == []
