@@ -6,6 +6,7 @@ kits, .env and volumes are never touched.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -102,3 +103,78 @@ def peak_memory_bytes(cid: str) -> int:
         if run.returncode == 0 and run.stdout.strip().isdigit():
             return int(run.stdout)
     raise RuntimeError(f"no peak memory counter for container {cid[:12]} (cgroup v1 or memory.peak)")
+
+
+# --- test stacks left behind ------------------------------------------------------------------------------------
+# The compose projects and images the e2e tests and benchmarks create carry the pid of the process that made them:
+# gpt2fl-e2e-<pid> (test_compose_demo), flt-<pid> (test_faults_compose), mh-<pid>-server / mh-<pid>-site-N
+# (test_multihost), gpt2fl-lat-<pid> (benchmarks/progress_latency.py); images gpt2-fl:e2e-<pid>, gpt2-fl:flt-<pid>,
+# gpt2-fl:mh-<pid>, gpt2-fl:lat-<pid>.
+TEST_STACK = re.compile(r"^(?:gpt2fl-e2e|flt|mh|gpt2fl-lat)-(\d+)(?:-[a-z0-9-]+)?$")
+TEST_IMAGE = re.compile(r"^gpt2-fl:(?:e2e|flt|mh|lat)-(\d+)$")
+
+
+def _docker_lines(*args) -> list:
+    if not shutil.which("docker"):
+        return []
+    run = subprocess.run(["docker", *args], capture_output=True, text=True)
+    return [line.strip() for line in run.stdout.splitlines() if line.strip()] if run.returncode == 0 else []
+
+
+def find_test_stacks() -> dict:
+    """{compose project or image: pid} of what the tests made, found by the labels of containers, networks and
+    volumes (a stack half torn down still has some) and by image tags."""
+    label = "{{.Label \"com.docker.compose.project\"}}"
+    names = set(_docker_lines("ps", "-a", "--format", label)) | set(_docker_lines("network", "ls", "--format", label)) \
+        | set(_docker_lines("volume", "ls", "--format", label))
+    found = {n: int(m.group(1)) for n in names if (m := TEST_STACK.match(n))}
+    for image in _docker_lines("image", "ls", "--format", "{{.Repository}}:{{.Tag}}"):
+        if m := TEST_IMAGE.match(image):
+            found[image] = int(m.group(1))
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_test_stacks(pid: int = None) -> list:
+    """Tear down the test stacks of `pid` (the finaliser of a test session), or, without a pid, those whose process
+    is gone (left by an interrupted run; a running test's stacks are never touched). Returns what was removed."""
+    removed = []
+    for name, owner in sorted(find_test_stacks().items()):
+        if (pid is not None and owner != pid) or (pid is None and pid_alive(owner)):
+            continue
+        if TEST_IMAGE.match(name):
+            subprocess.run(["docker", "image", "rm", "-f", name], capture_output=True)
+        else:
+            subprocess.run(["docker", "compose", "-p", name, "down", "-v", "--remove-orphans", "-t", "5"],
+                           capture_output=True)
+            # A container made outside compose with the project's label only (a half-made set-up) stays: remove it.
+            left = _docker_lines("ps", "-aq", "--filter", f"label=com.docker.compose.project={name}")
+            if left:
+                subprocess.run(["docker", "rm", "-f", *left], capture_output=True)
+        removed.append(name)
+    return removed
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m fl_deploy.compose_stack", description="Remove the compose stacks "
+                                "and images that interrupted test runs left behind (their process is gone).")
+    p.add_argument("--remove-stale-test-stacks", action="store_true", required=True)
+    p.parse_args(argv)
+    for name in remove_test_stacks():
+        print(f"removed stale test stack {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

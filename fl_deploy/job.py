@@ -72,6 +72,12 @@ class JobSettings:
                                                                         "(--transfer tensor)."})
     server_memory_gc_rounds: int = field(default=0, metadata={"help": "Server: gc + malloc_trim every N rounds "
                                                                       "(0 = never)."})
+    k8s_image: str = field(default="", metadata={"help": "Kubernetes only (docs/kubernetes.md): the image each "
+                                                        "site's job pod runs (meta.json launcher_spec); Compose "
+                                                        "runs jobs in the site's own container and ignores it."})
+    k8s_gpus: int = field(default=0, metadata={"help": "Kubernetes only: GPUs (nvidia.com/gpu) each site's job pod "
+                                                       "requests (meta.json launcher_spec); Compose gives GPUs to site "
+                                                       "containers (FL_GPUS_<SITE> in .env)."})
 
     def __post_init__(self):
         if self.rounds < 1:
@@ -83,6 +89,8 @@ class JobSettings:
             raise ValueError("--round_timeout must be >= 0")
         if self.server_memory_gc_rounds < 0:
             raise ValueError("--server_memory_gc_rounds must be >= 0")
+        if self.k8s_gpus < 0:
+            raise ValueError("--k8s_gpus must be >= 0")
 
     @property
     def effective_broadcast(self) -> str:
@@ -217,7 +225,14 @@ def build_recipe(job: JobSettings, train: TrainSettings):
     return recipe
 
 
-def split_apps(exported: str, dest: str, sites: list):
+def launcher_spec(job: JobSettings) -> dict:
+    """meta.json's launcher_spec for NVFlare's Kubernetes job launcher (nvflare/utils/job_launcher_utils.py
+    get_job_launcher_spec: "default" applies to every site); {} when neither k8s setting is given."""
+    k8s = {k: v for k, v in (("image", job.k8s_image), ("num_of_gpus", job.k8s_gpus)) if v}
+    return {"default": {"k8s": k8s}} if k8s else {}
+
+
+def split_apps(exported: str, dest: str, sites: list, launcher: dict = None):
     """NVFlare's one-app export -> app_server (server config + server packages) and app_site (client config + site
     packages) in ``dest``, each custom/ holding whole packages of app_code/; meta.json deploys each to its side."""
     src_app = os.path.join(exported, "app")
@@ -232,6 +247,8 @@ def split_apps(exported: str, dest: str, sites: list):
         meta = json.load(f)
     # Deploy to the named sites only: a site outside the list has no shard and must not be handed the job.
     meta["deploy_map"] = {SERVER_APP: ["server"], SITE_APP: list(sites)}
+    if launcher:
+        meta["launcher_spec"] = launcher
     with open(os.path.join(dest, "meta.json"), "w") as f:
         json.dump(meta, f, indent=4)
 
@@ -245,7 +262,7 @@ def export(job: JobSettings, train: TrainSettings, out: str) -> str:
         finally:
             os.chdir(cwd)
         staged = os.path.join(tmp, "staged")
-        split_apps(os.path.join(tmp, JOB_NAME), staged, train.site_list())
+        split_apps(os.path.join(tmp, JOB_NAME), staged, train.site_list(), launcher_spec(job))
         if os.path.exists(out):
             shutil.rmtree(out)
         shutil.copytree(staged, out)

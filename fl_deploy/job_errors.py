@@ -1,13 +1,17 @@
-"""Why did a job fail? Fetch the error logs the sites sent to the server and print what they say.
+"""The logs the sites sent to the server for a job: their job logs, and why the job failed.
 
-    python3 -m fl_deploy.job_errors JOB_ID --startup-kit ADMIN_KIT [-o DIR]
+    python3 -m fl_deploy.job_errors JOB_ID --startup-kit ADMIN_KIT [-o DIR] [--sites site-1,site-2]
     docker compose exec admin python3 -m fl_deploy.job_errors JOB_ID --startup-kit /home/fl/admin-kit
 
-At the end of a job every site sends its error_log.txt to the server, which keeps it in the job store as
-ERRORLOG_<site> (`nvflare job download` does not include it). This fetches those with the FLARE API
-(download_job_components), plus the server's own errors from the job workspace when -o already holds the
-downloaded job, and prints one line per problem: each ERROR record's message and each traceback's last line
-(the exception and its text). Exit 0 also when there is nothing to report (it prints so).
+Each site streams its job log (log.txt) to the server while the job runs (provisioning:
+fl_deploy/provision_builders.py) and sends its error_log.txt when the job ends; the server keeps them in the job
+store as LOG_log.txt_<site> and ERRORLOG_<site> (`nvflare job download` includes neither). This fetches them with
+the FLARE API (download_job_components) into DIR/site_logs/<site>/log.txt and DIR/site_errors/<site>.txt (with
+--sites it waits up to --wait seconds for the job logs of those sites: a stream closes when the site's job
+ends), adds the server's own errors from the job workspace when DIR already holds the downloaded job, reads a
+site whose error log is not there yet from its streamed job log, and prints one line per problem (at most 8 per
+site): each ERROR record's message and each traceback's last line (the exception and its text). Exit 0 also
+when there is nothing to report (it prints so).
 """
 
 import argparse
@@ -17,6 +21,7 @@ import os
 import re
 import shutil
 import sys
+import time
 
 HEADER = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - (\S+) - (ERROR|CRITICAL) - (.*)$")
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - ")
@@ -44,25 +49,38 @@ def summarize(text: str, limit: int = 8) -> list:
     return unique[:limit]
 
 
-def fetch(job_id: str, startup_kit: str, out: str) -> dict:
-    """{site: error log text} for the sites that sent one, saved under out/site_errors/."""
+def fetch(job_id: str, startup_kit: str, out: str, sites: list = (), wait_s: float = 0.0) -> dict:
+    """{site: error log text} for the sites that sent one, saved under out/site_errors/; each site's job log
+    saved as out/site_logs/<site>/<file>, waiting up to wait_s for those of `sites`."""
     from nvflare.fuel.flare_api.flare_api import new_secure_session
 
     with open(os.path.join(startup_kit, "startup", "fed_admin.json")) as f:
         username = json.load(f)["admin"]["username"]
     session = new_secure_session(username, startup_kit)
+    deadline = time.monotonic() + wait_s
     try:
-        location = session.download_job_components(job_id)
-    except Exception as e:
-        if "no_job_components" not in str(e) and "No components" not in str(e):
-            raise
-        location = None  # no site had an error to send
+        while True:
+            try:
+                location = session.download_job_components(job_id)
+            except Exception as e:
+                if "no_job_components" not in str(e) and "No components" not in str(e):
+                    raise
+                location = None  # no site had an error or a log to send
+            got = {name.split("_")[-1] for name in os.listdir(location or ".") if name.startswith("LOG_")} \
+                if location else set()
+            if set(sites) <= got or time.monotonic() >= deadline:
+                break
+            time.sleep(2)
     finally:
         session.close()
+    for path in sorted(glob.glob(os.path.join(location or "", "LOG_*"))):
+        file_name, _, site = os.path.basename(path)[len("LOG_"):].rpartition("_")
+        os.makedirs(os.path.join(out, "site_logs", site), exist_ok=True)
+        shutil.copy(path, os.path.join(out, "site_logs", site, file_name))
     dest = os.path.join(out, "site_errors")
-    os.makedirs(dest, exist_ok=True)
     logs = {}
     for path in sorted(glob.glob(os.path.join(location or "", "ERRORLOG_*"))):
+        os.makedirs(dest, exist_ok=True)
         site = os.path.basename(path)[len("ERRORLOG_"):]
         shutil.copy(path, os.path.join(dest, f"{site}.txt"))
         with open(path, errors="replace") as f:
@@ -70,30 +88,47 @@ def fetch(job_id: str, startup_kit: str, out: str) -> dict:
     return logs
 
 
+def problems(logs: dict, out: str) -> list:
+    """'<site>: <problem>' lines from the error logs ({site: text}), the server's first (out/workspace/error_log.txt);
+    a site whose error log has not reached the server yet (sites send it once their job process has ended) is read
+    from its job log, streamed while the job ran (out/site_logs/<site>/log.txt): the same ERROR records and
+    tracebacks."""
+    logs = dict(logs)
+    site_logs = os.path.join(out, "site_logs")
+    for site in sorted(os.listdir(site_logs)) if os.path.isdir(site_logs) else []:
+        path = os.path.join(site_logs, site, "log.txt")
+        if site not in logs and os.path.isfile(path):
+            with open(path, errors="replace") as f:
+                logs[site] = f.read()
+    server_log = os.path.join(out, "workspace", "error_log.txt")
+    if os.path.isfile(server_log):
+        with open(server_log, errors="replace") as f:
+            logs = {"server": f.read(), **logs}
+    return [f"{site}: {line[:400]}" for site, text in logs.items() for line in summarize(text)]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m fl_deploy.job_errors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job_id")
     p.add_argument("--startup-kit", required=True, help="the admin's startup kit folder")
-    p.add_argument("-o", "--out", default=".", help="where to keep the logs (site_errors/<site>.txt)")
+    p.add_argument("-o", "--out", default=".", help="where to keep the logs (site_logs/<site>/, site_errors/)")
+    p.add_argument("--sites", default="", help="comma-separated sites whose job logs to wait for")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for those logs")
     args = p.parse_args(argv)
     if not os.path.isfile(os.path.join(args.startup_kit, "startup", "fed_admin.json")):
         p.error(f"{args.startup_kit} is not an admin startup kit (no startup/fed_admin.json)")
+    # stdout: the problems only; the FLARE API's own chatter ("Connecting to FLARE ...") goes to stderr.
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     try:
-        logs = fetch(args.job_id, args.startup_kit, args.out)
+        logs = fetch(args.job_id, args.startup_kit, args.out, [s for s in args.sites.split(",") if s], args.wait)
     except Exception as e:  # the API raises many types; the user needs the one line
-        print(f"error: cannot fetch the error logs of job {args.job_id}: {e}", file=sys.stderr)
+        print(f"error: cannot fetch the logs of job {args.job_id}: {e}", file=sys.stderr)
         return 2
-    server_log = os.path.join(args.out, "workspace", "error_log.txt")
-    if os.path.isfile(server_log):
-        with open(server_log, errors="replace") as f:
-            logs = {"server": f.read(), **logs}
-    reported = False
-    for site, text in logs.items():
-        for line in summarize(text):
-            print(f"{site}: {line[:400]}")
-            reported = True
-    if not reported:
-        print(f"job {args.job_id}: no errors reported by the server or the sites")
+    lines = problems(logs, args.out) or [f"job {args.job_id}: no errors reported by the server or the sites"]
+    print("\n".join(lines), file=out)
+    out.flush()
     return 0
 
 

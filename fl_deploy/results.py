@@ -30,6 +30,15 @@ and writes into RESULT_DIR:
                              by the job, so the last point (hollow marker) is exp(the server-aggregated eval_loss of
                              the last round): the weighted mean over the sites' trained models, on the same
                              held-out split.
+  plots/round_time_and_bytes.png
+                             per round: the server's round duration and each site's round time (receiving the
+                             global model -> its result handed back), and the MB each site received and sent
+                             (tensor bytes), from the system/* scalars in workspace/tb_events/.
+  system_metrics.csv         every system/* scalar of the job's TensorBoard: round (1-based), run (a site, or the
+                             server's run), metric, value (app_code/fl_site/round_meter.py, fl_server/round_stats.py).
+
+A resumed job's result (scripts/submit_job.py --resume) also holds earlier_rounds.jsonl, the rounds of the jobs it
+continues (fl_deploy/lineage.py): metrics.csv and the plots then cover the whole training run.
 
 --model defaults to the model the job itself names (its persistor's model_name_or_path in
 workspace/app_server/config/config_fed_server.json); the state dict has to fit its architecture exactly.
@@ -57,6 +66,11 @@ MODEL_DIR = "global_model"
 ADAPTER_DIR = "global_adapter"
 TRAIN_LOSS_PNG = os.path.join("plots", "train_loss.png")
 PERPLEXITY_PNG = os.path.join("plots", "global_perplexity.png")
+SYSTEM_PNG = os.path.join("plots", "round_time_and_bytes.png")
+SYSTEM_CSV = "system_metrics.csv"
+EARLIER_ROUNDS = "earlier_rounds.jsonl"  # fl_deploy/lineage.py
+TB_EVENTS = "tb_events"
+SYSTEM_PREFIX = "system/"
 MAX_LOSS = 50.0  # as app_code/training.py's evaluate(): exp() of a diverged loss stays finite
 
 
@@ -146,6 +160,53 @@ def read_round_metrics(path: str) -> list:
                 "sites": sites,
             }
     return [rounds[r] for r in sorted(rounds)]
+
+
+def read_run_metrics(result_dir: str, ws: str):
+    """The job's round records with the earlier rounds of a resumed run before them (a round the job ran itself
+    wins); None when the job wrote no round_metrics.jsonl."""
+    own_path = os.path.join(ws, ROUND_METRICS)
+    if not os.path.isfile(own_path):
+        return None
+    earlier_path = os.path.join(result_dir, EARLIER_ROUNDS)
+    rounds = {r["round"]: r for r in read_round_metrics(earlier_path)} if os.path.isfile(earlier_path) else {}
+    rounds.update({r["round"]: r for r in read_round_metrics(own_path)})
+    return [rounds[r] for r in sorted(rounds)]
+
+
+def read_system_metrics(ws: str) -> dict:
+    """{run: {metric: {round (0-based): value}}} of the system/* scalars under workspace/tb_events/<run>/ (every
+    event file of a run, earlier jobs' copies included; a later file's value for a round wins)."""
+    folder = os.path.join(ws, TB_EVENTS)
+    if not os.path.isdir(folder):
+        return {}
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for run in sorted(os.listdir(folder), key=_natural_key):
+        path = os.path.join(folder, run)
+        if not os.path.isdir(path):
+            continue
+        files = sorted((f for f in os.listdir(path) if ".tfevents." in f),
+                       key=lambda f: (not f.startswith("earlier-"), f))  # earlier jobs first, the job's own last
+        for name in files:
+            acc = EventAccumulator(os.path.join(path, name), size_guidance={"scalars": 0})
+            acc.Reload()
+            for tag in acc.Tags().get("scalars", []):
+                if tag.startswith(SYSTEM_PREFIX):
+                    series = out.setdefault(run, {}).setdefault(tag[len(SYSTEM_PREFIX):], {})
+                    series.update({e.step: e.value for e in acc.Scalars(tag)})
+    return out
+
+
+def write_system_csv(system: dict, path: str):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["round", "run", "metric", "value"])
+        for run, metrics in system.items():
+            for metric, series in sorted(metrics.items()):
+                for step in sorted(series):
+                    w.writerow([step + 1, run, metric, series[step]])
 
 
 def metric_rows(rounds: list) -> list:
@@ -390,6 +451,51 @@ def plot_global_perplexity(rows: list, path: str, title: str):
     _finish(plt, fig, ax, path, bool(points or final), "global_eval_loss")
 
 
+def plot_round_time_and_bytes(system: dict, path: str, title: str):
+    """Top: the server's round duration and each site's round time; bottom: MB each site received and sent."""
+    plt, fig, ax = _figure(f"Round time and bytes per site\njob {title}", "round", "seconds")
+    fig.set_size_inches(7, 7)
+    ax.set_position([0.12, 0.56, 0.84, 0.34])
+    bytes_ax = fig.add_axes([0.12, 0.08, 0.84, 0.34], sharex=ax)
+    bytes_ax.set_xlabel("round")
+    bytes_ax.set_ylabel("MB (tensor bytes)")
+    bytes_ax.grid(True, alpha=0.3)
+    has_time = has_bytes = False
+    for run, metrics in system.items():
+        if "round_duration_s" in metrics:
+            x = sorted(metrics["round_duration_s"])
+            ax.plot([r + 1 for r in x], [metrics["round_duration_s"][r] for r in x], color="black", linestyle="--",
+                    marker=".", label="server: round duration")
+            has_time = True
+    for run, metrics in system.items():
+        if "round_time_s" in metrics:
+            x = sorted(metrics["round_time_s"])
+            line, = ax.plot([r + 1 for r in x], [metrics["round_time_s"][r] for r in x], marker="o",
+                            label=f"{run}: receive -> result")
+            has_time = True
+            for key, style, what in (("received_bytes", "-", "received"), ("sent_bytes", ":", "sent")):
+                series = metrics.get(key) or {}
+                if series:
+                    xs = sorted(series)
+                    bytes_ax.plot([r + 1 for r in xs], [series[r] / 1e6 for r in xs], linestyle=style, marker="o",
+                                  color=line.get_color(), markerfacecolor="white" if what == "sent" else None,
+                                  label=f"{run} {what}")
+                    has_bytes = True
+    if has_bytes:
+        bytes_ax.legend(fontsize=8)
+        bytes_ax.set_ylim(bottom=0)
+    else:
+        bytes_ax.text(0.5, 0.5, "no system/*_bytes in tb_events", ha="center", va="center",
+                      transform=bytes_ax.transAxes)
+    if has_time:
+        ax.legend(fontsize=8)
+        ax.set_ylim(bottom=0)
+    else:
+        ax.text(0.5, 0.5, "no system/round time in tb_events", ha="center", va="center", transform=ax.transAxes)
+    fig.savefig(path)
+    plt.close(fig)
+
+
 # --- main --------------------------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
@@ -405,8 +511,9 @@ def export(result_dir: str, model_name: str = None) -> list:
     """Validate and load everything first, then write; return the paths written."""
     ws = find_workspace(result_dir)
     model_name = model_name or job_model(ws)
-    metrics_path = os.path.join(ws, ROUND_METRICS)
-    rows = metric_rows(read_round_metrics(metrics_path)) if os.path.isfile(metrics_path) else None
+    run_metrics = read_run_metrics(result_dir, ws)
+    rows = metric_rows(run_metrics) if run_metrics is not None else None
+    system = read_system_metrics(ws)
     state, lora = read_checkpoint(os.path.join(ws, CHECKPOINT))
     config = load_config(model_name)
     tokenizer = load_tokenizer(model_name)
@@ -421,11 +528,16 @@ def export(result_dir: str, model_name: str = None) -> list:
         dest = os.path.join(result_dir, MODEL_DIR)
         save_model(model, tokenizer, dest)
         written.append(dest)
+        title = os.path.basename(os.path.normpath(result_dir))
+        if system:
+            os.makedirs(os.path.join(result_dir, "plots"), exist_ok=True)
+            write_system_csv(system, os.path.join(result_dir, SYSTEM_CSV))
+            plot_round_time_and_bytes(system, os.path.join(result_dir, SYSTEM_PNG), title)
+            written += [os.path.join(result_dir, SYSTEM_CSV), os.path.join(result_dir, SYSTEM_PNG)]
         if rows is None:
-            print(f"warning: no {os.path.join(ws, ROUND_METRICS)}: metrics.csv and plots not written",
+            print(f"warning: no {os.path.join(ws, ROUND_METRICS)}: metrics.csv and the metric plots not written",
                   file=sys.stderr)
             return written
-        title = os.path.basename(os.path.normpath(result_dir))
         csv_path = os.path.join(result_dir, "metrics.csv")
         write_csv(rows, csv_path)
         written.append(csv_path)

@@ -1,14 +1,22 @@
-"""Submit the FedAvg job through the admin console, follow it round by round, and fetch its results.
+"""Submit the FedAvg job through the admin console, follow it live, and fetch its results.
 
     python3 scripts/submit_job.py                      # job settings from .env (FL_MODEL, FL_ROUNDS, ...)
     python3 scripts/submit_job.py --rounds 5 --max_steps 100    # any make_job.py flag is passed on
+    python3 scripts/submit_job.py --logs               # the sites' job logs too, interleaved with the progress
+    python3 scripts/submit_job.py --json               # the same events as JSON lines (automation)
     python3 scripts/submit_job.py --job-folder jobs/gpt2-fedavg-stream   # submit a folder as it is
-    python3 scripts/submit_job.py --resume JOB_ID      # after a server restart: go on from the last saved round
+    python3 scripts/submit_job.py --resume JOB_ID      # go on from the last saved round of a job that ended early
 
 Runs on the host with only Docker and Python 3: the job is generated from app_code/ inside the admin container
 (scripts/make_job.py, given every FL_* variable of .env and the environment, then the flags this script does not
-know itself: `docker compose exec admin python3 /src/scripts/make_job.py --help` lists them), submitted with `nvflare job submit` and the admin's startup kit, followed with
-`nvflare job meta` / `nvflare job logs`, and downloaded into results/<job_id>/.
+know itself: `docker compose exec admin python3 /src/scripts/make_job.py --help` lists them), submitted with
+`nvflare job submit` and the admin's startup kit, and followed by one long-lived admin session in that container
+(fl_deploy/follow.py) that streams the server's events as they happen, each with the server's time: every
+round's start, each site's result, the round's end with its duration and the job's ETA. The results land in
+results/<job_id>/ (with each site's job log). One training job at a time: a job whose sites another job holds is
+refused, naming that job (--allow-concurrent submits it anyway). A job NVFlare cannot schedule is reported with
+the scheduler's reason as soon as NVFlare records it, and aborted. A job that ends abnormally is summarised by
+its cause, as far as the server and Docker know (fl_deploy/diagnose.py), with the next step.
 """
 
 import argparse
@@ -17,22 +25,93 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
-from fl_deploy import ROOT
+from fl_deploy import ROOT, diagnose, lineage
 from fl_deploy.check_job import check_job
 from fl_deploy.host import (ADMIN_KIT, ADMIN_SERVICE, HostError, admin_nvflare, check_docker, compose, env_settings,
                             require_admin, setting)
 
-ROUND_RE = re.compile(r"Round (\d+) started")
-RESULT_RE = re.compile(r"got result from client (\S+) for task: name=train")
 FINISHED = "FINISHED"
+COMPLETED = "FINISHED:COMPLETED"
 SILENT_S = 45  # a site not heard from for this long is down (sites heartbeat every 10 s)
-GONE_POLLS = 3  # polls in a row that find the job RUNNING in the store but not on the server: it was lost
 
 
 class JobInterrupted(HostError):
     """The job stopped running without finishing (server restart): it can be resumed."""
+
+
+class NotScheduled(HostError):
+    """NVFlare could not schedule the job; it was aborted."""
+
+
+class Reporter:
+    """What the user sees: human lines on stdout, or with --json the events as JSON lines on stdout and the human
+    lines on stderr."""
+
+    def __init__(self, json_lines: bool = False, logs: bool = False, out=None):
+        self.json_lines = json_lines
+        self.logs = logs
+        self.out = out or sys.stdout
+        self.rounds = None
+
+    def say(self, text: str):
+        print(text, file=sys.stderr if self.json_lines else self.out, flush=True)
+
+    def event(self, e: dict):
+        if self.json_lines:
+            if e["event"] != "site_log" or self.logs:
+                self.out.write(json.dumps(e) + "\n")
+                self.out.flush()
+            return
+        line = self.human(e)
+        if line is not None:
+            print(line, file=self.out, flush=True)
+
+    def human(self, e: dict):
+        """One line per event, stamped with the event's time (HH:MM:SS.mmm, this host's zone)."""
+        t = e.get("time", time.time())
+        stamp = time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+        kind = e["event"]
+        if kind == "round_done" and e.get("rounds"):
+            self.rounds = e["rounds"]
+        of = f"/{self.rounds}" if self.rounds else ""
+        if kind == "status":
+            text = f"job {e.get('job_id', '')}: {e['status']}".replace("job : ", "job: ")
+        elif kind == "round_started":
+            text = f"round {e['round']}{of} started"
+        elif kind == "site_result":
+            text = f"  round {e['round']}{of}: result from {e['site']} ({e['round_s']:.1f} s into the round)"
+        elif kind == "round_done":
+            text = f"round {e['round']}{of} done in {e['round_s']:.1f} s"
+            if e.get("results") is not None:
+                text += f": {e['results']} result{'s' if e['results'] != 1 else ''} aggregated"
+            if e.get("eta_s") is not None and e.get("rounds") and e["round"] < e["rounds"]:
+                left = e["rounds"] - e["round"]
+                text += f"; ETA {duration(e['eta_s'])} ({left} round{'s' if left != 1 else ''} left)"
+        elif kind == "server_log":
+            text = f"server {e['level']}: {e['message']}"
+        elif kind == "site_log":
+            if not self.logs:
+                return None
+            text = f"{e['site']} | {e['level'] + ' ' if e.get('level') else ''}{e['message']}"
+        elif kind == "not_scheduled":
+            text = f"not scheduled: {e['reason']}"
+        elif kind == "server_unreachable":
+            text = f"server not answering ({e['error'][:120]}); retrying ..."
+        elif kind == "job_end":
+            text = f"job {e.get('job_id', '')}: {e['status']}".replace("job : ", "job: ")
+        elif kind in ("submitted", "interrupted", "results"):
+            return None  # said in words elsewhere
+        else:
+            text = json.dumps(e)
+        return f"[{stamp}] {text}"
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
 
 
 def parse_args(argv=None):
@@ -44,7 +123,14 @@ def parse_args(argv=None):
                    help="resubmit JOB_ID from its last persisted global model (same settings as now in .env)")
     p.add_argument("--timeout", type=float, default=float(setting("FL_JOB_TIMEOUT", "7200")),
                    help="seconds to wait for the job (it keeps running after a timeout)")
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between progress polls")
+    p.add_argument("--logs", action="store_true",
+                   help="show each site's job log (streamed by the site while the job runs) with the progress")
+    p.add_argument("--json", action="store_true",
+                   help="print the job's events as JSON lines on stdout (fl_deploy/follow.py lists them); other "
+                        "messages go to stderr")
+    p.add_argument("--allow-concurrent", action="store_true",
+                   help="submit even while another job holds the same sites (they then share containers and GPUs)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between the follower's reads of the server")
     p.add_argument("--server-grace", type=float, default=300.0,
                    help="seconds the server may not answer (restarting) before the job is reported interrupted")
     p.add_argument("--admin", default=ADMIN_SERVICE, metavar="SERVICE",
@@ -90,6 +176,7 @@ def resume_flags(job_id: str, args) -> list:
         raise HostError(f"no persisted global model for job {job_id} on the server volume: it ended before its first round")
     progress = json.loads(run.stdout)
     start = int(progress["completed_round"]) + 1
+    args.resume_start = start + 1  # the first round (1-based) the new job runs: lineage.py adds the ones before
     print(f"resuming job {job_id}: rounds 1..{start} are kept (its checkpoint after round {start})")
     return ["--initial_ckpt", progress["checkpoint"], "--start_round", str(start)]
 
@@ -218,104 +305,104 @@ def submit(job_dir: str, args) -> str:
     raise HostError(f"nvflare job submit: {message}; nothing was submitted")
 
 
-def server_log(job_id: str, args) -> list:
-    """The job's server log messages so far (log.json lines, via `nvflare job logs`)."""
-    logs = admin_nvflare("job", "logs", job_id, "--sites", "server", "--tail", "100000",
-                         env_file=args.env_file, service=args.admin, check=False)
-    raw = (logs.get("data") or {}).get("logs", {}).get("server", "") or ""
-    messages = []
-    for line in raw.splitlines():
-        try:
-            messages.append(json.loads(line).get("message", ""))
-        except (json.JSONDecodeError, AttributeError):
-            messages.append(line)
-    return messages
-
-
-def round_events(messages: list) -> list:
-    """[(round, None) when a round starts, (round, site) when a site's result arrives], in log order."""
-    events, rnd = [], None
-    for msg in messages:
-        if m := ROUND_RE.search(msg):
-            rnd = int(m.group(1))
-            events.append((rnd, None))
-        elif (m := RESULT_RE.search(msg)) and rnd is not None:
-            events.append((rnd, m.group(1)))
-    return events
-
-
 def live_jobs(args) -> set:
     """Jobs the server runs now (`nvflare system status`), as opposed to what its job store says."""
     status = admin_nvflare("system", "status", env_file=args.env_file, service=args.admin, check=False)
     return {j.get("job_id") for j in ((status.get("data") or {}).get("jobs") or [])}
 
 
-def follow(job_id: str, args) -> str:
-    """Print each round and each site's result as they happen; return the final status.
+def require_free_sites(sites: list, args):
+    """One training job at a time on the same sites: refuse while another job holds any of them."""
+    run = compose("exec", "-T", args.admin, "python3", "-m", "fl_deploy.job_queue", "--startup-kit", ADMIN_KIT,
+                  "--sites", ",".join(sites), check=False, env_file=args.env_file)
+    try:
+        holders = json.loads(run.stdout.strip().splitlines()[-1])["holders"]
+    except (IndexError, KeyError, json.JSONDecodeError):
+        raise HostError(f"could not ask the server which jobs run: {(run.stderr or run.stdout).strip()[-500:]}")
+    if holders:
+        h = holders[0]
+        others = f" (and {len(holders) - 1} more job{'s' if len(holders) > 2 else ''})" if len(holders) > 1 else ""
+        raise HostError(
+            f"job {h['job_id']} ({h['name']}, {h['status']}, submitted {h['submit_time']}) holds "
+            f"{', '.join(h['sites'])}{others}; nothing was submitted. Wait for it to finish, abort it "
+            f"(docker compose exec {args.admin} nvflare job abort {h['job_id']} --startup-kit {ADMIN_KIT}), or "
+            "pass --allow-concurrent to run both on the same sites (they then share the containers and GPUs)")
 
-    A server restart ends the job's process but NVFlare 2.9 keeps it RUNNING in its store for good: a job the
-    server no longer runs for GONE_POLLS polls in a row is reported as interrupted, with the resume command."""
-    deadline = time.monotonic() + args.timeout
-    printed, last_status, gone, down_since = set(), None, 0, None
-    while True:
-        try:
-            meta = admin_nvflare("job", "meta", job_id, env_file=args.env_file, service=args.admin)["data"]
-            live = live_jobs(args) if meta.get("status") == "RUNNING" else set()
-        except HostError as e:  # the server is restarting, or gone
-            if down_since is None:
-                down_since = time.monotonic()
-                print(f"[{time.strftime('%H:%M:%S')}] server not answering, retrying for up to "
-                      f"{args.server_grace:.0f}s ...", flush=True)
-            if time.monotonic() - down_since > args.server_grace:
-                raise JobInterrupted(
-                    f"the server has not answered for {args.server_grace:.0f}s ({e}); once it is back "
-                    f"(docker compose up -d server), continue the job from its last saved round: "
-                    f"python3 scripts/submit_job.py --resume {job_id}")
-            time.sleep(args.interval)
-            continue
-        down_since = None
-        status = meta.get("status", "?")
-        if status != last_status:
-            print(f"[{time.strftime('%H:%M:%S')}] job {job_id}: {status}", flush=True)
-            last_status = status
-        for event in round_events(server_log(job_id, args)):
-            if event not in printed:
-                printed.add(event)
-                rnd, site = event
-                what = f"round {rnd + 1} started" if site is None else f"  round {rnd + 1}: result from {site}"
-                print(f"[{time.strftime('%H:%M:%S')}] {what}", flush=True)
-        if status.startswith(FINISHED):
-            return status
-        gone = gone + 1 if status == "RUNNING" and job_id not in live else 0
-        if gone >= GONE_POLLS:
-            raise JobInterrupted(
-                f"job {job_id} is no longer running on the server (it restarted; NVFlare does not restart a job, "
-                f"and its store keeps saying RUNNING). Continue it from its last saved round: "
-                f"python3 scripts/submit_job.py --resume {job_id}")
-        if time.monotonic() > deadline:
-            raise HostError(
-                f"job {job_id} is still {status} after {args.timeout:.0f}s; it keeps running. Follow it with "
-                f"`docker compose exec {args.admin} nvflare job monitor {job_id} --startup-kit {ADMIN_KIT}` "
-                f"or stop it with `... nvflare job abort {job_id} ...`"
-            )
-        time.sleep(args.interval)
+
+def follow(job_id: str, args, report: Reporter) -> str:
+    """Stream the job's events from fl_deploy.follow in the admin container until the job ends; return its
+    final status. A job NVFlare cannot schedule is aborted (NotScheduled); a job the server lost is reported
+    interrupted (JobInterrupted), with the resume command."""
+    cmd = ["docker", "compose", "--project-directory", ROOT, *(["--env-file", args.env_file] if args.env_file else []),
+           "exec", "-T", args.admin, "python3", "-m", "fl_deploy.follow", job_id, "--startup-kit", ADMIN_KIT,
+           "--interval", str(args.interval), "--server-grace", str(args.server_grace), *(["--logs"] if args.logs else [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    stderr = []
+    threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True).start()
+    timer = threading.Timer(args.timeout, proc.terminate)
+    timer.start()
+    status = end = None
+    try:
+        for line in proc.stdout:
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if e["event"] in ("status", "job_end"):
+                e["job_id"] = job_id
+            report.event(e)
+            if e["event"] == "not_scheduled":
+                admin_nvflare("job", "abort", job_id, "--force", env_file=args.env_file, service=args.admin,
+                              check=False)
+                raise NotScheduled(
+                    f"NVFlare cannot schedule job {job_id}: {e['reason']}; the job was aborted, nothing ran. A job's "
+                    "resource_spec must fit what the sites declare to NVFlare (the resource_manager of each kit's "
+                    "local/resources.json); the jobs of scripts/make_job.py ask for none")
+            if e["event"] == "job_end":
+                status = e["status"]
+            if e["event"] == "interrupted":
+                end = e["reason"]
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait()
+    if status:
+        return status
+    if end:
+        raise JobInterrupted(
+            f"job {job_id} stopped: {end}. Once the server is back (docker compose up -d server), continue the "
+            f"job from its last saved round: python3 scripts/submit_job.py --resume {job_id}")
+    if not timer.is_alive() and proc.returncode in (-15, 143):
+        raise HostError(
+            f"job {job_id} is still running after {args.timeout:.0f}s; it keeps running. Follow it with "
+            f"`docker compose exec {args.admin} python3 -m fl_deploy.follow {job_id} --startup-kit {ADMIN_KIT}` "
+            f"or stop it with `docker compose exec {args.admin} nvflare job abort {job_id} --startup-kit {ADMIN_KIT}`")
+    raise HostError(f"the follower of job {job_id} ended (exit {proc.returncode}): "
+                    f"{''.join(stderr).strip()[-800:] or 'no output'}; the job keeps running")
 
 
 def download(job_id: str, args, failed: bool = False) -> tuple:
-    """Fetch the job into results/<job_id>; for a failed job also the sites' error logs. Returns (folder, the
-    error lines job_errors.py found)."""
+    """Fetch the job into results/<job_id>, with each site's job log (site_logs/) and, for a failed job, the
+    sites' error logs (site_errors/). Returns (folder, the error lines job_errors.py found)."""
     inside = "/home/fl/downloads"
-    admin_nvflare("job", "download", job_id, "-o", inside, "--force", env_file=args.env_file, service=args.admin)
-    errors = []
-    if failed:  # before the copy, so that site_errors/ lands in results/<job_id> with the rest
-        run = compose("exec", "-T", args.admin, "python3", "-m", "fl_deploy.job_errors", job_id,
-                      "--startup-kit", ADMIN_KIT, "-o", f"{inside}/{job_id}", check=False, env_file=args.env_file)
-        errors = (run.stdout or run.stderr).strip().splitlines()
+    got = admin_nvflare("job", "download", job_id, "-o", inside, "--force", env_file=args.env_file,
+                        service=args.admin, check=False)
+    if got.get("status") != "ok":
+        raise HostError(f"could not download job {job_id}: {got.get('message')} {got.get('hint') or ''}".strip())
+    # Before the copy, so that site_logs/ and site_errors/ land in results/<job_id> with the rest.
+    run = compose("exec", "-T", args.admin, "python3", "-m", "fl_deploy.job_errors", job_id,
+                  "--startup-kit", ADMIN_KIT, "-o", f"{inside}/{job_id}", "--sites", ",".join(args.sites or []),
+                  check=False, env_file=args.env_file)
+    errors = (run.stdout or run.stderr).strip().splitlines() if failed else []
+    if args.resume:  # one training run: the rounds of the jobs this one continues, next to it before the export
+        add_earlier_rounds(job_id, f"{inside}/{job_id}", args)
     # HF-format global model, metrics.csv and plots, made where torch and the model's tokenizer are at hand.
     export = compose("exec", "-T", args.admin, "python3", "/src/scripts/export_results.py", f"{inside}/{job_id}",
                      check=False, env_file=args.env_file)
-    if export.returncode != 0:
-        print(f"warning: results exported without the HF model / plots: {(export.stderr or '').strip()}")
+    if export.returncode != 0 and not failed:
+        last = (export.stderr or "").strip().splitlines()[-1:]
+        print(f"warning: results exported without the HF model / plots: {' '.join(last)}", file=sys.stderr)
     os.makedirs(args.results, exist_ok=True)
     dest = os.path.join(args.results, job_id)
     if os.path.exists(dest):
@@ -324,47 +411,112 @@ def download(job_id: str, args, failed: bool = False) -> tuple:
     return dest, errors
 
 
-def summarize(dest: str):
+def add_earlier_rounds(job_id: str, inside: str, args):
+    """fl_deploy/lineage.py on the host (it reads results/ and the server volume), its files then put next to the
+    downloaded job in the admin container."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as staging:
+        lineage.add_earlier_rounds(staging, args.resume, args.resume_start, args.results, env_file=args.env_file)
+        tar = subprocess.run(["tar", "-C", staging, "-c", "."], capture_output=True, check=True).stdout
+    compose("exec", "-T", args.admin, "tar", "-x", "-C", inside, input=tar, env_file=args.env_file)
+
+
+def summarize(dest: str, report: Reporter):
+    """What the result holds, naming only what exists."""
     ws = os.path.join(dest, "workspace")
-    metrics = os.path.join(ws, "metrics", "round_metrics.jsonl")
-    if os.path.isfile(metrics):
-        with open(metrics) as f:
-            rounds = [json.loads(line) for line in f if line.strip()]
-        for r in rounds:
-            agg = {m["name"]: m["value"] for m in r.get("aggregated_metrics", [])}
-            shown = ", ".join(f"{k}={agg[k]:.4f}" for k in ("train_loss", "global_eval_loss", "eval_loss") if k in agg)
-            print(f"  round {r['round'] + 1}: {shown}")
-    print(f"results:      {os.path.relpath(dest)}")
-    print(f"global model: {os.path.relpath(os.path.join(dest, 'global_model'))} "
-          f"(AutoModelForCausalLM.from_pretrained; raw: workspace/app_server/FL_global_model.pt)")
-    print(f"metrics:      {os.path.relpath(os.path.join(dest, 'metrics.csv'))}, plots in "
-          f"{os.path.relpath(os.path.join(dest, 'plots'))}/")
-    print(f"tensorboard:  docker compose --profile tensorboard up -d tensorboard  (http://localhost:6006)")
+    rounds = read_run_rounds(dest)
+    for r in rounds:
+        agg = {m["name"]: m["value"] for m in r.get("aggregated_metrics", [])}
+        shown = ", ".join(f"{k}={agg[k]:.4f}" for k in ("train_loss", "global_eval_loss", "eval_loss") if k in agg)
+        report.say(f"  round {r['round'] + 1}: {shown}")
+    rel = os.path.relpath
+    report.say(f"results:      {rel(dest)}")
+    if os.path.isdir(os.path.join(dest, "global_model")):
+        report.say(f"global model: {rel(os.path.join(dest, 'global_model'))} "
+                   f"(AutoModelForCausalLM.from_pretrained; raw: workspace/app_server/FL_global_model.pt)")
+    elif os.path.isfile(os.path.join(ws, "app_server", "FL_global_model.pt")):
+        report.say(f"global model: {rel(os.path.join(ws, 'app_server', 'FL_global_model.pt'))} (raw state dict)")
+    plots = sorted(os.listdir(os.path.join(dest, "plots"))) if os.path.isdir(os.path.join(dest, "plots")) else []
+    if os.path.isfile(os.path.join(dest, "metrics.csv")):
+        report.say(f"metrics:      {rel(os.path.join(dest, 'metrics.csv'))}"
+                   + (f", {rel(os.path.join(dest, 'system_metrics.csv'))}"
+                      if os.path.isfile(os.path.join(dest, "system_metrics.csv")) else ""))
+    if plots:
+        report.say(f"plots:        {rel(os.path.join(dest, 'plots'))}/ ({', '.join(plots)})")
+    site_logs = os.path.join(dest, "site_logs")
+    if os.path.isdir(site_logs) and os.listdir(site_logs):
+        report.say(f"site logs:    {rel(site_logs)}/ ({', '.join(sorted(os.listdir(site_logs)))}); the server's: "
+                   f"{rel(os.path.join(ws, 'log.txt'))}")
+    if os.path.isdir(os.path.join(ws, "tb_events")):
+        report.say("tensorboard:  docker compose --profile tensorboard up -d tensorboard  (http://127.0.0.1:6006)")
+
+
+def read_run_rounds(dest: str) -> list:
+    """Round records of the whole run: earlier rounds of a resumed run (lineage.py), then the job's own."""
+    rounds = {r["round"]: r for r in lineage.read_records(os.path.join(dest, lineage.EARLIER))}
+    rounds.update({r["round"]: r for r in lineage.read_records(os.path.join(dest, "workspace", lineage.ROUND_METRICS))})
+    return [rounds[k] for k in sorted(rounds)]
+
+
+def abnormal_end(job_id: str, status: str, dest, errors: list, since: float, args, report: Reporter):
+    """Why the job ended, as far as the server and Docker know, then what the sites and the server reported,
+    then the next step."""
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    facts = diagnose.describe(diagnose.job_process_exit(job_id, args.env_file),
+                              diagnose.docker_events(diagnose.project_name(args.env_file), since, time.time()))
+    say(f"error: job {job_id} ended {status}.")
+    for fact in facts or ["neither the server's job process nor Docker recorded a crash, a kill or an "
+                          "out-of-memory kill: the job itself failed, see what it reported below"]:
+        say(f"  cause: {fact}")
+    reported = [line for line in errors if "no errors reported" not in line]
+    if reported:
+        say("  what the server and the sites reported:")
+        for line in reported:  # job_errors.py keeps at most 8 per site
+            say(f"    {line}")
+    say(f"  next: {diagnose.next_step(job_id, diagnose.saved_round(job_id, args.env_file))}")
+    if dest:
+        logs = [p for p in ("site_logs", "site_errors") if os.path.isdir(os.path.join(dest, p))]
+        say(f"  logs: {os.path.relpath(dest)}/workspace/log.txt (server)"
+            + "".join(f", {os.path.relpath(dest)}/{p}/" for p in logs) + "; docker compose logs SERVICE")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    report = Reporter(args.json, args.logs)
+    if args.json:  # stdout carries the events only; everything else this process prints goes to stderr
+        sys.stdout = sys.stderr
+    args.sites, args.resume_start = [], None
     try:
         check_docker()
         require_admin(args.env_file, args.admin)
         job_dir = stage_job(args)
-        require_sites(check_staged_job(job_dir, args), args)
+        args.sites = check_staged_job(job_dir, args)
+        require_sites(args.sites, args)
+        if not args.allow_concurrent:
+            require_free_sites(args.sites, args)
+        since = time.time()
         job_id = submit(job_dir, args)
-        print(f"submitted job {job_id}", flush=True)
-        status = follow(job_id, args)
-        dest, errors = download(job_id, args, failed=status != "FINISHED:COMPLETED")
-        summarize(dest)
-    except JobInterrupted as e:
+        report.say(f"submitted job {job_id}")
+        report.event({"event": "submitted", "time": time.time(), "job_id": job_id})
+        status = follow(job_id, args, report)
+        try:
+            dest, errors = download(job_id, args, failed=status != COMPLETED)
+        except HostError as e:
+            if status == COMPLETED:
+                raise
+            dest, errors = None, [str(e)]
+        if status != COMPLETED:
+            abnormal_end(job_id, status, dest, errors, since, args, report)
+            if dest:
+                summarize(dest, report)
+            return 1
+        summarize(dest, report)
+        report.event({"event": "results", "time": time.time(), "job_id": job_id, "path": os.path.relpath(dest)})
+    except (JobInterrupted, NotScheduled) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except HostError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if status != "FINISHED:COMPLETED":
-        print(f"error: job {job_id} ended {status}; what the server and the sites reported:", file=sys.stderr)
-        for line in errors or ["(nothing: see the logs)"]:
-            print(f"  {line}", file=sys.stderr)
-        print(f"logs: {os.path.relpath(dest)}/workspace/ (server), {os.path.relpath(dest)}/site_errors/ (sites), "
-              "docker compose logs SITE", file=sys.stderr)
-        return 1
     return 0

@@ -11,7 +11,8 @@
 # (CPU overlay, the tiny job, your uid) is recorded at the end of .env, so every later command on this host
 # (docker compose ..., submit_job.py, a restart) does the same. If the image build cannot reach PyPI from inside
 # Docker (TLS-intercepting proxy, air gap), the wheelhouse is built on this host and the image from it.
-# Tear down: docker compose down (keeps job store and workspaces) or docker compose down -v (deletes them).
+# Tear down everything (TensorBoard too): docker compose --profile "*" down (keeps job store and workspaces),
+# or docker compose --profile "*" down -v (deletes them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -96,5 +97,5 @@ say "submitting the job through the admin console"
 t0=$SECONDS
 python3 scripts/submit_job.py
 say "job finished in $((SECONDS - t0))s from submission"
-echo "Logs: docker compose logs -f server site-1   Stop: docker compose down"
+echo "Logs: docker compose logs -f server site-1   Stop everything: docker compose --profile \"*\" down"
 [ ${#chosen[@]} -eq 0 ] || echo "This run's choices stay in .env (its last block) for every later command: ${chosen[*]}"

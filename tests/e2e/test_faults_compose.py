@@ -18,6 +18,13 @@ sites, in a clean copy of the project, sharing one compose stack across the modu
     submit_job.py --job-folder; each site's datasets cache is in its own volume; a killed server job's spool is gone
     once the server is back; a kit or volume the container's user cannot use stops it at start with the fix; a site
     bundle with a wrong FL_SERVER_ADDRESS says where it dials and why, under the site's own container name.
+  * one training job at a time: a second submit_job.py while a job runs is refused, naming that job; a job NVFlare
+    cannot schedule (it asks a GPU of kits that declare none) is reported with the scheduler's reason at once and
+    aborted;
+  * the server's job process killed mid-round (what the kernel's OOM killer does): submit_job.py names that cause
+    and the next step (resume from the saved round), and its summary points at nothing that was never written;
+  * the resumed job (after the server restart) is followed with --json --logs: events as JSON lines, in the
+    server's order, before the job ends, the sites' log lines among them; its results hold the whole run's rounds.
 
 Needs a Docker engine with Compose v2 (FL_REQUIRE_DOCKER=1 makes its absence an error). The image's base comes from
 FL_TEST_BASE_IMAGE; packages from the wheelhouse (docker/wheels). About 12 minutes on 2 cores.
@@ -353,6 +360,10 @@ def test_site_killed_mid_round(stack, capsys):
     sub = stack.submit("--job-folder", job)
     try:
         job_id = sub.job_id()
+        # One training job at a time: a second submission while this one runs is refused, naming it.
+        second = stack.submit()
+        stack.state["second_rc"], stack.state["second_output"] = second.wait(300), second.output
+        stack.state["second_holder"] = job_id
         deadline = time.monotonic() + 300
         while stack.exec(site2, "grep", "-qs", "site-2: round 1 received", f"/workspace/{job_id}/log.txt",
                          check=False).returncode != 0:  # round 2 reached site-2: it trains, no result sent yet
@@ -474,7 +485,7 @@ def test_interrupted_job_follower_points_to_resume(stack, server_restarted):
 
 def test_submit_job_resume_after_server_restart(stack, server_restarted):
     job_id = server_restarted["job_id"]
-    sub = stack.submit("--resume", job_id)
+    sub = stack.submit("--resume", job_id, "--json", "--logs")
     try:
         rc = sub.wait(900)
     finally:
@@ -482,6 +493,50 @@ def test_submit_job_resume_after_server_restart(stack, server_restarted):
     assert rc == 0, sub.output[-3000:]
     assert f"resuming job {job_id}" in sub.output
     stack.state["resumed"] = sub.results(stack.work)
+    stack.state["resumed_lines"] = sub.lines
+
+
+def test_resumed_job_followed_as_json_lines_with_the_site_logs(stack, server_restarted, capsys):
+    """--json: the follower's events, one JSON object per line, progress in the server's order and on the host
+    before the job ends; --logs: the sites' streamed log lines among them, also before the job ends."""
+    assert "resumed_lines" in stack.state, "submit_job.py --resume failed (previous test)"
+    events = []
+    for arrival, line in stack.state["resumed_lines"]:
+        if line.startswith("{"):
+            events.append((arrival, json.loads(line)))
+    kinds = [e["event"] for _, e in events]
+    assert kinds[0] == "submitted" and kinds[-1] == "results" and "job_end" in kinds, kinds
+    end_arrival = next(a for a, e in events if e["event"] == "job_end")
+    progress = [(a, e) for a, e in events if e["event"] in ("round_started", "site_result", "round_done")]
+    assert progress and all(a < end_arrival for a, _ in progress)
+    times = [e["time"] for _, e in progress]
+    assert times == sorted(times)
+    done = [e for _, e in progress if e["event"] == "round_done"]
+    assert [e["round"] for e in done] == list(range(server_restarted["progress"]["completed_round"] + 2, ROUNDS + 1))
+    assert all(e["rounds"] == ROUNDS and set(e["sites"]) == set(SITES) for e in done)
+    logs = [(a, e) for a, e in events if e["event"] == "site_log"]
+    assert {e["site"] for _, e in logs} == set(SITES), kinds
+    assert any(a < end_arrival for a, _ in logs)  # live, not fetched after the job
+    assert any(re.match(r"site-\d: round \d+ received", e["message"]) for _, e in logs)
+    with capsys.disabled():
+        print(f"\n[figures] --json --logs: {len(events)} JSON lines, {len(logs)} site log lines "
+              f"({sum(a < end_arrival for a, _ in logs)} before the job ended)")
+
+
+def test_resumed_job_results_carry_the_whole_run(stack, server_restarted):
+    """One training run across the restart: the resumed job's metrics.csv and plots have every round, the ones the
+    interrupted job ran (read from its run folder on the server volume) first."""
+    result = stack.state.get("resumed")
+    assert result, "submit_job.py --resume failed (previous test)"
+    kept = server_restarted["progress"]["completed_round"] + 1
+    with open(os.path.join(result, "resumed_from.json")) as f:
+        assert json.load(f) == {"first_round": kept + 1, "jobs": [server_restarted["job_id"]]}
+    with open(os.path.join(result, "metrics.csv")) as f:
+        rows = [line.split(",") for line in f.read().splitlines()[1:]]
+    assert sorted({int(r[0]) for r in rows}) == list(range(1, ROUNDS + 1))
+    assert len(rows) == ROUNDS * (len(SITES) + 1)
+    site_runs = os.listdir(os.path.join(result, "workspace", "tb_events", "site-1"))
+    assert any(name.startswith(f"earlier-{server_restarted['job_id']}-") for name in site_runs), site_runs
 
 
 def test_resumed_job_runs_exactly_the_missing_rounds(stack, server_restarted, capsys):
@@ -607,6 +662,83 @@ def test_dataset_missing_at_the_sites_fails_fast_with_the_sites_error(stack, cap
     with capsys.disabled():
         print(f"\n[figures] dataset missing at the sites: job {job_id} failed, submit_job.py exit 1 "
               f"{ended_s:.0f}s after submission, printing each site's DataError")
+
+
+def test_second_job_refused_while_one_holds_the_sites(stack, capsys):
+    """Recorded by test_site_killed_mid_round, which submitted it while its own job ran."""
+    assert "second_rc" in stack.state, "test_site_killed_mid_round did not run"
+    out, holder = stack.state["second_output"], stack.state["second_holder"]
+    assert stack.state["second_rc"] == 2, out[-3000:]
+    assert re.search(rf"error: job {holder} \(gpt2-fedavg-stream, RUNNING, submitted \S+\) holds site-1, site-2;"
+                     r" nothing was submitted", out), out[-3000:]
+    assert "--allow-concurrent" in out and f"nvflare job abort {holder}" in out
+    assert "submitted job" not in out
+    with capsys.disabled():
+        print(f"\n[figures] second submit_job.py while a job ran: exit 2: {out.strip().splitlines()[-1][:220]}")
+
+
+def test_unschedulable_job_reported_at_once_and_aborted(stack, capsys):
+    """A job asking each site for a GPU the kits do not declare (resource_manager num_of_gpus 0): NVFlare's
+    scheduler records why at once; submit_job.py prints it, aborts the job and exits 1 instead of waiting."""
+    job = stack.make_job(os.path.join(stack.work, "job-gpu"), "--rounds", "1", "--model", TINY["FL_MODEL"],
+                         "--dataset", TINY["FL_DATASET"])
+    with open(os.path.join(job, "meta.json")) as f:
+        meta = json.load(f)
+    meta["resource_spec"] = {site: {"num_of_gpus": 1} for site in meta["deploy_map"]["app_site"]}
+    with open(os.path.join(job, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    sub = stack.submit("--job-folder", job)
+    try:
+        job_id = sub.job_id()
+        t_submitted = time.monotonic()
+        rc = sub.wait(300)
+    finally:
+        sub.stop()
+    assert rc == 1, sub.output[-3000:]
+    reported = sub.wait_for(r"not scheduled: (.+)", 1)
+    assert "resources" in reported[1].group(1), sub.output[-3000:]
+    assert f"NVFlare cannot schedule job {job_id}" in sub.output and "the job was aborted" in sub.output
+    status = stack.nvflare("job", "meta", job_id)["data"]["status"]
+    assert status.startswith("FINISHED"), status  # not left SUBMITTED, to start behind the user's back
+    with capsys.disabled():
+        print(f"\n[figures] unschedulable job: reason printed {reported[0] - t_submitted:.0f}s after submission "
+              f"({reported[1].group(1)[:120]}); job {status}")
+
+
+def test_server_job_process_killed_summarised_by_its_cause(stack, capsys):
+    """The server's job process SIGKILLed after round 1 is saved, as the kernel's OOM killer would: the job ends
+    abnormally and submit_job.py says what ended it and how to go on, not only the sites' symptoms."""
+    sub = stack.submit("--rounds", str(ROUNDS))
+    try:
+        job_id = sub.job_id()
+        deadline = time.monotonic() + 400
+        server = stack.cid("server")
+        while stack.progress(job_id, poll=server) is None:
+            assert time.monotonic() < deadline, f"no round persisted:\n{sub.output[-3000:]}"
+            time.sleep(1)
+        # The job's own process, not the server's parent: the container and the federation stay up.
+        # (One job runs at a time, so the one runner_process is this job's; the bracket keeps the shell's own
+        # command line from matching.)
+        kill = stack.exec(server, "sh", "-c", "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null | "
+                          "grep -qs 'app.server.runner_proces[s]' && kill -9 ${p#/proc/} && echo ${p#/proc/}; done; true")
+        assert kill.stdout.strip(), "no job process found"
+        rc = sub.wait(400)
+    finally:
+        sub.stop()
+    out = sub.output
+    assert rc == 1, out[-3000:]
+    assert re.search(rf"error: job {job_id} ended FINISHED:\S+\.", out), out[-3000:]
+    assert "cause: the server's job process ended with signal SIGKILL" in out, out[-3000:]
+    saved = re.search(r"next: the server saved the global model after round (\d+): once the cause is fixed, "
+                      rf"continue from there with: python3 scripts/submit_job.py --resume {job_id}", out)
+    assert saved and 1 <= int(saved.group(1)) < ROUNDS, out[-3000:]
+    result = sub.results(stack.work)
+    if not os.path.isdir(os.path.join(result, "global_model")):
+        assert "global model:" not in out.split("results:")[-1]  # names only what exists
+    with capsys.disabled():
+        print("\n[figures] server job process SIGKILLed after round 1: submit_job.py exit 1: "
+              + " | ".join(line.strip() for line in out.splitlines() if line.strip().startswith(("error:", "cause:",
+                                                                                                  "next:")))[:600])
 
 
 def test_site_whose_server_name_does_not_resolve_stops_with_the_fix(stack):

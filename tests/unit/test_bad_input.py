@@ -196,41 +196,6 @@ def test_submit_refuses_a_job_whose_sites_are_not_connected(monkeypatch):
     submit_job.require_sites({"sites": ["site-1"]}, submit_job.parse_args([]))  # the live site alone: accepted
 
 
-def test_follow_reports_a_job_the_server_lost(monkeypatch, capsys):
-    """After a server restart the store says RUNNING for good; follow() must say so and give --resume."""
-    from fl_deploy import submit as submit_job
-
-    def fake(*args, **kwargs):
-        if args[:2] == ("job", "meta"):
-            return {"status": "ok", "data": {"status": "RUNNING"}}
-        if args[:2] == ("system", "status"):
-            return {"status": "ok", "data": {"clients": [], "jobs": []}}  # the restarted server runs nothing
-        return {"status": "ok", "data": {"logs": {"server": ""}}}
-
-    monkeypatch.setattr(submit_job, "admin_nvflare", fake)
-    args = submit_job.parse_args(["--interval", "0"])
-    with pytest.raises(submit_job.JobInterrupted, match="submit_job.py --resume abc"):
-        submit_job.follow("abc", args)
-
-
-def test_follow_waits_out_a_short_server_outage(monkeypatch, capsys):
-    from fl_deploy import submit as submit_job
-
-    answers = iter([submit_job.HostError("nvflare job meta gave no answer")] * 2 + ["FINISHED:COMPLETED"])
-
-    def fake(*args, **kwargs):
-        if args[:2] == ("job", "meta"):
-            answer = next(answers)
-            if isinstance(answer, Exception):
-                raise answer
-            return {"status": "ok", "data": {"status": answer}}
-        return {"status": "ok", "data": {"logs": {"server": ""}, "jobs": []}}
-
-    monkeypatch.setattr(submit_job, "admin_nvflare", fake)
-    assert submit_job.follow("abc", submit_job.parse_args(["--interval", "0"])) == "FINISHED:COMPLETED"
-    assert "server not answering, retrying" in capsys.readouterr().out
-
-
 def test_job_errors_keeps_the_cause_of_a_traceback():
     from fl_deploy import job_errors
 

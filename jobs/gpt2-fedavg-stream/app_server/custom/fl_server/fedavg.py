@@ -38,6 +38,7 @@ from nvflare.app_common.workflows.fedavg import FedAvg
 from fl_common.tensor_parts import PART_MIB, join_parts, split_large
 from fl_server.in_place_mean import InPlaceMean
 from fl_server import spool
+from fl_server.round_stats import RoundStats
 from fl_server.shared_broadcast import SharedBroadcast
 
 # How FOBS streaming (offload, memory) sends each round's global model; the tensor streamers have their own way.
@@ -78,6 +79,7 @@ class LargeModelFedAvg(FedAvg):
         self.part_mib = part_mib
         self.aggregation = aggregation
         self._targets, self._answered, self._shared, self._into = [], set(), None, {}
+        self.round_stats = RoundStats(self)  # the round's summary line and system metrics (round_stats.py)
 
     def run(self):
         lock = None
@@ -95,6 +97,7 @@ class LargeModelFedAvg(FedAvg):
 
     def send_model(self, task_name="train", data=None, targets=None, min_responses=None, timeout=0, callback=None):
         self._targets, self._answered = list(targets or []), set()
+        self.round_stats.round_started()
         self._end_shared_broadcast()
         sent = cast = cast_model(data, self.exchange_dtype)
         sent = with_params(cast, lambda p: split_large(p, self.part_mib))
@@ -168,7 +171,14 @@ class LargeModelFedAvg(FedAvg):
             self._into = {}
         if result.params:
             result.params = join_parts(result.params)
+        self.round_stats.aggregated(result.metrics)
         return result
+
+    def _maybe_cleanup_memory(self):
+        # FedAvg calls this last in every round, after the round's global model is saved.
+        super()._maybe_cleanup_memory()
+        self.round_stats.round_done(self.current_round, self.start_round + self.num_rounds,
+                                    sorted(s for s in self._answered if s))
 
 
 def _server_cell(engine):

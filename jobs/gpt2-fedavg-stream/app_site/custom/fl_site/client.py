@@ -13,11 +13,14 @@ from nvflare.client.tracking import SummaryWriter
 from fl_common.model import apply_lora, exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
 from fl_common.tensor_parts import join_parts, split_large
 from fl_site.data import fingerprint, load_site_data
+from fl_site.print_redirect import keep_print_destinations
+from fl_site.round_meter import RoundMeter
 from fl_site.training import begin_round, build_trainer, choose_precision, evaluate, job_rounds, parse_settings
 
 
 def main(argv=None):
     settings = parse_settings(argv)
+    keep_print_destinations()  # NVFlare's print-to-log drops print(file=...): dill's bytecode scan ended up in the log
     flare.init()
     site = flare.get_site_name()
     site_index, num_sites = settings.shard_of(site)
@@ -38,24 +41,28 @@ def main(argv=None):
         trainer = build_trainer(model, tokenizer, data.train, data.held_out, settings, os.path.join("outputs", site))
         shard = trainer.train_dataset  # tokenized once; each round trains on its own rows of it
     writer = SummaryWriter()
+    meter = RoundMeter(writer)  # system/* metrics per round (round_meter.py)
 
     while flare.is_running():
         global_model = flare.receive()
         rnd = global_model.current_round
         received = join_parts(global_model.params)
+        meter.round_started(rnd, global_model.params)
         print(f"{site}: round {rnd} received {len(received)} tensors", flush=True)
         load_exchanged_state_dict(model, received)
 
         if settings.exchange_only:
             # Weight 1: FedAvg weights by steps, and zero steps from every site would divide by zero.
-            flare.send(flare.FLModel(**outgoing(model, settings, received),
-                                     meta={"NUM_STEPS_CURRENT_ROUND": 1}))
+            sent = outgoing(model, settings, received)
+            meter.round_done(sent["params"])
+            flare.send(flare.FLModel(**sent, meta={"NUM_STEPS_CURRENT_ROUND": 1}))
             continue
 
         # The received model is the new global model: its held-out loss is the federation's progress.
         global_metrics = evaluate(trainer)
         plan = begin_round(trainer, shard, settings, rnd, job_rounds(global_model))  # rows, optimizer, schedule
-        result = trainer.train()
+        with meter.training(trainer):
+            result = trainer.train()
         steps = trainer.state.global_step
         local_metrics = evaluate(trainer)
 
@@ -68,9 +75,11 @@ def main(argv=None):
               f"global_eval_loss={global_metrics['eval_loss']:.4f} eval_loss={local_metrics['eval_loss']:.4f}",
               flush=True)
 
+        sent = outgoing(model, settings, received)
+        meter.round_done(sent["params"])
         flare.send(
             flare.FLModel(
-                **outgoing(model, settings, received),
+                **sent,
                 metrics={
                     "train_loss": result.training_loss,
                     "global_eval_loss": global_metrics["eval_loss"],

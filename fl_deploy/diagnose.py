@@ -1,0 +1,114 @@
+"""Why did a job end abnormally, as far as the server and Docker know, and what to do next. Host side, standard
+library only (scripts/submit_job.py).
+
+  * the server's job process: its exit code as the server's parent process logged it ("Job: <id> child process
+    exit with return code N" in the server's log.txt); negative = ended by that signal (-9, SIGKILL: what the
+    kernel's OOM killer sends, and `kill -9`);
+  * Docker's events for the compose project's containers while the job ran (`docker events`): "oom" (the kernel
+    killed a process in that container for lack of memory: the container's memory cgroup counted an OOM kill,
+    whichever process it was), "die" with the exit code of the container's main process, "restart";
+  * the next step: continue from the last global model the server saved (checkpoints/<job_id>/progress.json on
+    its volume, written after every round) or, when no round was saved, fix the cause and submit again.
+"""
+
+import json
+import re
+import signal
+import subprocess
+
+from fl_deploy.host import compose
+
+EXIT_LINE = "child process exit with return code"
+CHECKPOINTS = "/workspace/checkpoints"
+
+
+def signal_name(return_code: int) -> str:
+    """'-9' -> 'SIGKILL'; '' for a plain exit code."""
+    if return_code >= 0:
+        return ""
+    try:
+        return signal.Signals(-return_code).name
+    except ValueError:
+        return f"signal {-return_code}"
+
+
+def job_process_exit(job_id: str, env_file=None):
+    """The server job process's return code as the server logged it, or None (exited 0, or not logged)."""
+    run = compose("exec", "-T", "server", "grep", "-h", f"Job: {job_id} {EXIT_LINE}", "/workspace/log.txt",
+                  check=False, env_file=env_file)
+    codes = re.findall(rf"{EXIT_LINE} (-?\d+)", run.stdout or "")
+    return int(codes[-1]) if codes else None
+
+
+def project_name(env_file=None) -> str:
+    run = compose("config", "--format", "json", check=False, env_file=env_file)
+    try:
+        return json.loads(run.stdout)["name"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def parse_events(text: str) -> list:
+    """`docker events --format '{{json .}}'` lines -> [{"time", "service", "action", "exit_code"}]."""
+    events = []
+    for line in text.splitlines():
+        try:
+            e = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        attrs = (e.get("Actor") or {}).get("Attributes") or {}
+        events.append({"time": float(e.get("timeNano", 0)) / 1e9 or float(e.get("time", 0)),
+                       "service": attrs.get("com.docker.compose.service") or attrs.get("name", "?"),
+                       "action": e.get("Action") or e.get("status", ""), "exit_code": attrs.get("exitCode")})
+    return events
+
+
+def docker_events(project: str, since: float, until: float) -> list:
+    """The oom / die / restart events of the project's containers between two times (seconds since the epoch)."""
+    if not project:
+        return []
+    cmd = ["docker", "events", "--since", f"{since:.3f}", "--until", f"{until:.3f}", "--format", "{{json .}}",
+           "--filter", "type=container", "--filter", f"label=com.docker.compose.project={project}"]
+    for action in ("oom", "die", "restart"):
+        cmd += ["--filter", f"event={action}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    return parse_events(run.stdout) if run.returncode == 0 else []
+
+
+def describe(return_code, events: list) -> list:
+    """One sentence per fact, the most telling first."""
+    import time
+
+    facts = []
+    if return_code is not None:
+        sig = signal_name(return_code)
+        facts.append(f"the server's job process ended with {'signal ' + sig if sig else f'exit code {return_code}'}"
+                     + (" (SIGKILL: the kernel's OOM killer, or kill -9)" if return_code == -9 else ""))
+    for e in events:
+        at = time.strftime("%H:%M:%S", time.localtime(e["time"]))
+        if e["action"] == "oom":
+            facts.append(f"Docker recorded an out-of-memory kill in the {e['service']} container at {at}: the kernel "
+                         f"killed a process there for lack of memory (raise the host's or the container's memory, "
+                         f"or use a smaller model / batch)")
+        elif e["action"] == "die":
+            facts.append(f"the {e['service']} container stopped at {at} (exit code {e['exit_code']})")
+        elif e["action"] == "restart":
+            facts.append(f"Docker restarted the {e['service']} container at {at}")
+    return facts
+
+
+def saved_round(job_id: str, env_file=None):
+    """The last round (1-based) whose global model the server saved for the job, or None."""
+    run = compose("exec", "-T", "server", "cat", f"{CHECKPOINTS}/{job_id}/progress.json", check=False,
+                  env_file=env_file)
+    try:
+        return int(json.loads(run.stdout)["completed_round"]) + 1 if run.returncode == 0 else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def next_step(job_id: str, rounds_saved) -> str:
+    if rounds_saved:
+        return (f"the server saved the global model after round {rounds_saved}: once the cause is fixed, continue "
+                f"from there with: python3 scripts/submit_job.py --resume {job_id}")
+    return "no round was saved: fix the cause, then submit the job again (python3 scripts/submit_job.py)"
