@@ -95,6 +95,24 @@ def test_sft_config_bf16_is_off_on_cpu_even_when_asked(tmp_path):
     assert c.bf16 is False
 
 
+def test_bf16_by_default_only_where_the_gpu_has_it_natively(monkeypatch):
+    """A T4/V100-class GPU emulates bf16 (torch's is_bf16_supported() says yes by default): it trains in fp32."""
+    import torch
+
+    from fl_site.training import use_bf16
+
+    asked = []
+
+    def supported(including_emulation=True):
+        asked.append(including_emulation)
+        return including_emulation  # emulated only, like compute capability 7.x
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    assert use_bf16(TrainSettings()) is False and asked == [False]
+    assert use_bf16(TrainSettings(bf16=True)) is True  # asked for explicitly: the user's call
+
+
 def test_shard_of_listed_sites():
     s = TrainSettings(sites="site-1, site-2,site-3")
     assert s.site_list() == ["site-1", "site-2", "site-3"]

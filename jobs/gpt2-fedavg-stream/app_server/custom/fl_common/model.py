@@ -16,7 +16,7 @@ def _looks_local(name_or_path: str) -> bool:
 def check_model_source(name_or_path: str) -> str:
     """Fail early, in one sentence, on a local model path that is not there."""
     if not name_or_path:
-        raise ModelLoadError("no model given: pass a Hugging Face name such as 'gpt2' or a local folder")
+        raise ModelLoadError(f"no model given: pass a Hugging Face name such as {DEFAULT_MODEL!r} or a local folder")
     if _looks_local(name_or_path):
         path = os.path.expanduser(name_or_path)
         if not os.path.isdir(path):

@@ -117,7 +117,9 @@ def use_bf16(settings: TrainSettings) -> bool:
 
     if not torch.cuda.is_available():
         return False
-    return torch.cuda.is_bf16_supported() if settings.bf16 is None else settings.bf16
+    # Native bf16 only (compute capability 8.0+): torch's default also counts emulated bf16, slower than fp32 on
+    # the T4 / V100 generation. docker/gpu_check.py logs which one a site has.
+    return torch.cuda.is_bf16_supported(including_emulation=False) if settings.bf16 is None else settings.bf16
 
 
 def sft_config(settings: TrainSettings, output_dir: str):
