@@ -51,6 +51,9 @@ def parse_args(argv=None):
                    help="admin console to submit through: the compose service of one of project.yml's admins "
                         "(admin = the first, admin-2 the second, ...)")
     p.add_argument("--results", default=os.path.join(ROOT, "results"), help="download results under this folder")
+    p.add_argument("--timeline", action="store_true",
+                   help="after the job, print where its start went: submit -> job running -> site job processes "
+                        "up -> data tokenised -> first optimizer step -> round 1 end (fl_deploy/timeline.py)")
     args, args.job_flags = p.parse_known_args(argv)
     bad = [a for a in args.job_flags if a.startswith("-") and not a.startswith("--")]
     if bad:
@@ -285,7 +288,17 @@ def summarize(dest: str):
     print(f"tensorboard:  docker compose --profile tensorboard up -d tensorboard  (http://localhost:6006)")
 
 
+def print_timeline(job_id: str, started: float, args):
+    from fl_deploy import timeline
+
+    def nvflare(*cli):
+        return admin_nvflare(*cli, env_file=args.env_file, service=args.admin, check=False)
+
+    print(timeline.report(job_id, timeline.collect(job_id, nvflare, started)), flush=True)
+
+
 def main(argv=None) -> int:
+    started = time.time()
     args = parse_args(argv)
     try:
         check_docker()
@@ -297,6 +310,8 @@ def main(argv=None) -> int:
         status = follow(job_id, args)
         dest, errors = download(job_id, args, failed=status != "FINISHED:COMPLETED")
         summarize(dest)
+        if args.timeline:
+            print_timeline(job_id, started, args)
     except JobInterrupted as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

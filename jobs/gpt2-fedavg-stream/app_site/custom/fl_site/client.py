@@ -39,6 +39,7 @@ def main(argv=None):
               f"(fingerprint {fingerprint(train_ds)}), {len(eval_ds)} held-out rows", flush=True)
         trainer = build_trainer(model, tokenizer, train_ds, eval_ds, settings, os.path.join("outputs", site))
         shard = trainer.train_dataset  # tokenized once; each round trains on its own rows of it
+        print(f"{site}: trainer ready, {len(shard)} rows tokenised", flush=True)  # fl_deploy/timeline.py reads it
     writer = SummaryWriter()
 
     while flare.is_running():
