@@ -36,6 +36,7 @@ import argparse
 import csv
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -155,7 +156,10 @@ def make_model(kind: str, out: str) -> tuple:
     from fl_deploy import assets
 
     if not os.path.isfile(os.path.join(out, "model", "config.json")):
-        assets.tiny_main(["--out", out])  # the tiny model, and the tokenizer of every size
+        # The tiny model and the tokenizer of every size, trained on the tiny IMDB-shaped reviews (the corpus
+        # make_tiny_assets.py trains on, without writing the dataset: no `datasets` needed here)
+        rng = random.Random(0)
+        assets.make_model(os.path.join(out, "model"), [assets.review(rng, i % 2) for i in range(400)], 0, 400)
     if MODELS[kind] is not None:
         from transformers import AutoTokenizer
 
@@ -532,14 +536,11 @@ def main(argv=None) -> int:
                 r = runner(n, config, args.rounds, model_path, os.path.join(work_root, f"{model}-n{n}-{config}"))
                 rows.append(result_row(model, model_bytes, n, config, r, r.get("tcp", tcp)))
                 print("  " + json.dumps(rows[-1]), flush=True)
+                write_csv(os.path.join(args.out, "benchmark.csv"), rows)  # so far: a run cut short keeps its rows
                 write_trace(os.path.join(args.out, f"trace-{model}-{n}-{config}.csv"), r)
         shutil.rmtree(model_path, ignore_errors=True)  # GBs for the larger sizes
 
     csv_path = os.path.join(args.out, "benchmark.csv")
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
     cols = ["model", "sites", "config", "round_s_median", "round_over_floor", "cpu_busy", "effective_MB_s",
             "server_peak_GiB", "server_peak_over_model", "site_peak_GiB_max", "site_peak_over_model",
             "bytes_down_per_site", "bytes_up_per_site", "status"]
@@ -578,6 +579,13 @@ def main(argv=None) -> int:
         print("error: runs that did not complete: " + "; ".join(failed), file=sys.stderr)
         return 1
     return 0
+
+
+def write_csv(path: str, rows: list):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 def result_row(model: str, model_bytes: int, n: int, config: str, r: dict, tcp: float) -> dict:
@@ -711,7 +719,11 @@ def size_projection(rows: list, base: dict) -> list:
 
 
 def plot(rows, path, title):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # a bare Python with torch and transformers (benchmarks/upstream_scenario.py): no plot
+        print("matplotlib is not installed: no benchmark.png")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
