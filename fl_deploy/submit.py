@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fl_deploy import ROOT
 from fl_deploy.check_job import check_job
@@ -129,9 +130,15 @@ def check_staged_job(job_dir: str, args) -> list:
     return report["sites"]
 
 
-def require_sites(sites: list, args):
-    """Refuse to submit a job whose sites are not all connected: NVFlare would hold it, unscheduled."""
-    status = admin_nvflare("system", "status", env_file=args.env_file, service=args.admin)
+def site_status(args) -> dict:
+    """`nvflare system status`: the sites the server lists, with when it last heard from each."""
+    return admin_nvflare("system", "status", env_file=args.env_file, service=args.admin)
+
+
+def require_sites(sites: list, args, status: dict = None):
+    """Refuse to submit a job whose sites are not all connected: NVFlare would hold it, unscheduled. status:
+    site_status() fetched already (main() asks for it while the job is generated), else fetched here."""
+    status = status if status is not None else site_status(args)
     # The server lists a lost site for 10 minutes (its heartbeat timeout); a live one heartbeats every 10 s.
     now = time.time()
     connected = sorted(c.get("client_name") for c in (status.get("data") or {}).get("clients") or []
@@ -303,8 +310,13 @@ def main(argv=None) -> int:
     try:
         check_docker()
         require_admin(args.env_file, args.admin)
-        job_dir = stage_job(args)
-        require_sites(check_staged_job(job_dir, args), args)
+        # The server's site list comes in while the job is generated and checked: one admin round trip (3-5 s)
+        # off the way to the first training step (docs/benchmarks.md, "Submit -> first training step").
+        with ThreadPoolExecutor(1) as pool:
+            status = pool.submit(site_status, args)
+            job_dir = stage_job(args)
+            sites = check_staged_job(job_dir, args)
+            require_sites(sites, args, status.result())
         job_id = submit(job_dir, args)
         print(f"submitted job {job_id}", flush=True)
         status = follow(job_id, args)

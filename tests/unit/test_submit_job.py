@@ -57,3 +57,30 @@ def test_submit_names_the_console_and_the_fix_when_refused(monkeypatch, tmp_path
             assert "the server refused the job: user 'member@fl-demo.org' is not authorized for 'submit_job'." \
                 in str(e.value)
     assert calls[0][0] == ("job", "submit", "-j", "/home/fl/jobs/x") and calls[0][1]["service"] == "admin-2"
+
+
+def test_the_site_list_is_fetched_while_the_job_is_generated(monkeypatch):
+    """One admin round trip (`nvflare system status`, 3-5 s) runs beside make_job/check_job, not after them; its
+    answer still decides whether the job is submitted."""
+    import threading
+    import time
+
+    from fl_deploy import submit as submit_job
+
+    asked, order = threading.Event(), []
+
+    def site_status(args):
+        order.append("status asked")
+        asked.set()
+        return {"status": "ok", "data": {"clients": [{"client_name": "site-1", "client_last_conn_time": time.time()}]}}
+
+    def stage_job(args):
+        order.append("staging" + (" (status already asked)" if asked.wait(10) else " alone"))
+        return "/home/fl/jobs/x"
+
+    for name, fake in {"check_docker": lambda: None, "require_admin": lambda *a: None, "site_status": site_status,
+                       "stage_job": stage_job, "check_staged_job": lambda d, a: ["site-1", "site-2"]}.items():
+        monkeypatch.setattr(submit_job, name, fake)
+    monkeypatch.setattr(submit_job, "submit", lambda *a: pytest.fail("submitted a job whose site-2 is not connected"))
+    assert submit_job.main([]) == 2
+    assert order == ["status asked", "staging (status already asked)"]
