@@ -572,7 +572,8 @@ def main(argv=None) -> int:
         with open(os.path.join(args.out, "projection-sizes.md"), "w") as f:
             f.write("\n".join(lines) + "\n")
         print("\n" + "\n".join(lines))
-    print(f"\nwritten: {csv_path}, benchmark.md, benchmark.png")
+    print(f"\nwritten: {csv_path}, benchmark.md" + (", benchmark.png" if os.path.exists(
+        os.path.join(args.out, "benchmark.png")) else ""))
     failed = [f"{r['model']} {r['sites']} sites {r['config']}: {r['status']}" for r in rows
               if r["status"] != "FINISHED:COMPLETED"]
     if failed:  # their rows carry no round time: the errors are printed above each of them
