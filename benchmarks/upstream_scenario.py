@@ -6,11 +6,12 @@ exchange benchmark's table (benchmarks/exchange.py) as the result.
 On a connected machine (this project's .venv):
 
     .venv/bin/python benchmarks/upstream_scenario.py pack                       # workspace/upstream-wheels/
-    .venv/bin/python benchmarks/upstream_scenario.py pack --python-version 3.12 # for another Python
+    .venv/bin/python benchmarks/upstream_scenario.py pack --python-version 3.13 # for another Python
 
   pack downloads nvflare and the other packages the benchmark needs (tensorboard for the job's TensorBoard
-  receiver, psutil, PyYAML) with everything they depend on, as wheels for the target's Python on Linux x86_64,
-  leaves out what torch and transformers already bring, and stops if the folder is over 64 MiB.
+  receiver, psutil, PyYAML) with what they depend on, as wheels for Pythons 3.10, 3.11 and 3.12 on Linux x86_64,
+  leaves out what torch and transformers already bring and what a processes run never imports, and stops if the
+  folder is over 64 MiB.
 
 On the target machine, in a copy of the project with that folder (nothing fetched):
 
@@ -52,8 +53,16 @@ PROVIDED = {"torch", "transformers", "filelock", "setuptools", "sympy", "mpmath"
             "tqdm", "triton"}
 
 
+# Dependencies that a run of kits as local processes never imports (NVFlare's dashboard and edge web server, its
+# Docker job launcher, TensorBoard's web server and image summaries): left out so that wheels for three Python
+# versions fit in one pack. benchmarks/upstream_scenario.py run --model tiny checks a pack without them.
+UNUSED = {"flask", "flask-jwt-extended", "flask-sqlalchemy", "sqlalchemy", "gunicorn", "werkzeug", "itsdangerous",
+          "blinker", "click", "pyjwt", "docker", "pillow", "markdown"}
+PYTHONS = "3.10,3.11,3.12"  # torch 2.13 has wheels for 3.10-3.14; these three are the usual GPU-host Pythons
+
+
 def provided(name: str) -> bool:
-    return name in PROVIDED or name.startswith("nvidia-")
+    return name in PROVIDED or name in UNUSED or name.startswith("nvidia-")
 
 
 def canonical(name: str) -> str:
@@ -75,38 +84,45 @@ def wheel_name(path: str) -> str:
     return canonical(os.path.basename(path).split("-")[0])
 
 
-def pack(out: str, python_version: str, pip_args: list = ()) -> dict:
-    """Download NEEDED with its dependencies as wheels for python_version / Linux x86_64 into out, leave out the
-    PROVIDED ones, write out/manifest.json; return the manifest. Raises SystemExit(2) over LIMIT_BYTES."""
+def pack(out: str, python_versions: list, pip_args: list = ()) -> dict:
+    """Download NEEDED with its dependencies as wheels for each Python version (major.minor) on Linux x86_64 into
+    out, leave out the PROVIDED and UNUSED ones, write out/manifest.json ({"versions": {version: [wheel files]},
+    "bytes": the folder's wheels}); return it. Wheels for every version (pure Python, abi3) are stored once.
+    Raises SystemExit(2) over LIMIT_BYTES."""
     pinned = pins()
     wanted = [pinned.get(canonical(n), n) for n in NEEDED]
-    tmp = tempfile.mkdtemp(prefix="upstream-wheels-")
-    try:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--isolated", "--quiet", "--only-binary=:all:",
-                        "--implementation", "cp", "--python-version", python_version,
-                        "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-                        "--platform", "manylinux2014_x86_64", "--platform", "linux_x86_64", "-d", tmp, *pip_args,
-                        *wanted], check=True)
-        os.makedirs(out, exist_ok=True)
-        for old in os.listdir(out):
-            if old.endswith(".whl") or old == MANIFEST:
-                os.remove(os.path.join(out, old))
-        kept = []
-        for name in sorted(os.listdir(tmp)):
-            if name.endswith(".whl") and not provided(wheel_name(name)):
-                shutil.move(os.path.join(tmp, name), os.path.join(out, name))
-                kept.append(name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    size = sum(os.path.getsize(os.path.join(out, n)) for n in kept)
-    manifest = {"python_version": python_version, "requirements": wanted, "wheels": kept, "bytes": size,
-                "left_out": sorted(PROVIDED) + ["nvidia-*"]}
+    os.makedirs(out, exist_ok=True)
+    for old in os.listdir(out):
+        if old.endswith(".whl") or old == MANIFEST:
+            os.remove(os.path.join(out, old))
+    versions = {}
+    for version in python_versions:
+        tmp = tempfile.mkdtemp(prefix="upstream-wheels-")
+        try:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--isolated", "--quiet", "--only-binary=:all:",
+                            "--implementation", "cp", "--python-version", version,
+                            "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+                            "--platform", "manylinux2014_x86_64", "--platform", "linux_x86_64", "-d", tmp,
+                            *pip_args, *wanted], check=True)
+            kept = []
+            for name in sorted(os.listdir(tmp)):
+                if name.endswith(".whl") and not provided(wheel_name(name)):
+                    if not os.path.exists(os.path.join(out, name)):
+                        shutil.move(os.path.join(tmp, name), os.path.join(out, name))
+                    kept.append(name)
+            versions[version] = kept
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    files = sorted({n for kept in versions.values() for n in kept})
+    size = sum(os.path.getsize(os.path.join(out, n)) for n in files)
+    manifest = {"versions": versions, "requirements": wanted, "bytes": size,
+                "left_out": sorted(PROVIDED | UNUSED) + ["nvidia-*"]}
     with open(os.path.join(out, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=1)
-    print(f"packed {len(kept)} wheels, {size / 2**20:.1f} MiB, for Python {python_version}: {out}")
+    print(f"packed {len(files)} wheels, {size / 2**20:.1f} MiB, for Python {', '.join(versions)}: {out}")
     if size > LIMIT_BYTES:
         print(f"error: the wheels take {size / 2**20:.1f} MiB, over the {LIMIT_BYTES >> 20} MiB a borrowed machine "
-              f"takes along; leave out more (the target's own packages) or carry them another way", file=sys.stderr)
+              f"takes along; pack fewer Python versions (--python-version 3.11)", file=sys.stderr)
         raise SystemExit(2)
     return manifest
 
@@ -117,12 +133,12 @@ def install(wheels: str, target: str) -> list:
     with open(os.path.join(wheels, MANIFEST)) as f:
         manifest = json.load(f)
     here = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    if manifest["python_version"] != here:
-        print(f"error: the wheels in {wheels} were packed for Python {manifest['python_version']} but this is "
+    if here not in manifest["versions"]:
+        print(f"error: the wheels in {wheels} were packed for Python {', '.join(manifest['versions'])} but this is "
               f"Python {here}; pack them again on a connected machine: benchmarks/upstream_scenario.py pack "
               f"--python-version {here}", file=sys.stderr)
         raise SystemExit(2)
-    files = [os.path.join(wheels, n) for n in manifest["wheels"]]
+    files = [os.path.join(wheels, n) for n in manifest["versions"][here]]
     os.makedirs(target, exist_ok=True)
     has_pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0
     if has_pip:
@@ -159,8 +175,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     pk = sub.add_parser("pack", help="download the wheels (connected machine)")
     pk.add_argument("--out", default=WHEELS, help=f"wheel folder (default {os.path.relpath(WHEELS, ROOT)})")
-    pk.add_argument("--python-version", default=f"{sys.version_info[0]}.{sys.version_info[1]}",
-                    help="the target's Python, major.minor (default: this one's)")
+    pk.add_argument("--python-version", default=PYTHONS,
+                    help=f"the target's Python, major.minor, comma-separated (default {PYTHONS})")
     rn = sub.add_parser("run", help="install the wheels and run the scenario (target machine)")
     rn.add_argument("--wheels", default=WHEELS, help="the packed wheel folder")
     rn.add_argument("--target", help="install the wheels here (default: a folder under the temp dir)")
@@ -173,9 +189,10 @@ def main(argv=None) -> int:
     rn.add_argument("--out", default=default_out, help="results folder (default: $OUT/upstream-scenario, or results/)")
     args = p.parse_args(argv)
     if args.command == "pack":
-        if not re.fullmatch(r"3\.\d+", args.python_version):
-            p.error(f"--python-version {args.python_version}: give major.minor, e.g. 3.11")
-        pack(args.out, args.python_version)
+        versions = [v.strip() for v in args.python_version.split(",") if v.strip()]
+        if not versions or not all(re.fullmatch(r"3\.\d+", v) for v in versions):
+            p.error(f"--python-version {args.python_version}: give major.minor versions, e.g. 3.11,3.12")
+        pack(args.out, versions)
         return 0
     if not os.path.isfile(os.path.join(args.wheels, MANIFEST)):
         p.error(f"no packed wheels in {args.wheels}: run `benchmarks/upstream_scenario.py pack` on a connected "

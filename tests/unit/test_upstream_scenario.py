@@ -37,34 +37,34 @@ WHEELS = {
 }
 
 
-def test_pack_keeps_what_the_machine_lacks_for_the_asked_python_and_writes_its_manifest(tmp_path, monkeypatch):
+def test_pack_keeps_what_the_machine_lacks_for_each_asked_python_and_writes_its_manifest(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(us.subprocess, "run", fake_download(WHEELS, calls))
     out = tmp_path / "wheels"
-    manifest = us.pack(str(out), "3.12")
-    kept = sorted(os.listdir(out))
-    assert kept == sorted(["nvflare-2.9.0-py3-none-any.whl", "grpcio-1.85.3-cp312-cp312-manylinux2014_x86_64.whl",
-                           "tensorboard-2.21.0-py3-none-any.whl", "typing_extensions-4.15.0-py3-none-any.whl",
-                           "pydantic_core-2.41.5-cp312-cp312-manylinux_2_17_x86_64.whl", "manifest.json"])
+    manifest = us.pack(str(out), ["3.11", "3.12"])
+    kept = sorted(["nvflare-2.9.0-py3-none-any.whl", "grpcio-1.85.3-cp312-cp312-manylinux2014_x86_64.whl",
+                   "tensorboard-2.21.0-py3-none-any.whl", "typing_extensions-4.15.0-py3-none-any.whl",
+                   "pydantic_core-2.41.5-cp312-cp312-manylinux_2_17_x86_64.whl"])
+    assert sorted(os.listdir(out)) == sorted(kept + ["manifest.json"])  # torch, CUDA, numpy, flask: not packed
     with open(out / "manifest.json") as f:
         assert json.load(f) == manifest
-    assert manifest["python_version"] == "3.12" and manifest["bytes"] == 3_600_000 + 7_000_000 + 5_500_000 \
-        + 2_000_000 + 45_000
-    download = calls[0]
-    assert download[download.index("--python-version") + 1] == "3.12" and "--only-binary=:all:" in download
-    assert "nvflare==2.9.0" in download and "tensorboard==2.21.0" in download  # requirements.txt's pins
+    assert manifest["versions"] == {"3.11": kept, "3.12": kept}
+    assert manifest["bytes"] == 3_600_000 + 7_000_000 + 5_500_000 + 2_000_000 + 45_000  # each file once
+    assert [c[c.index("--python-version") + 1] for c in calls] == ["3.11", "3.12"]
+    assert all("--only-binary=:all:" in c for c in calls)
+    assert "nvflare==2.9.0" in calls[0] and "tensorboard==2.21.0" in calls[0]  # requirements.txt's pins
 
 
 def test_pack_over_64_mib_stops_naming_the_size(tmp_path, monkeypatch, capsys):
     big = {"nvflare-2.9.0-py3-none-any.whl": 3_600_000, "grpcio-1.85.3-cp311-cp311-linux_x86_64.whl": 70 << 20}
     monkeypatch.setattr(us.subprocess, "run", fake_download(big, []))
     with pytest.raises(SystemExit) as e:
-        us.pack(str(tmp_path / "w"), "3.11")
+        us.pack(str(tmp_path / "w"), ["3.11"])
     assert e.value.code == 2 and "over the 64 MiB" in capsys.readouterr().err
 
 
 def test_the_wheels_of_another_python_are_refused_with_the_pack_command(tmp_path, capsys):
-    (tmp_path / "manifest.json").write_text(json.dumps({"python_version": "3.9", "wheels": []}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"versions": {"3.9": []}}))
     with pytest.raises(SystemExit) as e:
         us.install(str(tmp_path), str(tmp_path / "t"))
     err = capsys.readouterr().err
@@ -98,3 +98,26 @@ def test_run_without_a_pack_says_how_to_make_one(tmp_path, capsys):
 def test_the_needed_packages_are_not_left_out():
     assert not any(us.provided(us.canonical(n)) for n in us.NEEDED)
     assert us.provided("torch") and us.provided("nvidia-cudnn-cu13") and not us.provided("typing-extensions")
+    assert us.provided("flask") and not us.provided("grpcio")
+
+
+def test_nvflares_runtime_imports_none_of_the_unused():
+    """What UNUSED leaves out is imported only by NVFlare's dashboard, edge web server and Docker job launcher,
+    none of which a run of kits as local processes loads (PIL: by TensorBoard image summaries and the agent tool)."""
+    import re
+
+    import nvflare
+
+    root = os.path.dirname(nvflare.__file__)
+    pattern = re.compile(r"^\s*(import|from) (flask|flask_jwt_extended|flask_sqlalchemy|sqlalchemy|gunicorn|docker|PIL)"
+                         r"\b", re.M)
+    users = set()
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(dirpath, name), errors="replace") as f:
+                    if pattern.search(f.read()):
+                        users.add(os.path.relpath(os.path.join(dirpath, name), root))
+    allowed = ("dashboard/", "edge/web/", "app_opt/job_launcher/docker_launcher.py",
+               "app_opt/tracking/tb/tb_event_writer.py", "tool/agent/")
+    assert users and all(u.startswith(allowed) for u in users), sorted(users)
