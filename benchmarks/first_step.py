@@ -9,8 +9,8 @@ Each variant runs in a copy of the project (--before REV: `git archive REV`): pr
 port, the tiny offline model and IMDB-shaped data made (scripts/make_tiny_assets.py), `docker compose up --wait`
 with the CPU overlay (not timed), then `python3 scripts/submit_job.py` with the demo's --tiny job settings (2
 rounds of 5 steps, batch 4, 32 held-out rows), timed from its call. The timeline comes from the job's logs
-(fl_deploy/timeline.py, this checkout's for every variant) plus the moment submit_job.py printed the job id; the
-stack is then torn down. One image serves every variant: the job brings its own code, the image only the
+(fl_deploy/timeline.py, this checkout's for every variant) plus the moments submit_job.py printed the generated
+job and the job id; the stack is then torn down. One image serves every variant: the job brings its own code, the image only the
 packages and the entrypoint (built once from this checkout if missing).
 
 Writes <out>/first-step.csv (one row per variant and repeat: seconds since submit_job.py started, per event) and
@@ -113,7 +113,10 @@ def run_variant(name: str, rev: str, work: str, image: str) -> dict:
 
         job_id = submitted[1]
         events = timeline.collect(job_id, nvflare, started)
-        events.insert(1, ("job id back at submit_job.py", submitted[0]))
+        # submit_job.py's own progress, as it printed it: make_job.py's "job folder: ..." line, then the job id
+        generated = next((t for t, line in lines if line.startswith("job folder:")), None)
+        events.insert(1, ("job generated (make_job.py in the admin container)", generated))
+        events.insert(3, ("job id back at submit_job.py", submitted[0]))  # after "job received by the server"
         status = "FINISHED:COMPLETED" if proc.returncode == 0 else f"exit {proc.returncode}"
         return {"job_id": job_id, "events": events, "status": status, "job_s": job_s, "output": output}
     finally:

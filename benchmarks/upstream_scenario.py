@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Upstream's COMPARISON scenario on a machine that has torch and transformers but no nvflare and no network:
-gpt2-large's architecture, 6 sites, exchange only, 3 rounds, as provisioned kits on local processes, with the
+gpt2-large's architecture, 6 sites, exchange only, 2 rounds, as provisioned kits on local processes, with the
 exchange benchmark's table (benchmarks/exchange.py) as the result.
 
 On a connected machine (this project's .venv):
@@ -15,7 +15,7 @@ On a connected machine (this project's .venv):
 
 On the target machine, in a copy of the project with that folder (nothing fetched):
 
-    python3 benchmarks/upstream_scenario.py run                       # gpt2-774m, 6 sites, 3 rounds
+    python3 benchmarks/upstream_scenario.py run                       # gpt2-774m, 6 sites, 2 rounds
     python3 benchmarks/upstream_scenario.py run --model tiny --sites 2 --rounds 2   # a minute, to try it
 
   run installs the carried wheels into a folder of their own (pip --target, nothing else changes: the machine's
@@ -182,7 +182,8 @@ def main(argv=None) -> int:
     rn.add_argument("--target", help="install the wheels here (default: a folder under the temp dir)")
     rn.add_argument("--model", default="gpt2-774m", help="model size (benchmarks/exchange.py --model)")
     rn.add_argument("--sites", type=int, default=6)
-    rn.add_argument("--rounds", type=int, default=3)
+    rn.add_argument("--rounds", type=int, default=2,
+                    help="rounds (default 2: a round moves 37 GB at 6 sites; round 2 is the steady one)")
     rn.add_argument("--configs", default="plain-offload", help="benchmarks/exchange.py configurations")
     default_out = (os.path.join(os.environ["OUT"], "upstream-scenario") if os.environ.get("OUT")
                    else os.path.join(ROOT, "results", f"upstream-scenario-{time.strftime('%Y%m%d-%H%M%S')}"))

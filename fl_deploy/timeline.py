@@ -117,5 +117,18 @@ def collect(job_id: str, nvflare, started: float, utc: bool = True) -> list:
     nvflare CLI in an admin console and returning its JSON envelope, like fl_deploy.host.admin_nvflare)."""
     meta = nvflare("job", "meta", job_id).get("data") or {}
     envelope = nvflare("job", "logs", job_id, "--sites", "all", "--tail", "100000")
-    logs = {name: text or "" for name, text in ((envelope.get("data") or {}).get("logs") or {}).items()}
+    logs = {name: text for name, text in ((envelope.get("data") or {}).get("logs") or {}).items() if text}
+    # A site whose log.json the server does not have comes back by itself (the CLI then falls back to log.txt)
+    for site in job_sites(meta):
+        if site not in logs:
+            envelope = nvflare("job", "logs", job_id, "--sites", site, "--tail", "100000")
+            text = ((envelope.get("data") or {}).get("logs") or {}).get(site)
+            if text:
+                logs[site] = text
     return events(started, meta, logs, utc)
+
+
+def job_sites(meta: dict) -> list:
+    """The job's sites from its meta: deploy_map's targets other than the server."""
+    sites = [s for targets in (meta.get("deploy_map") or {}).values() for s in targets if s != "server"]
+    return list(dict.fromkeys(sites))

@@ -82,18 +82,24 @@ def test_report_gives_seconds_since_submit_and_each_step():
     assert lines[4].split()[:2] == ["12.0", "+0.7"]
 
 
-def test_collect_asks_the_console_once_for_the_meta_and_once_for_all_logs():
+def test_collect_asks_for_all_logs_then_for_each_site_that_was_missing():
     calls = []
+    meta = {"submit_time": 1796082620.5, "deploy_map": {"app_server": ["server"], "app_site": ["site-1", "site-2"]}}
 
     def nvflare(*cli):
         calls.append(cli)
         if cli[1] == "meta":
-            return {"status": "ok", "data": {"submit_time": 1796082620.5}}
-        return {"status": "ok", "data": {"logs": {"server": SERVER, "site-1": site(0)}}}
+            return {"status": "ok", "data": meta}
+        if cli[4] == "all":  # site-2's log.json is not in the server's store
+            return {"status": "ok", "data": {"logs": {"server": SERVER, "site-1": site(0)},
+                                             "unavailable": {"site-2": "client log stream not available"}}}
+        return {"status": "ok", "data": {"logs": {"site-2": site(1.5)}}}
 
-    events = timeline.collect("j1", nvflare, started=1796082610.0)
-    assert calls == [("job", "meta", "j1"), ("job", "logs", "j1", "--sites", "all", "--tail", "100000")]
-    assert dict(events)["job received by the server"] == 1796082620.5
+    events = dict(timeline.collect("j1", nvflare, started=1796082610.0))
+    assert calls == [("job", "meta", "j1"), ("job", "logs", "j1", "--sites", "all", "--tail", "100000"),
+                     ("job", "logs", "j1", "--sites", "site-2", "--tail", "100000")]
+    assert events["job received by the server"] == 1796082620.5
+    assert events["site first optimizer step (slowest of 2)"] == log_time("2026-11-30 23:50:29,500", utc=True)
 
 
 def test_submit_job_takes_timeline_as_its_own_flag_not_a_job_setting():

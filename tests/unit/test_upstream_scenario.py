@@ -84,7 +84,7 @@ def test_run_installs_into_its_own_folder_and_runs_the_benchmark_with_it_first(t
     assert installed == [(str(tmp_path / "w"), str(tmp_path / "t"))]
     (cmd, env), = commands
     assert cmd[1].endswith(os.path.join("benchmarks", "exchange.py"))
-    assert cmd[2:] == ["--deployment", "processes", "--model", "gpt2-774m", "--sites", "6", "--rounds", "3",
+    assert cmd[2:] == ["--deployment", "processes", "--model", "gpt2-774m", "--sites", "6", "--rounds", "2",
                        "--configs", "plain-offload", "--project", "", "--out", str(tmp_path / "out")]
     assert env["PYTHONPATH"].split(os.pathsep)[:3] == [str(tmp_path / "t"), us.ROOT, os.path.join(us.ROOT, "app_code")]
 
