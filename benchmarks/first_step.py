@@ -112,7 +112,11 @@ def run_variant(name: str, rev: str, work: str, image: str) -> dict:
             return json.loads(out.strip().splitlines()[-1])
 
         job_id = submitted[1]
-        events = timeline.collect(job_id, nvflare, started)
+        def site_log(site, job):
+            r = run(["docker", "compose", "exec", "-T", site, "cat", f"/workspace/{job}/log.txt"], check=False)
+            return r.stdout if r.returncode == 0 else None
+
+        events = timeline.collect(job_id, nvflare, started, site_log=site_log)
         # submit_job.py's own progress, as it printed it: make_job.py's "job folder: ..." line, then the job id
         generated = next((t for t, line in lines if line.startswith("job folder:")), None)
         events.insert(1, ("job generated (make_job.py in the admin container)", generated))

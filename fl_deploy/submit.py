@@ -318,7 +318,11 @@ def print_timeline(job_id: str, started: float, args):
     def nvflare(*cli):
         return admin_nvflare(*cli, env_file=args.env_file, service=args.admin, check=False)
 
-    print(timeline.report(job_id, timeline.collect(job_id, nvflare, started)), flush=True)
+    def site_log(site, job_id):  # a site running on this host: its job log in its container
+        run = compose("exec", "-T", site, "cat", f"/workspace/{job_id}/log.txt", check=False, env_file=args.env_file)
+        return run.stdout if run.returncode == 0 else None
+
+    print(timeline.report(job_id, timeline.collect(job_id, nvflare, started, site_log=site_log)), flush=True)
 
 
 def main(argv=None) -> int:

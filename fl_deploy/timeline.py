@@ -8,7 +8,7 @@ Events, each from where it happens (standard library only: submit_job.py runs on
     job received by the server   the job's submit_time (`nvflare job meta`)
     job running on the server    the server job process's first log line (`nvflare job logs --sites server`)
     site job process up          each site's job process's first log line (NVFlare streams the sites' job logs
-                                 to the server; `nvflare job logs --sites site-1 ...`)
+                                 to the server: `nvflare job logs`; else the site's container on this host)
     site data loaded             the client's "shard i/n, N train rows" line
     site data tokenised          the client's "trainer ready" line (earlier code: its "round 0 received" line)
     site global model received   the client's "round 0 received" line
@@ -83,7 +83,8 @@ def events(started: float, meta: dict, logs: dict, utc: bool = True) -> list:
     """[(label, epoch seconds or None)] in order, from submit_job.py's start time, the job's meta (submit_time)
     and {participant: raw job log} with the server's under "server"."""
     server = log_records(logs.get("server", ""), utc)
-    per_site = [site_events(log_records(raw, utc)) for name, raw in logs.items() if name != "server"]
+    sites = job_sites(meta) or [name for name in logs if name != "server"]
+    per_site = [site_events(log_records(logs.get(name, ""), utc)) for name in sites]  # a missing log: no events
     out = [("submit_job.py started", started),
            ("job received by the server", float(meta["submit_time"]) if meta.get("submit_time") else None),
            ("job running on the server", server[0][0] if server else None)]
@@ -112,9 +113,10 @@ def report(job_id: str, timeline: list) -> str:
     return "\n".join(lines)
 
 
-def collect(job_id: str, nvflare, started: float, utc: bool = True) -> list:
+def collect(job_id: str, nvflare, started: float, utc: bool = True, site_log=None) -> list:
     """events() with the meta and every participant's job log fetched through `nvflare` (a function running the
-    nvflare CLI in an admin console and returning its JSON envelope, like fl_deploy.host.admin_nvflare)."""
+    nvflare CLI in an admin console and returning its JSON envelope, like fl_deploy.host.admin_nvflare); a site
+    whose log the server does not give is read with site_log(site, job_id) (its raw log.txt, or None), if given."""
     meta = nvflare("job", "meta", job_id).get("data") or {}
     envelope = nvflare("job", "logs", job_id, "--sites", "all", "--tail", "100000")
     logs = {name: text for name, text in ((envelope.get("data") or {}).get("logs") or {}).items() if text}
@@ -123,6 +125,8 @@ def collect(job_id: str, nvflare, started: float, utc: bool = True) -> list:
         if site not in logs:
             envelope = nvflare("job", "logs", job_id, "--sites", site, "--tail", "100000")
             text = ((envelope.get("data") or {}).get("logs") or {}).get(site)
+            if not text and site_log is not None:
+                text = site_log(site, job_id)
             if text:
                 logs[site] = text
     return events(started, meta, logs, utc)

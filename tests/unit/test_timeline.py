@@ -111,3 +111,27 @@ def test_submit_job_takes_timeline_as_its_own_flag_not_a_job_setting():
 @pytest.mark.parametrize("stamp", ["2026-11-30 23:50:21,893"])
 def test_log_time_is_utc_by_default_in_containers(stamp):
     assert log_time(stamp, utc=True) == 1796082621.893
+
+
+def test_a_site_the_server_has_no_log_of_is_read_where_it_runs():
+    meta = {"deploy_map": {"app_server": ["server"], "app_site": ["site-1", "site-2"]}}
+
+    def nvflare(*cli):
+        if cli[1] == "meta":
+            return {"status": "ok", "data": meta}
+        return {"status": "ok", "data": {"logs": {"server": SERVER}}}
+
+    read = []
+
+    def site_log(name, job_id):
+        read.append((name, job_id))
+        plain = [f"{json.loads(r)['asctime']} - x - INFO - {json.loads(r)['message']}" for r in site(0).splitlines()]
+        return "\n".join(plain) if name == "site-1" else None
+
+    events = dict(timeline.collect("j1", nvflare, started=1796082610.0, site_log=site_log))
+    assert read == [("site-1", "j1"), ("site-2", "j1")]
+    # site-2's log is nowhere: the slowest site's step is unknown, never the other site's time
+    assert events["site first optimizer step (slowest of 2)"] is None
+    meta["deploy_map"]["app_site"] = ["site-1"]
+    events = dict(timeline.collect("j1", nvflare, started=1796082610.0, site_log=site_log))
+    assert events["site first optimizer step"] == log_time("2026-11-30 23:50:28,000", utc=True)
