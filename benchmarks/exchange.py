@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/exchange.py                     # 124M GPT-2, 2 sites, every configuration
     .venv/bin/python benchmarks/exchange.py --sites 2,4,8 --configs stream,plain-offload
     .venv/bin/python benchmarks/exchange.py --model tiny        # seconds, for a smoke run
+    .venv/bin/python benchmarks/exchange.py --model gpt2-124m,gpt2-355m --configs plain-offload   # two model sizes
     .venv/bin/python benchmarks/exchange.py --deployment compose --sites 2,4   # the real containers
 
 Each configuration provisions a fresh federation and submits an exchange-only job (sites load the global model
@@ -23,14 +24,19 @@ same machine at the same time:
     cpu busy                    CPU seconds of all participants in a round / (round time x cores): near 1,
                                 the round waits on the CPU (TLS, serialization, copies), not on the wire
 
-Writes <out>/benchmark.csv, benchmark.md, benchmark.png and trace-<sites>-<config>.csv (each participant's memory
-over the run, round starts marked), and prints the table.
+With two or more model sizes it also projects each configuration's peaks to gpt2-large (774M) twice: from the
+smallest size alone (the runtime measured on the tiny model + that size's model copies, the method of earlier
+runs) and from a line fitted through all measured sizes (projection-sizes.md).
+
+Writes <out>/benchmark.csv, benchmark.md, benchmark.png and trace-<model>-<sites>-<config>.csv (each participant's
+memory over the run, round starts marked), and prints the table.
 """
 
 import argparse
 import csv
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -41,7 +47,7 @@ import tempfile
 import threading
 import time
 
-from fl_deploy import ROOT, local_federation
+from fl_deploy import ROOT, assets, local_federation
 from fl_deploy.project import load_project
 GIB = 1024**3
 
@@ -79,7 +85,29 @@ CONFIG_SCHEME = {f"plain-offload-{s}": s for s in SCHEMES}
 for _scheme, _what in SCHEMES.items():
     CONFIGS[f"plain-offload-{_scheme}"] = (["--transfer", "offload"], {}, f"plain-offload, kits provisioned with "
                                            f"scheme {_scheme}: {_what}")
+# NVFlare's F3 streaming flow control (nvflare/fuel/f3/streaming/stream_const.py, 2.9.0 defaults: 1 MiB chunks,
+# a 64 MiB window of unacknowledged bytes per stream, an ACK every 16 MiB), set per participant as a site-local
+# override: the kit's unsigned local/comm_config.json, which NVFlare's CommConfigurator reads at start.
+MIB = 1 << 20
+COMM_CONFIGS = {
+    "plain-offload-window16": {"streaming_window_size": 16 * MIB, "streaming_ack_interval": 4 * MIB},
+    "plain-offload-window256": {"streaming_window_size": 256 * MIB, "streaming_ack_interval": 64 * MIB},
+}
+CONFIGS["plain-offload-window16"] = (["--transfer", "offload"], {}, "plain-offload with a 16 MiB streaming window "
+                                     "and an ACK every 4 MiB (NVFlare 2.9: 64 / 16 MiB), local/comm_config.json")
+CONFIGS["plain-offload-window256"] = (["--transfer", "offload"], {}, "plain-offload with a 256 MiB streaming window "
+                                      "and an ACK every 64 MiB, local/comm_config.json")
+CONFIGS["plain-offload-jemalloc"] = (["--transfer", "offload"], {"FL_GLIBC_TUNABLES": "", "FL_SERVER_JEMALLOC": "true"},
+                                     "plain-offload with NVFlare's opt-in jemalloc on the server "
+                                     "(NVFLARE_ENABLE_JEMALLOC_PRELOAD) in place of glibc's mmap threshold")
+CONFIGS["plain-offload-mmap"] = (["--transfer", "offload"], {"FL_GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4194304",
+                                                             "FL_SERVER_JEMALLOC": "false"},
+                                 "plain-offload with glibc's malloc and its mmap threshold at 4 MiB on the server")
 DEFAULT_CONFIGS = "stream,plain,plain-offload-per-site,plain-offload"
+# Model sizes (--model): GPT-2's architectures, random init (the exchange does not care about the values), or the
+# tiny test model. gpt2-774m is gpt2-large.
+MODELS = ("tiny", *assets.GPT2_SIZES)  # the sizes --model takes
+LARGE = "gpt2-774m"
 
 
 def raw_tcp_throughput(total_bytes: int = 2 * GIB, chunk: int = 4 << 20) -> float:
@@ -114,17 +142,22 @@ def raw_tcp_throughput(total_bytes: int = 2 * GIB, chunk: int = 4 << 20) -> floa
 
 
 def make_model(kind: str, out: str) -> tuple:
-    """(model folder, model bytes as exchanged: the state dict without tied aliases, as app_code sends it)."""
+    """(model folder, model bytes as exchanged: the state dict without tied aliases, as app_code sends it) for a
+    name of MODELS."""
     from fl_common.model import exchange_state_dict, load_model
-    from fl_deploy import assets
 
     if kind == "tiny":
-        assets.tiny_main(["--out", out])
         path = os.path.join(out, "model")
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            # the tiny model and its tokenizer, without writing the dataset: no `datasets` needed here
+            rng = random.Random(0)
+            assets.make_model(path, [assets.review(rng, i % 2) for i in range(400)], 0, 400)
     else:
-        path = assets.random_gpt2(out)  # 124M, random init: the exchange does not care about the values
-    sd = exchange_state_dict(load_model(path))
-    return path, sum(t.numel() * t.element_size() for t in sd.values())
+        path = assets.random_gpt2(out, kind)
+    model = load_model(path)
+    size = sum(t.numel() * t.element_size() for t in exchange_state_dict(model).values())
+    del model
+    return path, size
 
 
 class PeakSampler(threading.Thread):
@@ -222,18 +255,38 @@ def wait_finished(job_status, limit: float = 3600) -> str:
     return status
 
 
-def container_glibc_tunables() -> str:
-    """The GLIBC_TUNABLES the server container gets by default (docker/services.yaml), so processes run the same
-    way."""
+# compose variable (docker/services.yaml) -> the server container's environment variable it sets
+SERVER_SETTINGS = {"FL_GLIBC_TUNABLES": "GLIBC_TUNABLES", "FL_SERVER_JEMALLOC": "NVFLARE_ENABLE_JEMALLOC_PRELOAD"}
+
+
+def container_server_env() -> dict:
+    """The server container's malloc settings by default (docker/services.yaml: `NAME: ${FL_VAR-default}` or
+    `${FL_VAR:-default}`), so processes run the same way: {compose variable: its default}."""
     with open(os.path.join(ROOT, "docker", "services.yaml")) as f:
-        return re.search(r"\$\{FL_GLIBC_TUNABLES-([^}]*)\}", f.read()).group(1)
+        text = f.read()
+    return {var: re.search(r"\$\{" + var + r":?-([^}]*)\}", text).group(1) for var in SERVER_SETTINGS}
+
+
+def container_glibc_tunables() -> str:
+    """The GLIBC_TUNABLES the server container gets by default."""
+    return container_server_env()["FL_GLIBC_TUNABLES"]
 
 
 def process_env(config_env: dict) -> tuple:
     """A configuration's environment as the kits' processes take it: (every participant, the server only).
-    FL_GLIBC_TUNABLES (what compose reads) becomes the server's GLIBC_TUNABLES, by default the container's."""
+    The compose variables of SERVER_SETTINGS become the server's own variables, by default the container's."""
     env = dict(config_env)
-    return env, {"GLIBC_TUNABLES": env.pop("FL_GLIBC_TUNABLES", container_glibc_tunables())}
+    defaults = container_server_env()
+    return env, {name: env.pop(var, defaults[var]) for var, name in SERVER_SETTINGS.items()}
+
+
+def write_comm_config(kit: str, settings: dict):
+    """A site-local override of NVFlare's communication settings: the kit's local/comm_config.json (local/ is the
+    participant's own, unsigned part of the kit; sub_start.sh copies it into the workspace at every start)."""
+    path = os.path.join(kit, "local", "comm_config.json")
+    with open(path, "w") as f:
+        json.dump(settings, f, indent=2)
+    os.chmod(path, 0o644)
 
 
 def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: str) -> dict:
@@ -245,6 +298,8 @@ def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: st
     os.makedirs(work, exist_ok=True)
     fed = local_federation.ProcessFederation(work, sites, name="bench", scheme=CONFIG_SCHEME.get(config))
     fed.server_env = server_env
+    for kit in fed.kits.values() if config in COMM_CONFIGS else ():
+        write_comm_config(kit, COMM_CONFIGS[config])
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the participants inherit it
     try:
@@ -334,9 +389,10 @@ def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, 
         os.chmod(dirpath, 0o755)                                      # the containers' user must read them
         for name in files:
             os.chmod(os.path.join(dirpath, name), 0o644)
-    env = dict(os.environ, FL_PROJECT_NAME=f"bench-{os.getpid()}-{n_sites}-{config}", FL_IMAGE=image,
-               FL_SERVER_BIND="127.0.0.1", COMPOSE_FILE="compose.yaml:compose.cpu.yaml", HF_HUB_OFFLINE="1",
-               FL_SITE_SHM_SIZE="256m", **extra_env)  # extra_env reaches the containers through services.yaml
+    env = compose_stack.checkout_env(work, dict(
+        os.environ, FL_PROJECT_NAME=f"bench-{os.getpid()}-{n_sites}-{config}", FL_IMAGE=image,
+        FL_SERVER_BIND="127.0.0.1", COMPOSE_FILE="compose.yaml:compose.cpu.yaml", HF_HUB_OFFLINE="1",
+        FL_SITE_SHM_SIZE="256m", **extra_env))  # extra_env reaches the containers through services.yaml
     if base_image:
         env["FL_BASE_IMAGE"] = base_image
 
@@ -352,6 +408,8 @@ def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, 
         return json.loads(out.strip().splitlines()[-1])
 
     run([sys.executable, "scripts/provision.py"])
+    for name in os.listdir(os.path.join(work, "workspace", "kits")) if config in COMM_CONFIGS else ():
+        write_comm_config(os.path.join(work, "workspace", "kits", name), COMM_CONFIGS[config])
     if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
         print(f"  building {image} (once) ...", flush=True)
         run(["docker", "compose", "build", "server"], timeout=3600)
@@ -404,8 +462,9 @@ def main(argv=None) -> int:
     p.add_argument("--configs", default=DEFAULT_CONFIGS,
                    help=f"comma-separated, from: {', '.join(CONFIGS)} (default {DEFAULT_CONFIGS})")
     p.add_argument("--rounds", type=int, default=2, help="rounds per configuration (the first one is reported too)")
-    p.add_argument("--model", choices=["gpt2-124m", "tiny"], default="gpt2-124m",
-                   help="gpt2-124m: GPT-2's 124M architecture, random init; tiny: the test model")
+    p.add_argument("--model", default="gpt2-124m", metavar="SIZES",
+                   help=f"comma-separated, from: {', '.join(MODELS)}; the gpt2-* are GPT-2's architectures with "
+                        f"random weights (gpt2-774m is gpt2-large), tiny the test model (default gpt2-124m)")
     p.add_argument("--project", default="6,8", metavar="SITES",
                    help="with two or more --sites counts: project each configuration's server and site peaks to "
                         "gpt2-large at these site counts, from the measured slopes ('' = no projection)")
@@ -426,6 +485,9 @@ def main(argv=None) -> int:
         p.error(f"unknown configuration(s) {unknown}: choose from {', '.join(CONFIGS)}")
     if any(c < 1 for c in counts) or args.rounds < 1:
         p.error("site counts and --rounds must be at least 1")
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    if not models or any(m not in MODELS for m in models):
+        p.error(f"unknown model size(s) in --model {args.model!r}: choose from {', '.join(MODELS)}")
 
     if args.deployment == "compose":
         from fl_deploy import host
@@ -442,63 +504,37 @@ def main(argv=None) -> int:
 
     os.makedirs(args.out, exist_ok=True)
     work_root = tempfile.mkdtemp(prefix="bench-", dir=os.environ.get("TMPDIR", "/var/tmp"))
-    model_path, model_bytes = make_model(args.model, os.path.join(work_root, "assets"))
     path_name = "compose bridge" if args.deployment == "compose" else "loopback"
     tcp = raw_tcp_throughput()
-    print(f"model: {args.model}, {model_bytes / 1e6:.1f} MB as exchanged; raw loopback TCP: {tcp / 1e9:.2f} GB/s"
+    print(f"raw loopback TCP: {tcp / 1e9:.2f} GB/s"
           + (" (the compose bridge is measured in each stack)" if args.deployment == "compose" else ""), flush=True)
 
-    rows = []
-    for n in counts:
-        for config in configs:
-            print(f"running {n} sites, {config} ...", flush=True)
-            r = runner(n, config, args.rounds, model_path, os.path.join(work_root, f"n{n}-{config}"))
-            run_tcp = r.get("tcp", tcp)
-            sent = model_bytes // 2 if "bfloat16" in CONFIGS[config][0] else model_bytes
-            down = statistics.mean([s["down"] for s in r["streamed"] if s["down"]] or [sent])
-            up = statistics.mean([s["up"] for s in r["streamed"] if s["up"]] or [sent])
-            floor = n * (down + up) / run_tcp
-            round_s = statistics.median(r["round_times"]) if r["round_times"] else float("nan")
-            server = r["peaks"].get("server", 0)
-            cpus = [c for c in r.get("round_cpu", []) if c is not None]
-            cpu_s = statistics.median(cpus) if cpus else float("nan")
-            site_peaks = [v for k, v in r["peaks"].items() if k != "server"]
-            row = {
-                "sites": n, "config": config, "status": r["status"],
-                "round_s_median": round(round_s, 2),
-                "round_s_all": " ".join(f"{t:.1f}" for t in r["round_times"]),
-                "bytes_down_per_site": int(down), "bytes_up_per_site": int(up),
-                "bytes_source": "streamer logs" if r["streamed"] else "state_dict size",
-                "effective_MB_s": round(n * (down + up) / round_s / 1e6, 1),
-                "raw_tcp_GB_s": round(run_tcp / 1e9, 2),
-                "round_over_floor": round(round_s / floor, 1),
-                "cpu_s_per_round": round(cpu_s, 1),
-                # Share of the machine's cores the participants kept busy during a round: near 1, the round is
-                # bound by CPU (TLS, serialization, copies), not by the wire.
-                "cpu_busy": round(cpu_s / (round_s * os.cpu_count()), 2),
-                "server_peak_GiB": round(server / GIB, 2),
-                "server_peak_over_model": round(server / model_bytes, 1),
-                "site_peak_GiB_max": round(max(site_peaks) / GIB, 2) if site_peaks else 0,
-                "site_peak_GiB_mean": round(statistics.mean(site_peaks) / GIB, 2) if site_peaks else 0,
-                "model_MB": round(model_bytes / 1e6, 1),
-            }
-            rows.append(row)
-            print("  " + json.dumps(row), flush=True)
-            write_trace(os.path.join(args.out, f"trace-{n}-{config}.csv"), r)
+    rows, model_sizes = [], {}
+    for model in models:
+        model_path, model_bytes = make_model(model, os.path.join(work_root, "assets"))
+        model_sizes[model] = model_bytes
+        print(f"model: {model}, {model_bytes / 1e6:.1f} MB as exchanged", flush=True)
+        for n in counts:
+            for config in configs:
+                print(f"running {model}, {n} sites, {config} ...", flush=True)
+                r = runner(n, config, args.rounds, model_path, os.path.join(work_root, f"{model}-n{n}-{config}"))
+                rows.append(result_row(model, model_bytes, n, config, r, r.get("tcp", tcp)))
+                print("  " + json.dumps(rows[-1]), flush=True)
+                write_csv(os.path.join(args.out, "benchmark.csv"), rows)  # so far: a run cut short keeps its rows
+                write_trace(os.path.join(args.out, f"trace-{model}-{n}-{config}.csv"), r)
+        shutil.rmtree(model_path, ignore_errors=True)  # GBs for the larger sizes
 
     csv_path = os.path.join(args.out, "benchmark.csv")
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    cols = ["sites", "config", "round_s_median", "round_over_floor", "cpu_busy", "effective_MB_s", "server_peak_GiB",
-            "server_peak_over_model", "site_peak_GiB_max", "bytes_down_per_site", "bytes_up_per_site", "status"]
+    cols = ["model", "sites", "config", "round_s_median", "round_over_floor", "cpu_busy", "effective_MB_s",
+            "server_peak_GiB", "server_peak_over_model", "site_peak_GiB_max", "site_peak_over_model",
+            "bytes_down_per_site", "bytes_up_per_site", "status"]
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     tcps = sorted({r["raw_tcp_GB_s"] for r in rows})
     deployed = ("containers (compose, CPU overlay), memory per container from its cgroup"
                 if args.deployment == "compose" else "processes from provisioned kits, memory per process tree")
-    header = (f"model {args.model} ({model_bytes / 1e6:.1f} MB exchanged), raw {path_name} TCP "
+    sizes = ", ".join(f"{m} {b / 1e6:.1f} MB" for m, b in model_sizes.items())
+    header = (f"model {sizes} exchanged, raw {path_name} TCP "
               f"{tcps[0]:.2f}{f'-{tcps[-1]:.2f}' if len(tcps) > 1 else ''} GB/s, {os.cpu_count()} CPUs, "
               f"{args.rounds} rounds, {deployed} (mTLS)")
     with open(os.path.join(args.out, "benchmark.md"), "w") as f:
@@ -506,18 +542,69 @@ def main(argv=None) -> int:
     plot(rows, os.path.join(args.out, "benchmark.png"), header)
     print("\n" + header + "\n\n" + "\n".join(md))
     targets = [int(x) for x in args.project.split(",") if x.strip()]
-    if targets and len(set(counts)) >= 2 and args.model == "gpt2-124m":
+    gpt2 = [m for m in models if m != "tiny"]
+    base = None
+    if targets and len(set(counts)) >= 2 and gpt2:
         base = runtime_base(configs[0], work_root, runner)
-        lines = projection(rows, model_bytes, base, targets)
+        lines = projection([r for r in rows if r["model"] == gpt2[0]], model_sizes[gpt2[0]], base, targets)
         with open(os.path.join(args.out, "projection.md"), "w") as f:
             f.write("\n".join(lines) + "\n")
         print("\n" + "\n".join(lines))
-    print(f"\nwritten: {csv_path}, benchmark.md, benchmark.png")
-    failed = [f"{r['sites']} sites {r['config']}: {r['status']}" for r in rows if r["status"] != "FINISHED:COMPLETED"]
+    if len(gpt2) >= 2:
+        base = base or runtime_base(configs[0], work_root, runner)
+        lines = size_projection([r for r in rows if r["model"] in gpt2], base)
+        with open(os.path.join(args.out, "projection-sizes.md"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        print("\n" + "\n".join(lines))
+    print(f"\nwritten: {csv_path}, benchmark.md" + (", benchmark.png" if os.path.exists(
+        os.path.join(args.out, "benchmark.png")) else ""))
+    failed = [f"{r['model']} {r['sites']} sites {r['config']}: {r['status']}" for r in rows
+              if r["status"] != "FINISHED:COMPLETED"]
     if failed:  # their rows carry no round time: the errors are printed above each of them
         print("error: runs that did not complete: " + "; ".join(failed), file=sys.stderr)
         return 1
     return 0
+
+
+def write_csv(path: str, rows: list):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def result_row(model: str, model_bytes: int, n: int, config: str, r: dict, tcp: float) -> dict:
+    """One row of the table from one configuration's run: bytes, round time against the floor, CPU, peaks."""
+    sent = model_bytes // 2 if "bfloat16" in CONFIGS[config][0] else model_bytes
+    down = statistics.mean([s["down"] for s in r["streamed"] if s["down"]] or [sent])
+    up = statistics.mean([s["up"] for s in r["streamed"] if s["up"]] or [sent])
+    floor = n * (down + up) / tcp
+    round_s = statistics.median(r["round_times"]) if r["round_times"] else float("nan")
+    server = r["peaks"].get("server", 0)
+    cpus = [c for c in r.get("round_cpu", []) if c is not None]
+    cpu_s = statistics.median(cpus) if cpus else float("nan")
+    site_peaks = [v for k, v in r["peaks"].items() if k != "server"]
+    return {
+        "model": model, "sites": n, "config": config, "status": r["status"],
+        "round_s_median": round(round_s, 2),
+        "round_s_all": " ".join(f"{t:.1f}" for t in r["round_times"]),
+        "bytes_down_per_site": int(down), "bytes_up_per_site": int(up),
+        "bytes_source": "streamer logs" if r["streamed"] else "state_dict size",
+        "effective_MB_s": round(n * (down + up) / round_s / 1e6, 1),
+        "raw_tcp_GB_s": round(tcp / 1e9, 2),
+        "floor_s": round(floor, 2),
+        "round_over_floor": round(round_s / floor, 1),
+        "cpu_s_per_round": round(cpu_s, 1),
+        # Share of the machine's cores the participants kept busy during a round: near 1, the round is bound by
+        # CPU (TLS, serialization, copies), not by the wire.
+        "cpu_busy": round(cpu_s / (round_s * os.cpu_count()), 2),
+        "server_peak_GiB": round(server / GIB, 2),
+        "server_peak_over_model": round(server / model_bytes, 1),
+        "site_peak_GiB_max": round(max(site_peaks) / GIB, 2) if site_peaks else 0,
+        "site_peak_GiB_mean": round(statistics.mean(site_peaks) / GIB, 2) if site_peaks else 0,
+        "site_peak_over_model": round(max(site_peaks) / model_bytes, 1) if site_peaks else 0,
+        "model_MB": round(model_bytes / 1e6, 1),
+    }
 
 
 def write_trace(path: str, r: dict):
@@ -538,7 +625,7 @@ def large_model_bytes() -> int:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     with torch.device("meta"):
-        model = GPT2LMHeadModel(GPT2Config(n_embd=1280, n_layer=36, n_head=20))
+        model = GPT2LMHeadModel(GPT2Config(**assets.GPT2_SIZES[LARGE]))
     # parameters() yields a shared (tied) parameter once; meta tensors have no storage to compare.
     return sum(t.numel() * t.element_size() for t in model.parameters())
 
@@ -577,17 +664,62 @@ def projection(rows: list, model_bytes: int, base: dict, targets: list) -> list:
     return out
 
 
+def fit_sizes(points: list) -> tuple:
+    """Least-squares line peak = intercept + copies x model bytes through (model bytes, peak bytes) points of two
+    or more sizes: (intercept bytes, copies)."""
+    ms = [m for m, _ in points]
+    m_mean, p_mean = statistics.mean(ms), statistics.mean(p for _, p in points)
+    copies = (sum((m - m_mean) * (p - p_mean) for m, p in points) / sum((m - m_mean) ** 2 for m in ms))
+    return p_mean - copies * m_mean, copies
+
+
+def size_projection(rows: list, base: dict) -> list:
+    """gpt2-large's peaks at each measured site count, projected two ways from the rows of two or more GPT-2
+    sizes (model_MB, server / site peaks): from the smallest size alone, as earlier runs did (base + M x the copies
+    measured at that size, base = the runtime without weights, measured on the tiny model), and from a line through
+    every size below gpt2-large (fit_sizes). A measured gpt2-large row, if any, is shown beside both."""
+    large = large_model_bytes()
+    out = [f"gpt2-large ({large / 1e9:.2f} GB exchanged) projected from the measured sizes, exchange only "
+           f"(runtime without weights, tiny model: server {base['server'] / GIB:.2f} GiB, site "
+           f"{base['site'] / GIB:.2f} GiB):", "",
+           "| config | sites | peak | from the smallest size alone (GiB) | line through the sizes: intercept + copies "
+           "x M (GiB) | measured gpt2-large (GiB) |", "|---|---|---|---|---|---|"]
+    for config in dict.fromkeys(r["config"] for r in rows):
+        for n in sorted({r["sites"] for r in rows if r["config"] == config}):
+            at = [r for r in rows if r["config"] == config and r["sites"] == n
+                  and r["status"] == "FINISHED:COMPLETED"]
+            fit = sorted((r for r in at if r["model"] != LARGE), key=lambda r: r["model_MB"])
+            measured = [r for r in at if r["model"] == LARGE]
+            if len(fit) < 2:
+                continue
+            for peak, key in (("server", "server_peak_GiB"), ("site", "site_peak_GiB_max")):
+                pts = [(r["model_MB"] * 1e6, r[key] * GIB) for r in fit]
+                alone = base[peak] + large * (pts[0][1] - base[peak]) / pts[0][0]
+                intercept, copies = fit_sizes(pts)
+                seen = f"{measured[0][key]:.2f}" if measured else "not measured"
+                out.append(f"| {config} | {n} | {peak} | {alone / GIB:.2f} ({fit[0]['model']}: "
+                           f"{(pts[0][1] - base[peak]) / pts[0][0]:.2f} copies) | {intercept / GIB:.2f} + "
+                           f"{copies:.2f} x {large / 1e9:.2f} GB = {(intercept + copies * large) / GIB:.2f} | {seen} |")
+    return out
+
+
 def plot(rows, path, title):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # a bare Python with torch and transformers (benchmarks/upstream_scenario.py): no plot
+        print("matplotlib is not installed: no benchmark.png")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for config in dict.fromkeys(r["config"] for r in rows):
-        rs = [r for r in rows if r["config"] == config]
-        a.plot([r["sites"] for r in rs], [r["round_s_median"] for r in rs], "o-", label=config)
-        b.plot([r["sites"] for r in rs], [r["server_peak_GiB"] for r in rs], "o-", label=config)
+    several = len({r["model"] for r in rows}) > 1
+    for series in dict.fromkeys((r["model"], r["config"]) for r in rows):
+        rs = [r for r in rows if (r["model"], r["config"]) == series]
+        label = f"{series[1]}, {series[0]}" if several else series[1]
+        a.plot([r["sites"] for r in rs], [r["round_s_median"] for r in rs], "o-", label=label)
+        b.plot([r["sites"] for r in rs], [r["server_peak_GiB"] for r in rs], "o-", label=label)
     a.set(xlabel="sites", ylabel="round time (s, median)", title="exchange-only round time")
     b.set(xlabel="sites", ylabel="server peak RSS (GiB)", title="server memory")
     for ax in (a, b):

@@ -30,6 +30,7 @@ case "$role" in
     stat -c %s /workspace/log.txt 2>/dev/null > /workspace/tmp/log_start || echo 0 > /workspace/tmp/log_start
     if [ "$role" = site ]; then
       fl-kit-check resolves || exit 2
+      fl-gpu-check || exit 2   # one line: GPUs, driver, CUDA, bf16; stops when reserved GPUs are unusable
       fl-kit-check watch site &   # while not connected: where it dials and why that fails, every minute
     fi
     # (no --verify: 2.9.0 kits carry no signature.json for it to check; mTLS still checks every certificate)

@@ -95,17 +95,35 @@ def make_model(out: str, corpus: list, seed: int, vocab_size: int):
         os.chmod(os.path.join(out, name), 0o644)
 
 
-def random_gpt2(out: str) -> str:
-    """GPT-2's 124M architecture with random weights and the tiny tokenizer, in ``out``/gpt2-124m (no network):
-    what the exchange benchmarks and the slow-link case move, since the exchange does not care about the values."""
+# GPT2Config overrides for GPT-2's published architectures (Radford et al. 2019, table 2; the Hugging Face
+# configs of gpt2, gpt2-medium, gpt2-large). Parameter counts in millions, tied lm_head counted once.
+GPT2_SIZES = {
+    "gpt2-124m": {},
+    "gpt2-355m": {"n_embd": 1024, "n_layer": 24, "n_head": 16},
+    "gpt2-774m": {"n_embd": 1280, "n_layer": 36, "n_head": 20},
+}
+
+
+def random_gpt2(out: str, size: str = "gpt2-124m") -> str:
+    """One of GPT-2's architectures (a key of GPT2_SIZES) with random weights (seed 0) and a small tokenizer
+    trained here, in ``out``/<size>; returns that folder. No network and no ``datasets``: what the exchange
+    benchmarks and the slow-link case move, since the exchange does not care about the values.
+
+    Raises KeyError for a size not in GPT2_SIZES."""
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    tiny_main(["--out", out])  # for its tokenizer
-    path = os.path.join(out, "gpt2-124m")
+    config = GPT2Config(**GPT2_SIZES[size])
+    tokenizer = os.path.join(out, "model")
+    if not os.path.isfile(os.path.join(tokenizer, "config.json")):
+        rng = random.Random(0)
+        make_model(tokenizer, [review(rng, i % 2) for i in range(400)], 0, 400)
+    path = os.path.join(out, size)
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config()).save_pretrained(path)
-    AutoTokenizer.from_pretrained(os.path.join(out, "model")).save_pretrained(path)
+    model = GPT2LMHeadModel(config)
+    model.save_pretrained(path)
+    del model
+    AutoTokenizer.from_pretrained(tokenizer).save_pretrained(path)
     return path
 
 

@@ -18,6 +18,10 @@ from fl_deploy.project import connection_builder, load_project
 from fl_deploy.provision import provision
 
 VENV_BIN = os.path.dirname(sys.executable)
+# The nvflare CLI: the venv's console script, else the module (packages installed into a target dir have their
+# scripts elsewhere: benchmarks/upstream_scenario.py)
+NVFLARE_CLI = ([os.path.join(VENV_BIN, "nvflare")] if os.path.isfile(os.path.join(VENV_BIN, "nvflare"))
+               else [sys.executable, "-m", "nvflare.cli"])
 
 
 def free_port() -> int:
@@ -108,7 +112,7 @@ class ProcessFederation:
 
     def nvflare(self, *args, timeout=120, admin=None) -> dict:
         kit = self.kits[admin] if admin else self.admin_kit
-        cmd = [os.path.join(VENV_BIN, "nvflare"), "--format", "json", *args, "--startup-kit", kit]
+        cmd = [*NVFLARE_CLI, "--format", "json", *args, "--startup-kit", kit]
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         lines = run.stdout.strip().splitlines()
         assert lines, f"nvflare {args} printed nothing: {run.stderr[-2000:]}"

@@ -40,6 +40,7 @@ def main(argv=None):
               f"round, lr schedule per {settings.lr_schedule}", flush=True)
         trainer = build_trainer(model, tokenizer, data.train, data.held_out, settings, os.path.join("outputs", site))
         shard = trainer.train_dataset  # tokenized once; each round trains on its own rows of it
+        print(f"{site}: trainer ready, {len(shard)} rows tokenised", flush=True)  # fl_deploy/timeline.py reads it
     writer = SummaryWriter()
     meter = RoundMeter(writer)  # system/* metrics per round (round_meter.py)
 

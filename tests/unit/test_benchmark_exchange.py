@@ -95,9 +95,12 @@ def test_the_containers_malloc_setting_returns_freed_tensors_to_the_os():
     import sys
 
     everyone, server = benchmark_exchange.process_env({})
-    assert everyone == {} and server == {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4194304"}
+    assert everyone == {} and server == {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4194304",
+                                         "NVFLARE_ENABLE_JEMALLOC_PRELOAD": "false"}
     _, heap = benchmark_exchange.process_env(benchmark_exchange.CONFIGS["plain-offload-heap"][1])
-    assert heap == {"GLIBC_TUNABLES": ""}
+    assert heap["GLIBC_TUNABLES"] == ""
+    everyone, jemalloc = benchmark_exchange.process_env(benchmark_exchange.CONFIGS["plain-offload-jemalloc"][1])
+    assert everyone == {} and jemalloc == {"GLIBC_TUNABLES": "", "NVFLARE_ENABLE_JEMALLOC_PRELOAD": "true"}
 
     def resident(env):
         run = subprocess.run([sys.executable, "-c", FRAGMENT], env={**os.environ, **env}, capture_output=True,
@@ -107,3 +110,77 @@ def test_the_containers_malloc_setting_returns_freed_tensors_to_the_os():
     tuned, default = resident(server), resident(heap)
     assert tuned < 150 + 80, tuned           # the live buffers and the interpreter
     assert default > tuned + 100, (default, tuned)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--model", "gpt2-xl"], "unknown model size"),
+    (["--model", ","], "unknown model size"),
+])
+def test_bad_model_sizes_exit_2_naming_them(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        benchmark_exchange.main(argv)
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_each_gpt2_size_has_the_parameter_count_its_name_says():
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from fl_deploy import assets
+
+    assert benchmark_exchange.MODELS == ("tiny", "gpt2-124m", "gpt2-355m", "gpt2-774m")
+    for name, overrides in assets.GPT2_SIZES.items():
+        with torch.device("meta"):
+            model = GPT2LMHeadModel(GPT2Config(**overrides))
+        millions = sum(p.numel() for p in model.parameters()) / 1e6  # the tied lm_head once
+        assert abs(millions - int(name.split("-")[1][:-1])) < 1.0, (name, millions)
+    assert 3.0e9 < benchmark_exchange.large_model_bytes() < 3.2e9  # 774M float32, the tied lm_head once
+
+
+def row(model, mb, n, server, site, config="plain-offload"):
+    return {"model": model, "model_MB": mb, "sites": n, "config": config, "status": "FINISHED:COMPLETED",
+            "server_peak_GiB": server, "site_peak_GiB_max": site}
+
+
+def test_size_projection_fits_a_line_through_the_sizes_and_keeps_the_old_method_beside_it():
+    gib, large = benchmark_exchange.GIB, benchmark_exchange.large_model_bytes()
+    base = {"server": 0.5 * gib, "site": 0.5 * gib}
+    # server = 0.8 GiB + 2 copies of the model; the smallest size alone would see 0.3 GiB / 0.5 GB as copies
+    rows = [row("gpt2-124m", 500.0, 2, (0.8 * gib + 2 * 500e6) / gib, 2.0),
+            row("gpt2-355m", 1400.0, 2, (0.8 * gib + 2 * 1400e6) / gib, 4.0),
+            row("gpt2-774m", 3100.0, 2, 6.5, 9.0)]
+    lines = benchmark_exchange.size_projection(rows, base)
+    server = next(line for line in lines if "| plain-offload | 2 | server |" in line)
+    cells = [c.strip() for c in server.split("|")[1:-1]]
+    alone = (0.5 * gib + large * ((0.8 * gib + 2 * 500e6) - 0.5 * gib) / 500e6) / gib
+    assert cells[3].startswith(f"{alone:.2f} (gpt2-124m:")
+    assert cells[4] == f"0.80 + 2.00 x {large / 1e9:.2f} GB = {(0.8 * gib + 2 * large) / gib:.2f}"
+    assert cells[5] == "6.50"  # the measured gpt2-large row is shown, not fitted
+
+
+def test_fit_sizes_is_least_squares():
+    assert benchmark_exchange.fit_sizes([(1.0, 3.0), (2.0, 5.0), (3.0, 7.0)]) == pytest.approx((1.0, 2.0))
+
+
+def test_streaming_levers_are_nvflares_own_keys_and_its_config_reader_takes_them(tmp_path):
+    """The lever configurations' local/comm_config.json, laid out as sub_start.sh lays out a workspace (the kit
+    copied to <ws>/kit, local/ linked), is what NVFlare's CommConfigurator reads."""
+    from nvflare.fuel.f3.comm_config import CommConfigurator, VarName
+    from nvflare.fuel.utils.config_service import ConfigService
+
+    names = {v for k, v in vars(VarName).items() if k.isupper()}
+    for config, settings in benchmark_exchange.COMM_CONFIGS.items():
+        assert config in benchmark_exchange.CONFIGS and set(settings) <= names, config
+    kit = tmp_path / "ws" / "kit"
+    (kit / "local").mkdir(parents=True)
+    (tmp_path / "ws" / "local").symlink_to(kit / "local")
+    benchmark_exchange.write_comm_config(str(kit), benchmark_exchange.COMM_CONFIGS["plain-offload-window16"])
+    ConfigService.reset()
+    CommConfigurator.reset()
+    try:
+        ConfigService.initialize(section_files={}, config_path=[str(tmp_path / "ws")])
+        conf = CommConfigurator()
+        assert conf.get_streaming_window_size(0) == 16 << 20 and conf.get_streaming_ack_interval(0) == 4 << 20
+    finally:
+        ConfigService.reset()
+        CommConfigurator.reset()

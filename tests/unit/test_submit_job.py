@@ -57,3 +57,77 @@ def test_submit_names_the_console_and_the_fix_when_refused(monkeypatch, tmp_path
             assert "the server refused the job: user 'member@fl-demo.org' is not authorized for 'submit_job'." \
                 in str(e.value)
     assert calls[0][0] == ("job", "submit", "-j", "/home/fl/jobs/x") and calls[0][1]["service"] == "admin-2"
+
+
+def test_the_site_list_is_fetched_while_the_job_is_generated(monkeypatch):
+    """One admin round trip (`nvflare system status`, 3-5 s) runs beside make_job/check_job, not after them; its
+    answer still decides whether the job is submitted."""
+    import threading
+    import time
+
+    from fl_deploy import submit as submit_job
+
+    asked, order = threading.Event(), []
+
+    def site_status(args):
+        order.append("status asked")
+        asked.set()
+        return {"status": "ok", "data": {"clients": [{"client_name": "site-1", "client_last_conn_time": time.time()}]}}
+
+    def stage_job(args):
+        order.append("staging" + (" (status already asked)" if asked.wait(10) else " alone"))
+        return "/home/fl/jobs/x", {"sites": ["site-1", "site-2"], "problems": []}
+
+    for name, fake in {"check_docker": lambda: None, "require_admin": lambda *a: None, "site_status": site_status,
+                       "stage_job": stage_job}.items():
+        monkeypatch.setattr(submit_job, name, fake)
+    monkeypatch.setattr(submit_job, "submit", lambda *a: pytest.fail("submitted a job whose site-2 is not connected"))
+    assert submit_job.main([]) == 2
+    assert order == ["status asked", "staging (status already asked)"]
+
+
+def fake_compose(stdout: str, returncode: int = 0, stderr: str = ""):
+    calls = []
+
+    def compose(*args, **kw):
+        import subprocess
+
+        calls.append(args)
+        return subprocess.CompletedProcess(args, returncode, stdout, stderr)
+    return compose, calls
+
+
+def test_the_job_is_generated_and_checked_in_one_exec(monkeypatch, capsys):
+    from fl_deploy import submit as submit_job
+
+    out = 'job folder: /home/fl/jobs/x (sites: site-1,site-2; rounds: 2)\n{"sites": ["site-1", "site-2"], "problems": []}\n'
+    compose, calls = fake_compose(out)
+    monkeypatch.setattr(submit_job, "compose", compose)
+    monkeypatch.setattr(submit_job, "job_environment", lambda args: ["-e", "FL_ROUNDS=2"])
+    dest, report = submit_job.stage_job(submit_job.parse_args(["--max_steps", "5"]))
+    (call,) = calls
+    assert call[:5] == ("exec", "-T", "-e", "FL_ROUNDS=2", "admin") and call[5:7] == ("sh", "-c")
+    make, check = call[7].split(" && ")
+    assert make == (f"python3 /src/scripts/make_job.py --out {dest} --project /src/project.yml --max_steps 5")
+    assert check == f"python3 -m fl_deploy.check_job {dest} --imports --json"
+    assert submit_job.check_staged_job(report)["sites"] == ["site-1", "site-2"]
+    assert capsys.readouterr().out.startswith("job folder: /home/fl/jobs/x")
+
+
+def test_a_job_that_cannot_be_generated_is_named_and_not_checked(monkeypatch):
+    from fl_deploy import submit as submit_job
+
+    compose, _ = fake_compose("", 2, "make_job.py: error: --rounds must be at least 1\n")
+    monkeypatch.setattr(submit_job, "compose", compose)
+    with pytest.raises(submit_job.HostError, match="could not generate the job: make_job.py: error: --rounds"):
+        submit_job.stage_job(submit_job.parse_args(["--rounds", "0"]))
+
+
+def test_a_staged_job_with_problems_is_not_submitted(monkeypatch):
+    from fl_deploy import submit as submit_job
+
+    compose, _ = fake_compose('{"sites": ["site-1"], "problems": ["app_site/custom/fl_site/client.py is missing"]}\n', 2)
+    monkeypatch.setattr(submit_job, "compose", compose)
+    _, report = submit_job.stage_job(submit_job.parse_args([]))
+    with pytest.raises(submit_job.HostError, match="incomplete, nothing was submitted:\n  app_site/custom"):
+        submit_job.check_staged_job(report)
