@@ -38,21 +38,23 @@ import sys
 import tempfile
 import time
 
+from fl_common.model import DEFAULT_MODEL
 from fl_deploy import ROOT
+from fl_site.data import DEFAULT_DATASET
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 SEMANTICS = ("reset/job", "carry/job", "reset/round", "carry/round")
 PARTITIONS = ("iid", "label-skew")
 TARGET_RATIO = 1.05  # FL's final held-out loss within 5 % of centralized (issue 16)
 # Profiles: tiny = the offline stand-ins on CPU (fl_deploy.assets with --films: a catalogue of 300 films whose
-# facts take data to learn, 4000 rows instead of the tests' 400, a 1000-token vocabulary); gpt2 = the real model and
-# data on a GPU host with hub access.
+# facts take data to learn, 4000 rows instead of the tests' 400, a 1000-token vocabulary); hub = the real model and
+# data (TrainSettings' defaults) on a GPU host with hub access.
 TINY_FILMS, TINY_VOCAB = 300, 1000
 PROFILES = {
     "tiny": {"rounds": 10, "steps": 40, "batch_size": 8, "grad_accum": 1, "learning_rate": 3e-3,
              "eval_samples": 400, "train_rows": 4000},
-    "gpt2": {"rounds": 5, "steps": 100, "batch_size": 16, "grad_accum": 2, "learning_rate": 2e-4,
-             "eval_samples": 1000, "train_rows": 0},
+    "hub": {"rounds": 5, "steps": 100, "batch_size": 16, "grad_accum": 2, "learning_rate": 2e-4,
+            "eval_samples": 1000, "train_rows": 0},
 }
 
 
@@ -321,10 +323,10 @@ def parse_args(argv=None):
 def resolve(args, cuda: bool, work: str):
     """Fill the profile's defaults and make the tiny assets when they are asked for."""
     if args.model == "auto":
-        args.model = "gpt2" if cuda else "tiny"
+        args.model = DEFAULT_MODEL if cuda else "tiny"
     if args.dataset == "auto":
-        args.dataset = "stanfordnlp/imdb" if cuda else "tiny"
-    profile = PROFILES["tiny" if "tiny" in (args.model, args.dataset) else "gpt2"]
+        args.dataset = DEFAULT_DATASET if cuda else "tiny"
+    profile = PROFILES["tiny" if "tiny" in (args.model, args.dataset) else "hub"]
     for key, value in profile.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
