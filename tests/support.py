@@ -28,3 +28,34 @@ def check_measurement(out, steps_total, batch):
     assert float(fl["e2e_tok_s"]) < float(fl["train_tok_s"])
     with open(os.path.join(out, "training_speed.md")) as f:
         assert "| fp32 | FL (" in f.read()
+
+
+CLIENT = """\
+import nvflare.client as flare
+
+flare.init()
+while flare.is_running():
+    model = flare.receive()
+    flare.send(flare.FLModel(params=model.params, metrics={"loss": 0.0}))
+"""
+
+
+def stock_recipe_job(out: str, min_clients: int = 2) -> str:
+    """A job exported by NVFlare's own FedAvgRecipe with a small client script: what users bring from NVFlare's
+    examples (deploy_map {"app": ["@ALL"]}). Returns the job folder."""
+    from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
+    from nvflare.client.config import ExchangeFormat
+
+    src = os.path.join(out, "src")
+    os.makedirs(src)
+    with open(os.path.join(src, "client.py"), "w") as f:
+        f.write(CLIENT)
+    cwd = os.getcwd()
+    os.chdir(src)
+    try:
+        FedAvgRecipe(name="foreign", model={"path": "torch.nn.Linear", "args": {"in_features": 4, "out_features": 2}},
+                     min_clients=min_clients, num_rounds=1, train_script="client.py",
+                     server_expected_format=ExchangeFormat.PYTORCH).export(os.path.join(out, "export"))
+    finally:
+        os.chdir(cwd)
+    return os.path.join(out, "export", "foreign")

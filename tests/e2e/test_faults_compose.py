@@ -64,6 +64,7 @@ TINY = {"HF_HUB_OFFLINE": "1", "FL_MODEL": "/assets/tiny/model", "FL_DATASET": "
 
 
 import docker_env  # noqa: E402
+import support  # noqa: E402
 from fl_deploy.compose_stack import checkout_env, copy_project, peak_memory_bytes  # noqa: E402
 
 docker_env.require_docker()
@@ -275,27 +276,10 @@ def test_each_sites_datasets_cache_is_its_own(stack):
     assert shared.stdout.split() == [], shared.stdout
 
 
-def stock_recipe_job(out: str, sites: int) -> str:
-    """A job made the way NVFlare's examples make one: FedAvgRecipe with a small client script, exported (deploy_map
-    {"app": ["@ALL"]}), then left as NVFlare's exporter or another user leaves it: mode 0700, another owner."""
-    from nvflare.app_opt.pt.recipes.fedavg import FedAvgRecipe
-    from nvflare.client.config import ExchangeFormat
-
-    src = os.path.join(out, "src")
-    os.makedirs(src)
-    with open(os.path.join(src, "client.py"), "w") as f:
-        f.write("import nvflare.client as flare\n\nflare.init()\nwhile flare.is_running():\n"
-                "    model = flare.receive()\n"
-                "    flare.send(flare.FLModel(params=model.params, metrics={'loss': 0.0}))\n")
-    cwd = os.getcwd()
-    os.chdir(src)
-    try:
-        FedAvgRecipe(name="foreign", model={"path": "torch.nn.Linear", "args": {"in_features": 4, "out_features": 2}},
-                     min_clients=sites, num_rounds=1, train_script="client.py",
-                     server_expected_format=ExchangeFormat.PYTORCH).export(os.path.join(out, "export"))
-    finally:
-        os.chdir(cwd)
-    job = os.path.join(out, "export", "foreign")
+def foreign_job(out: str, sites: int) -> str:
+    """A job made the way NVFlare's examples make one (support.stock_recipe_job), then left as NVFlare's exporter or
+    another user leaves it: mode 0700, another owner."""
+    job = support.stock_recipe_job(out, min_clients=sites)
     for dirpath, dirnames, filenames in os.walk(job):
         os.chmod(dirpath, 0o700)
         for name in filenames:
@@ -309,7 +293,7 @@ def test_a_job_from_nvflares_recipe_api_runs_through_submit_job(stack, tmp_path,
     """Issue 15, case 1: deploy_map @ALL means the connected sites; the 0700 folder of another owner reaches the
     admin console readable. The submitting user here is one who cannot read the folder (the test runs as root, who
     could): submit_job.py reads it through the admin service's image."""
-    job = stock_recipe_job(str(tmp_path), len(SITES))
+    job = foreign_job(str(tmp_path), len(SITES))
     code = ("import sys; from fl_deploy import submit; submit.host_can_read = lambda folder: False; "
             "sys.exit(submit.main(sys.argv[1:]))")
     sub = Submission([sys.executable, "-c", code, "--job-folder", job, "--interval", "2"], stack.work, stack.env)
