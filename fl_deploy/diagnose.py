@@ -3,7 +3,10 @@ library only (scripts/submit_job.py).
 
   * the server's job process: its exit code as the server's parent process logged it ("Job: <id> child process
     exit with return code N" in the server's log.txt); negative = ended by that signal (-9, SIGKILL: what the
-    kernel's OOM killer sends, and `kill -9`);
+    kernel's OOM killer sends, and `kill -9`). NVFlare 2.9's process launcher maps every code it does not know,
+    -9 included, to 1 (EXECUTION_ERROR; app_common/job_launcher/process_launcher.py), so a non-zero code is read
+    together with the job's own log: the job's runner writes "Server runner finished." on every orderly end,
+    normal or failed (server_runner.py, in a finally), and a process that is killed never does;
   * Docker's events for the compose project's containers while the job ran (`docker events`): "oom" (the kernel
     killed a process in that container for lack of memory: the container's memory cgroup counted an OOM kill,
     whichever process it was), "die" with the exit code of the container's main process, "restart";
@@ -19,6 +22,7 @@ import subprocess
 from fl_deploy.host import compose
 
 EXIT_LINE = "child process exit with return code"
+RUNNER_FINISHED = "Server runner finished."  # NVFlare's ServerRunner.run(), in its finally
 CHECKPOINTS = "/workspace/checkpoints"
 
 
@@ -38,6 +42,16 @@ def job_process_exit(job_id: str, env_file=None):
                   check=False, env_file=env_file)
     codes = re.findall(rf"{EXIT_LINE} (-?\d+)", run.stdout or "")
     return int(codes[-1]) if codes else None
+
+
+def job_runner_finished(job_log: str):
+    """Whether the server's job log holds its runner's last line: True, False, or None when there is no such file.
+    job_log: the log.txt of the downloaded job's workspace (the run folder leaves the server once the job ends)."""
+    try:
+        with open(job_log, errors="replace") as f:
+            return any(RUNNER_FINISHED in line for line in f)
+    except OSError:
+        return None
 
 
 def project_name(env_file=None) -> str:
@@ -75,15 +89,21 @@ def docker_events(project: str, since: float, until: float) -> list:
     return parse_events(run.stdout) if run.returncode == 0 else []
 
 
-def describe(return_code, events: list) -> list:
-    """One sentence per fact, the most telling first."""
+def describe(return_code, events: list, runner_finished=None) -> list:
+    """One sentence per fact, the most telling first. return_code: job_process_exit(); runner_finished:
+    job_runner_finished() (False: the job's log stops before its runner's last line)."""
     import time
 
     facts = []
     if return_code is not None:
         sig = signal_name(return_code)
-        facts.append(f"the server's job process ended with {'signal ' + sig if sig else f'exit code {return_code}'}"
-                     + (" (SIGKILL: the kernel's OOM killer, or kill -9)" if return_code == -9 else ""))
+        if not sig and runner_finished is False:
+            facts.append(f"the server's job process was killed: it ended (NVFlare records exit code {return_code}) "
+                         f"before its runner's last log line ('{RUNNER_FINISHED}'), which every orderly end writes: "
+                         "SIGKILL (the kernel's OOM killer, or kill -9) or a crash of the interpreter")
+        else:
+            facts.append(f"the server's job process ended with {'signal ' + sig if sig else f'exit code {return_code}'}"
+                         + (" (SIGKILL: the kernel's OOM killer, or kill -9)" if return_code == -9 else ""))
     for e in events:
         at = time.strftime("%H:%M:%S", time.localtime(e["time"]))
         if e["action"] == "oom":

@@ -491,7 +491,8 @@ def abnormal_end(job_id: str, status: str, dest, errors: list, since: float, arg
     then the next step."""
     say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     facts = diagnose.describe(diagnose.job_process_exit(job_id, args.env_file),
-                              diagnose.docker_events(diagnose.project_name(args.env_file), since, time.time()))
+                              diagnose.docker_events(diagnose.project_name(args.env_file), since, time.time()),
+                              diagnose.job_runner_finished(os.path.join(dest, "workspace", "log.txt")) if dest else None)
     say(f"error: job {job_id} ended {status}.")
     for fact in facts or ["neither the server's job process nor Docker recorded a crash, a kill or an "
                           "out-of-memory kill: the job itself failed, see what it reported below"]:

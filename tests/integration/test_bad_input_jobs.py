@@ -71,7 +71,11 @@ def test_dataset_missing_at_the_sites(fed, tiny_assets, tmp_path, capsys):
     # Sent by each site to the server: the admin reads the cause without access to the site.
     for site in SITES:
         assert f"dataset path {missing!r} does not exist" in r["messages"][site], r["messages"]
-        assert os.path.isfile(os.path.join(r["dl"], "site_errors", f"{site}.txt"))  # kept with the results
+        # Kept with the results: the site's error log, or, when that arrives after the download (a site sends it once
+        # its job process has ended), its job log as streamed while the job ran (fl_deploy/job_errors.py).
+        kept = [os.path.join(r["dl"], "site_errors", f"{site}.txt"), os.path.join(r["dl"], "site_logs", site, "log.txt")]
+        texts = [open(path, errors="replace").read() for path in kept if os.path.isfile(path)]
+        assert any(f"dataset path {missing!r} does not exist" in t for t in texts), (site, kept)
     with capsys.disabled():
         print(f"\n[figures] dataset missing at both sites: job {r['status']} {r['elapsed']:.0f}s after submission")
 

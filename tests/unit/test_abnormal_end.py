@@ -35,6 +35,27 @@ def test_docker_events_become_causes():
     assert facts[3].startswith("Docker restarted the p-site-2-1 container")
     assert diagnose.describe(None, []) == []
     assert diagnose.describe(1, []) == ["the server's job process ended with exit code 1"]
+    assert diagnose.describe(1, [], runner_finished=True) == ["the server's job process ended with exit code 1"]
+
+
+def test_a_killed_job_process_is_named_although_nvflare_records_exit_code_1():
+    """NVFlare 2.9's launcher maps -9 to 1 (EXECUTION_ERROR): the job's log, cut before its runner's last line,
+    tells a kill from a job that failed by itself."""
+    (fact,) = diagnose.describe(1, [], runner_finished=False)
+    assert fact.startswith("the server's job process was killed: it ended (NVFlare records exit code 1) before its "
+                           "runner's last log line ('Server runner finished.')")
+    assert "SIGKILL (the kernel's OOM killer, or kill -9)" in fact
+    # A signal the launcher passed through stays what it is, whatever the log says.
+    assert diagnose.describe(-9, [], runner_finished=False)[0].startswith("the server's job process ended with signal")
+
+
+def test_job_runner_finished_reads_the_downloaded_jobs_log(tmp_path):
+    log = tmp_path / "log.txt"
+    log.write_text("2026-12-01 03:36:02,957 - ServerRunner - INFO - round 1 done\n")
+    assert diagnose.job_runner_finished(str(log)) is False
+    log.write_text(log.read_text() + "2026-12-01 03:36:09,001 - ServerRunner - INFO - Server runner finished.\n")
+    assert diagnose.job_runner_finished(str(log)) is True
+    assert diagnose.job_runner_finished(str(tmp_path / "missing.txt")) is None
 
 
 def test_next_step_offers_resume_only_when_a_round_was_saved(monkeypatch):
