@@ -1,6 +1,6 @@
 """Fault cases too slow for CI, in one command that prints PASS or FAIL per case (docs/reliability.md).
 
-    .venv/bin/python scripts/check_slow_cases.py                         # every case (about 35 min on 2 cores)
+    .venv/bin/python scripts/check_slow_cases.py                         # every case (17 min on 2 cores, 2026-12-01)
     .venv/bin/python scripts/check_slow_cases.py --cases slow-link --rates-mb-s 20,5
     .venv/bin/python scripts/check_slow_cases.py --cases cold-starts --cold-starts 5 --sites 4
 
