@@ -642,7 +642,12 @@ def test_dataset_missing_at_the_sites_fails_fast_with_the_sites_error(stack, cap
         assert f"{site}: fl_site.data.DataError: dataset path '/assets/no-such-imdb' does not exist" in sub.output, \
             sub.output[-3000:]
     result = sub.results(stack.work)
-    assert os.path.isfile(os.path.join(result, "site_errors", "site-1.txt"))
+    # Kept with the results: each site's error log, or, when that reaches the server after the download (a site sends
+    # it once its job process has ended), its job log as streamed while the job ran (fl_deploy/job_errors.py).
+    for site in SITES:
+        kept = [os.path.join(result, "site_errors", f"{site}.txt"), os.path.join(result, "site_logs", site, "log.txt")]
+        texts = [open(path, errors="replace").read() for path in kept if os.path.isfile(path)]
+        assert any("dataset path '/assets/no-such-imdb' does not exist" in t for t in texts), (site, kept)
     with capsys.disabled():
         print(f"\n[figures] dataset missing at the sites: job {job_id} failed, submit_job.py exit 1 "
               f"{ended_s:.0f}s after submission, printing each site's DataError")
