@@ -430,6 +430,14 @@ def server_restarted(stack):
         stack.compose("up", "-d", "--no-build", "--wait", "server")
         back_s = time.monotonic() - killed
         assert stack.cid("server") == server  # the same container, its volume, not a new one
+        deadline = time.monotonic() + 180
+        while True:  # as a user waits before resuming: every site registered again with the restarted server
+            clients = {c["client_name"] for c in (stack.nvflare("system", "status").get("data") or {}).get("clients")
+                       or []}
+            if set(SITES) <= clients:
+                break
+            assert time.monotonic() < deadline, f"sites not back 180 s after the server restart: {sorted(clients)}"
+            time.sleep(2)
         spool_after = stack.exec(server, "ls", "-A", "/workspace/tmp").stdout.split()
         yield {"job_id": job_id, "progress": progress, "follower": sub, "back_s": back_s, "killed": killed,
                "docker_restarted": docker_restarted, "spool_before": spool_before, "spool_after": spool_after}
