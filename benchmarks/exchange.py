@@ -47,7 +47,8 @@ import tempfile
 import threading
 import time
 
-from fl_deploy import ROOT, assets, local_federation
+from fl_deploy import ROOT, assets
+from fl_deploy.harness import local_federation
 from fl_deploy.project import load_project
 GIB = 1024**3
 
@@ -232,7 +233,7 @@ def TreeSampler(procs: dict) -> PeakSampler:
 
 def CgroupSampler(cids: dict) -> PeakSampler:
     """Resident memory of each container (cgroup memory.stat: anonymous + mapped pages), and their CPU time."""
-    from fl_deploy import compose_stack
+    from fl_deploy.harness import compose_stack
 
     cpu_readers = [compose_stack.cpu_seconds_reader(cid) for cid in cids.values()]
     return PeakSampler({name: compose_stack.resident_bytes_reader(cid) for name, cid in cids.items()},
@@ -290,7 +291,7 @@ def write_comm_config(kit: str, settings: dict):
 
 
 def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: str) -> dict:
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
 
     flags, env, _ = CONFIGS[config]
     env, server_env = process_env(env)
@@ -377,7 +378,7 @@ def write_bench_project(path: str, sites: list, port: int, scheme: str = None):
 def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, work: str, image: str,
                        base_image: str = None) -> dict:
     """run_config on the real deployment: an isolated copy of the project, its own compose project and volumes."""
-    from fl_deploy import compose_stack
+    from fl_deploy.harness import compose_stack
 
     flags, extra_env, _ = CONFIGS[config]
     sites = [f"site-{i + 1}" for i in range(n_sites)]
@@ -437,7 +438,7 @@ def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, 
         result = nvflare("job", "download", job_id, "-o", "/home/fl/dl")["data"]["download_path"]
         log = run(["docker", "compose", "exec", "-T", "admin", "cat", f"{result}/workspace/log.txt"]).stdout
         if status != "FINISHED:COMPLETED":
-            errors = run(["docker", "compose", "exec", "-T", "admin", "python3", "-m", "fl_deploy.job_errors", job_id,
+            errors = run(["docker", "compose", "exec", "-T", "admin", "python3", "-m", "fl_deploy.admin.job_errors", job_id,
                           "--startup-kit", "/home/fl/admin-kit"], check=False)
             print(f"  job {job_id} {status}:\n    " + "\n    ".join(
                 [ln for ln in log.splitlines() if "ERROR" in ln][-5:] + (errors.stdout or "").splitlines()[-10:]),

@@ -6,14 +6,14 @@
 
 For each mode it runs the same tiny FL job (the offline tiny GPT-2 and IMDB-shaped data of
 scripts/make_tiny_assets.py, same seed, same sites and steps) on a federation provisioned fresh and run from its
-kits as local processes (mTLS on loopback, fl_deploy/local_federation.py), then reports:
+kits as local processes (mTLS on loopback, fl_deploy/harness/local_federation.py), then reports:
 
   bytes per site per direction   what the tensor streamers logged (server->site "consumed", site->server
                                  "produced"; safetensors blobs, so a small header is included)
   state dict as sent             the bytes of the tensors app_code hands to NVFlare
   initial loss                   held-out loss of the starting model (round 1's global_eval_loss, mean over sites)
   final global loss              held-out loss of the job's final global model, exported to Hugging Face format
-                                 by fl_deploy/results.py and evaluated on the sites' shared held-out split
+                                 by fl_deploy/export_results/ and evaluated on the sites' shared held-out split
   124M bytes                     the same state-dict count for the full GPT-2 architecture (GPT2Config(), random
                                  init, offline; no FL run)
 
@@ -29,7 +29,8 @@ import sys
 import tempfile
 import time
 
-from fl_deploy import ROOT, local_federation
+from fl_deploy import ROOT
+from fl_deploy.harness import local_federation
 
 
 MODES = {  # name -> make_job flags
@@ -76,8 +77,8 @@ def held_out_loss(model_dir: str, assets: dict, train_flags: list, work: str) ->
 
 def run_mode(mode: str, rounds: int, assets: dict, train_flags: list, work: str) -> dict:
     from benchmarks.exchange import streamed_bytes
-    from fl_deploy import job as make_job
-    from fl_deploy import results
+    from fl_deploy import make_job
+    from fl_deploy import export_results
 
     os.makedirs(work, exist_ok=True)
     fed = local_federation.ProcessFederation(work, SITES, name="options")
@@ -97,7 +98,7 @@ def run_mode(mode: str, rounds: int, assets: dict, train_flags: list, work: str)
         streamed = [streamed_bytes(fed.site_job_log(s, job_id)) for s in SITES]
     finally:
         fed.stop()
-    results.export(result, assets["model"])
+    export_results.export(result, assets["model"])
     with open(os.path.join(result, "workspace", "metrics", "round_metrics.jsonl")) as f:
         rounds_logged = [json.loads(line) for line in f if line.strip()]
     first, last = rounds_logged[0], rounds_logged[-1]

@@ -30,7 +30,9 @@ import tempfile
 import threading
 import time
 
-from fl_deploy import ROOT, compose_stack, local_federation, timeline
+from fl_deploy import ROOT, timeline
+from fl_deploy.harness import compose_stack
+from fl_deploy.harness import local_federation
 
 SITES = ["site-1", "site-2"]
 # The demo's --tiny job (scripts/demo.sh), two rounds: what a user waits through.

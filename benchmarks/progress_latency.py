@@ -35,8 +35,8 @@ import time
 from datetime import datetime, timezone
 
 from fl_deploy import ROOT
-from fl_deploy.compose_stack import copy_project, ensure_wheelhouse
-from fl_deploy.local_federation import free_port
+from fl_deploy.harness.compose_stack import copy_project, ensure_wheelhouse
+from fl_deploy.harness.local_federation import free_port
 
 ROUND_START = re.compile(r"Round (\d+) started")
 RESULT = re.compile(r"got result from client (\S+) for task: name=train")

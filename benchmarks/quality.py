@@ -148,7 +148,7 @@ def parse_client_log(text: str) -> dict:
 
 
 def run_fl(args, partition: str, semantics: str, work: str, out: str) -> dict:
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
 
     tag = f"fl-{partition}-{semantics.replace('/', '-')}"
     job, ws = os.path.join(work, f"job-{tag}"), os.path.join(work, f"ws-{tag}")

@@ -239,7 +239,7 @@ def merge_rounds(site_rounds: list, marks: list) -> list:
 
 
 def run_fl_sim(args, model_path: str, data: str, bf16: bool, work: str, out: str, tag: str) -> dict:
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
 
     job, ws = os.path.join(work, f"job-{tag}"), os.path.join(work, f"ws-{tag}")
     make_job.main(["--out", job, "--sites", SITE, "--rounds", str(args.rounds), "--max_steps", str(args.steps),

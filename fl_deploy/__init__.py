@@ -1,22 +1,34 @@
 """The deployment's helper code, behind the commands in scripts/: project.yml -> kits -> containers -> job -> results.
+A module (or package) per command, named after it; the rest by what it does.
 
-    project        project.yml read and checked once (Project)
-    provision      nvflare provision -> workspace/kits/; add_site: one more site with the same root CA;
-                   provision_builders: project.yml's own builder (the sites stream their job logs)
-    compose_files  compose.participants.yaml / compose.cpu.yaml generated from the Project
-    host           the host side: .env, docker compose calls, the admin console, host checks
-    job            the job's settings (JobSettings + the sites' TrainSettings) and the job folder (NVFlare recipe)
-    check_job      a job folder checked before submission (run in the admin container)
-    submit         submit through the admin console, follow, download (host side, standard library only)
-    follow         one job's events as JSON lines, from one admin session (run in the admin container)
-    job_queue      which jobs hold which sites (run in the admin container): one training job at a time
-    diagnose       why a job ended abnormally, as far as the server and Docker know; lineage: a resumed run's rounds
-    job_errors     the sites' job logs and error logs of a job (run in the admin container)
-    results        the downloaded result as a Hugging Face model, metrics.csv and plots
-    bundles        one bundle per site host (several hosts)
-    assets         the model and data fetched for offline hosts; the tiny offline stand-ins
-    local_federation, compose_stack   a federation as local processes / an isolated compose stack (tests, benchmarks)
-    slow_cases     fault cases too slow for CI (a throttled link, repeated cold starts): PASS / FAIL per case
+On the host (standard library only where submit_job.py and check_host.py need it):
+    project          project.yml read and checked once (Project)
+    provision        nvflare provision -> workspace/kits/; provision_builders: project.yml's own builder (the sites
+                     stream their job logs); compose_files: compose.participants.yaml / compose.cpu.yaml
+    add_site         one more site with the same root CA
+    export_bundles   one bundle per site host (several hosts)
+    check_host       Docker, Compose v2, the GPU runtime, a free port
+    host             .env, `docker compose` calls, the admin console (AdminConsole: service, .env, kit path)
+    make_job         the job's settings (JobSettings + the sites' TrainSettings) and the job folder (NVFlare recipe)
+    check_job        a job folder checked before submission (on the host and in the admin container)
+    submit_job/      submit through the admin console, follow, download: preflight, staging, following, download,
+                     summary, abnormal_end
+    export_results/  the downloaded result as a Hugging Face model (model_export), metrics.csv (metrics), plots
+    diagnose, checkpoints, lineage, timeline
+                     why a job ended abnormally; the server's saved rounds (progress.json); a resumed run's
+                     earlier rounds; where a job's start went
+    assets           the model and data fetched for offline hosts (fetch_assets); the tiny offline stand-ins
+                     (make_tiny_assets)
+
+In the admin container only (python3 -m fl_deploy.admin.<name>):
+    admin/follow     one job's events as JSON lines, from one admin session
+    admin/job_queue  which jobs hold which sites: one training job at a time
+    admin/job_errors the sites' job logs and error logs of a job
+
+Test and benchmark harness, not used by the product:
+    harness/local_federation   a federation from provisioned kits as local processes
+    harness/compose_stack      an isolated copy of the project as its own compose stack
+    harness/check_slow_cases   fault cases too slow for CI (a throttled link, repeated cold starts): PASS / FAIL
 
 The job's own code (what runs on the server and at the sites) is in app_code/, not here.
 """

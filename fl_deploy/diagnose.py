@@ -23,7 +23,6 @@ from fl_deploy.host import compose
 
 EXIT_LINE = "child process exit with return code"
 RUNNER_FINISHED = "Server runner finished."  # NVFlare's ServerRunner.run(), in its finally
-CHECKPOINTS = "/workspace/checkpoints"
 
 
 def signal_name(return_code: int) -> str:
@@ -115,16 +114,6 @@ def describe(return_code, events: list, runner_finished=None) -> list:
         elif e["action"] == "restart":
             facts.append(f"Docker restarted the {e['service']} container at {at}")
     return facts
-
-
-def saved_round(job_id: str, env_file=None):
-    """The last round (1-based) whose global model the server saved for the job, or None."""
-    run = compose("exec", "-T", "server", "cat", f"{CHECKPOINTS}/{job_id}/progress.json", check=False,
-                  env_file=env_file)
-    try:
-        return int(json.loads(run.stdout)["completed_round"]) + 1 if run.returncode == 0 else None
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def next_step(job_id: str, rounds_saved) -> str:

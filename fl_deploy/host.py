@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 
 from fl_deploy import ROOT
 
@@ -111,6 +112,33 @@ def admin_nvflare(*args, env_file=None, check=True, service=ADMIN_SERVICE) -> di
     if check and envelope.get("status") != "ok":
         raise HostError(f"nvflare {' '.join(args)}: {envelope.get('message')} {envelope.get('hint') or ''}".strip())
     return envelope
+
+
+@dataclass(frozen=True)
+class AdminConsole:
+    """One admin console of the deployment, as the host reaches it: its compose service (``admin`` is project.yml's
+    first admin, ``admin-2`` the second, ...), the .env file compose runs under (None: ./.env) and the admin's
+    startup kit inside that container. Every call the host makes to the console goes through one of these."""
+
+    service: str = ADMIN_SERVICE
+    env_file: str = None
+    kit: str = ADMIN_KIT
+
+    def nvflare(self, *args, check=True) -> dict:
+        """``nvflare --format json ARGS --startup-kit KIT`` in the console; its JSON envelope."""
+        return admin_nvflare(*args, env_file=self.env_file, check=check, service=self.service)
+
+    def compose(self, *args, **kwargs) -> subprocess.CompletedProcess:
+        """``docker compose ARGS`` under this console's .env (any service)."""
+        return compose(*args, env_file=self.env_file, **kwargs)
+
+    def exec(self, *command, env: list = (), **kwargs) -> subprocess.CompletedProcess:
+        """``docker compose exec -T [ENV] SERVICE COMMAND`` in the console; env: ``-e NAME=VALUE`` options."""
+        return compose("exec", "-T", *env, self.service, *command, env_file=self.env_file, **kwargs)
+
+    def require(self):
+        """Raise HostError unless the console's container runs."""
+        require_admin(self.env_file, self.service)
 
 
 RECORDED = "# --- recorded by {by}: the choices of its last run, used by every later command on this host ---"

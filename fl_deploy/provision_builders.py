@@ -11,7 +11,7 @@ server-side JobLogReceiver. This builder, after StaticFileBuilder wrote each kit
   * server: gives the JobLogReceiver `dest_dir` = the server's workspace, so that each site's log is written to
     <workspace>/<job_id>/<site>/<log_file_name> as it arrives, which is where `nvflare job logs JOB --site SITE`
     (and the FLARE API's get_job_logs) read a running job's site log. The workspace comes from the server's
-    environment (NVFL_WORKSPACE: the image sets it; fl_deploy/local_federation.py too); NVFlare resolves
+    environment (NVFL_WORKSPACE: the image sets it; fl_deploy/harness/local_federation.py too); NVFlare resolves
     "{$NAME}" in resources.json when the server starts, and without the variable the receiver keeps its default
     (the temp folder: the log then arrives at the job's end only). When the stream ends the server keeps the log
     in the job store (LOG_<file>_<site>, `nvflare job logs` after the job; scripts/submit_job.py downloads it).

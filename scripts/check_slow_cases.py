@@ -3,7 +3,7 @@
 
 import sys
 
-from fl_deploy.slow_cases import main
+from fl_deploy.harness.check_slow_cases import main
 
 if __name__ == "__main__":
     sys.exit(main())

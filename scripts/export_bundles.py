@@ -3,7 +3,7 @@
 
 import sys
 
-from fl_deploy.bundles import main
+from fl_deploy.export_bundles import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@
 
 import sys
 
-from fl_deploy.job import main
+from fl_deploy.make_job import main
 
 if __name__ == "__main__":
     sys.exit(main())

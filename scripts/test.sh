@@ -10,6 +10,6 @@ cd "$(dirname "$0")/.."
 bash scripts/install_venv.sh
 # Stacks an interrupted earlier run left behind (their test process is gone) hold CPU and ports: remove them.
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-  .venv/bin/python -m fl_deploy.compose_stack --remove-stale-test-stacks
+  .venv/bin/python -m fl_deploy.harness.compose_stack --remove-stale-test-stacks
 fi
 exec .venv/bin/python -m pytest -ra "$@"

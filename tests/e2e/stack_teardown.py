@@ -5,7 +5,7 @@ Each module's fixture tears its own stack down in a `finally`; this covers what 
   * SIGTERM / SIGHUP (a CI timeout, a closed terminal) become KeyboardInterrupt, so pytest still runs the
     fixtures' finalisers, as it does on Ctrl-C;
   * at the end of the session, every compose stack and image named with this process's pid
-    (fl_deploy.compose_stack.TEST_STACK) is removed, whatever a failed set-up left half made.
+    (fl_deploy.harness.compose_stack.TEST_STACK) is removed, whatever a failed set-up left half made.
 A SIGKILLed run leaves its stacks; scripts/test.sh removes those (their process is gone) before it starts.
 """
 
@@ -14,7 +14,7 @@ import signal
 
 import pytest
 
-from fl_deploy.compose_stack import remove_test_stacks
+from fl_deploy.harness.compose_stack import remove_test_stacks
 
 
 def _interrupt(signum, frame):

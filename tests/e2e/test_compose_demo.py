@@ -23,16 +23,16 @@ from datetime import datetime
 
 import pytest
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
-ROOT = fl_system.ROOT
+ROOT = local_federation.ROOT
 SITES = ["site-1", "site-2"]
 ROUNDS = 2
 
 
 import docker_env  # noqa: E402
 from browser import Browser, find_chromium  # noqa: E402
-from fl_deploy.compose_stack import copy_project  # noqa: E402
+from fl_deploy.harness.compose_stack import copy_project  # noqa: E402
 
 docker_env.require_docker()
 
@@ -53,7 +53,7 @@ def demo(tmp_path_factory):
     copy_project(work)
 
     # Like a user moving the server port: one edit in project.yml; provisioning regenerates the compose side.
-    port = fl_system.free_port()
+    port = local_federation.free_port()
     with open(os.path.join(work, "project.yml")) as f:
         text = f.read()
     with open(os.path.join(work, "project.yml"), "w") as f:
@@ -105,7 +105,7 @@ EVENT_LINE = re.compile(r"^\[(\d\d:\d\d:\d\d\.\d{3})\] (.*)$")
 
 def server_times(result: str) -> dict:
     """{("round_started", r) / ("site_result", r, site) / ("round_done", r): server time} from the job's log.json."""
-    from fl_deploy.follow import ServerLog
+    from fl_deploy.admin.follow import ServerLog
 
     with open(os.path.join(result, "workspace", "log.json")) as f:
         events = ServerLog().records(f.read().splitlines())

@@ -41,14 +41,14 @@ import time
 
 import pytest
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
 # About 12 minutes of containers, part of CI (.ci/run). On its own:
 #   FL_REQUIRE_DOCKER=1 scripts/test.sh tests/e2e/test_faults_compose.py
 # FL_SKIP_COMPOSE_FAULTS=1 leaves it out of a quicker local run.
 if os.environ.get("FL_SKIP_COMPOSE_FAULTS") == "1":
     pytest.skip("container fault suite skipped: FL_SKIP_COMPOSE_FAULTS=1", allow_module_level=True)
-ROOT = fl_system.ROOT
+ROOT = local_federation.ROOT
 SITES = ["site-1", "site-2", "site-3", "site-4"]  # project.yml's two plus two added in the copy
 ROUNDS = 3
 KILL_SITES = ["site-1", "site-2"]  # the site-kill job runs on two of them, site-2 is the one killed
@@ -65,7 +65,7 @@ TINY = {"HF_HUB_OFFLINE": "1", "FL_MODEL": "/assets/tiny/model", "FL_DATASET": "
 
 import docker_env  # noqa: E402
 import support  # noqa: E402
-from fl_deploy.compose_stack import checkout_env, copy_project, peak_memory_bytes  # noqa: E402
+from fl_deploy.harness.compose_stack import checkout_env, copy_project, peak_memory_bytes  # noqa: E402
 
 docker_env.require_docker()
 
@@ -218,7 +218,7 @@ def global_eval_loss(r: dict) -> float:
 def stack(tmp_path_factory):
     work = str(tmp_path_factory.mktemp("faults"))
     copy_project(work)
-    port = fl_system.free_port()
+    port = local_federation.free_port()
     edit_project(work, port)
     project = f"flt-{os.getpid()}"
     env = checkout_env(work, dict(os.environ, FL_PROJECT_NAME=project, FL_IMAGE=f"gpt2-fl:{project}", FL_SERVER_BIND="127.0.0.1",
@@ -294,8 +294,8 @@ def test_a_job_from_nvflares_recipe_api_runs_through_submit_job(stack, tmp_path,
     admin console readable. The submitting user here is one who cannot read the folder (the test runs as root, who
     could): submit_job.py reads it through the admin service's image."""
     job = foreign_job(str(tmp_path), len(SITES))
-    code = ("import sys; from fl_deploy import submit; submit.host_can_read = lambda folder: False; "
-            "sys.exit(submit.main(sys.argv[1:]))")
+    code = ("import sys; from fl_deploy.submit_job import main, staging; staging.host_can_read = lambda folder: False; "
+            "sys.exit(main(sys.argv[1:]))")
     sub = Submission([sys.executable, "-c", code, "--job-folder", job, "--interval", "2"], stack.work, stack.env)
     rc = sub.wait(600)
     out = sub.output
@@ -651,7 +651,7 @@ def test_dataset_missing_at_the_sites_fails_fast_with_the_sites_error(stack, cap
             sub.output[-3000:]
     result = sub.results(stack.work)
     # Kept with the results: each site's error log, or, when that reaches the server after the download (a site sends
-    # it once its job process has ended), its job log as streamed while the job ran (fl_deploy/job_errors.py).
+    # it once its job process has ended), its job log as streamed while the job ran (fl_deploy/admin/job_errors.py).
     for site in SITES:
         kept = [os.path.join(result, "site_errors", f"{site}.txt"), os.path.join(result, "site_logs", site, "log.txt")]
         texts = [open(path, errors="replace").read() for path in kept if os.path.isfile(path)]

@@ -24,9 +24,9 @@ import time
 
 import pytest
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
-ROOT = fl_system.ROOT
+ROOT = local_federation.ROOT
 SITES = ["site-1", "site-2"]
 SERVER_NAME = "fl-hub"  # renamed in the copy: the name must travel from project.yml into the bundles
 ROUNDS = 2
@@ -42,7 +42,7 @@ JOB_ENV = {
 
 
 import docker_env  # noqa: E402
-from fl_deploy.compose_stack import checkout_env, copy_project  # noqa: E402
+from fl_deploy.harness.compose_stack import checkout_env, copy_project  # noqa: E402
 
 docker_env.require_docker()
 
@@ -126,7 +126,7 @@ def multihost(tmp_path_factory):
     copy_project(work, with_wheels=not given_image)
 
     # The server "host": a project.yml with a free port and another server name; kits and compose follow.
-    port = fl_system.free_port()
+    port = local_federation.free_port()
     with open(os.path.join(work, "project.yml")) as f:
         text = f.read()
     text = text.replace("fed_learn_port: 8002", f"fed_learn_port: {port}").replace(

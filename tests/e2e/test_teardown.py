@@ -16,7 +16,7 @@ import pytest
 
 import docker_env
 from fl_deploy import diagnose
-from fl_deploy.compose_stack import find_test_stacks, remove_test_stacks
+from fl_deploy.harness.compose_stack import find_test_stacks, remove_test_stacks
 
 docker_env.require_docker()
 IMAGE = os.environ.get("FL_TEST_BASE_IMAGE", "python:3.11-slim-bookworm")
@@ -85,7 +85,7 @@ def test_stale_stacks_are_removed_running_ones_kept(base_image, tmp_path):
     sleeper(live, base_image, tmp_path)
     try:
         assert {stale: dead.pid, live: os.getpid()}.items() <= find_test_stacks().items()
-        run = subprocess.run([sys.executable, "-m", "fl_deploy.compose_stack", "--remove-stale-test-stacks"],
+        run = subprocess.run([sys.executable, "-m", "fl_deploy.harness.compose_stack", "--remove-stale-test-stacks"],
                              capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
         assert f"removed stale test stack {stale}" in run.stdout

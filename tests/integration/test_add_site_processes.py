@@ -3,16 +3,16 @@
 import json
 import os
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
 SITES = ["site-1", "site-2"]
 
 
 def test_new_site_joins_running_federation(tmp_path, tiny_assets, capsys):
     from fl_deploy import add_site
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
 
-    fed = fl_system.ProcessFederation(str(tmp_path), SITES)
+    fed = local_federation.ProcessFederation(str(tmp_path), SITES)
     fed.start()
     try:
         fed.wait_for_sites()

@@ -1,6 +1,6 @@
 """Bad input that only shows once a job runs, on a real federation (processes from provisioned kits):
 a site's dataset missing and a corrupt initial checkpoint. Each must end the job in bounded time with a log line
-that names the problem and the fix, readable from the admin (fl_deploy/job_errors.py, as scripts/submit_job.py prints
+that names the problem and the fix, readable from the admin (fl_deploy/admin/job_errors.py, as scripts/submit_job.py prints
 it on a failed job), and leave the job store, the kits and earlier checkpoints as they were."""
 
 import hashlib
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
 SITES = ["site-1", "site-2"]
 BOUND_S = 180  # both failures happen before the first round trains: a job that runs longer is hanging
@@ -31,12 +31,12 @@ def tree_digest(path: str, skip: str = None) -> str:
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
     root = tmp_path_factory.mktemp("badjobs")
-    with fl_system.ProcessFederation(str(root), SITES) as fed:
+    with local_federation.ProcessFederation(str(root), SITES) as fed:
         yield fed
 
 
 def run_job(fed, tiny_assets, tmp_path, *flags) -> dict:
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
 
     job = str(tmp_path / "job")
     assert make_job.main(["--out", job, "--sites", ",".join(SITES), "--rounds", "2", "--model", tiny_assets["model"],
@@ -51,7 +51,7 @@ def run_job(fed, tiny_assets, tmp_path, *flags) -> dict:
     elapsed = time.monotonic() - start
     status = fed.nvflare("job", "meta", job_id)["data"]["status"]
     dl = fed.nvflare("job", "download", job_id, "-o", str(tmp_path / "dl"))["data"]["download_path"]
-    run = subprocess.run([os.path.join(fl_system.VENV_BIN, "python"), "-m", "fl_deploy.job_errors", job_id,
+    run = subprocess.run([os.path.join(local_federation.VENV_BIN, "python"), "-m", "fl_deploy.admin.job_errors", job_id,
                           "--startup-kit", fed.admin_kit, "-o", dl],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
@@ -72,7 +72,7 @@ def test_dataset_missing_at_the_sites(fed, tiny_assets, tmp_path, capsys):
     for site in SITES:
         assert f"dataset path {missing!r} does not exist" in r["messages"][site], r["messages"]
         # Kept with the results: the site's error log, or, when that arrives after the download (a site sends it once
-        # its job process has ended), its job log as streamed while the job ran (fl_deploy/job_errors.py).
+        # its job process has ended), its job log as streamed while the job ran (fl_deploy/admin/job_errors.py).
         kept = [os.path.join(r["dl"], "site_errors", f"{site}.txt"), os.path.join(r["dl"], "site_logs", site, "log.txt")]
         texts = [open(path, errors="replace").read() for path in kept if os.path.isfile(path)]
         assert any(f"dataset path {missing!r} does not exist" in t for t in texts), (site, kept)

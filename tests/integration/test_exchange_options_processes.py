@@ -10,14 +10,14 @@ LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "c_attn"}
 
 
 def test_lora_job_moves_only_the_adapter_and_exports_a_loadable_model(tmp_path, tiny_assets):
-    from fl_deploy import local_federation as fl_system
-    from fl_deploy import job as make_job
+    from fl_deploy.harness import local_federation
+    from fl_deploy import make_job
     from benchmarks.exchange import streamed_bytes
-    from fl_deploy.results import export
+    from fl_deploy.export_results import export
     from transformers import AutoModelForCausalLM
 
     sites, rounds = ["site-1", "site-2"], 2
-    fed = fl_system.ProcessFederation(str(tmp_path), sites)
+    fed = local_federation.ProcessFederation(str(tmp_path), sites)
     fed.start()
     try:
         fed.wait_for_sites()

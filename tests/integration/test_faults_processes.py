@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
 SITES = ["site-1", "site-2"]
 ROUNDS = 3
@@ -16,9 +16,9 @@ ROUND_TIMEOUT = 45  # generous: a site that misses it is dropped from the job, k
 
 
 def test_site_killed_mid_round_all_rounds_still_run(tmp_path, tiny_assets, capsys):
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
 
-    fed = fl_system.ProcessFederation(str(tmp_path), SITES)
+    fed = local_federation.ProcessFederation(str(tmp_path), SITES)
     fed.start()
     try:
         fed.wait_for_sites()

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
 SITES = ["site-1", "site-2"]
 ROUNDS = 2
@@ -16,10 +16,10 @@ TRAIN = ["--max_steps", "3", "--batch_size", "4", "--eval_samples", "16"]
 
 @pytest.fixture(scope="module")
 def finished_job(tmp_path_factory, tiny_assets):
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
 
     root = str(tmp_path_factory.mktemp("federation"))
-    fed = fl_system.ProcessFederation(root, SITES)
+    fed = local_federation.ProcessFederation(root, SITES)
     fed.start()
     try:
         registered_s = fed.wait_for_sites()
@@ -114,13 +114,14 @@ def test_results_export_finds_the_model_the_job_names(finished_job, tmp_path):
     """export_results.py without --model reads the model from the downloaded job's own server configuration."""
     import shutil
 
-    from fl_deploy import results
+    from fl_deploy import export_results
+    from fl_deploy.export_results import model_export
 
     result = str(tmp_path / "result")
     shutil.copytree(finished_job["result"], result)
-    written = results.export(result)
+    written = export_results.export(result)
     assert os.path.join(result, "global_model") in written and os.path.join(result, "metrics.csv") in written
-    assert results.job_model(os.path.join(result, "workspace")) == finished_job["assets"]["model"]
+    assert model_export.job_model(os.path.join(result, "workspace")) == finished_job["assets"]["model"]
 
 
 def test_tensor_streaming_ran(finished_job):
@@ -156,7 +157,7 @@ def test_each_site_trained_on_its_own_shard(finished_job):
 
 def test_report_timings(finished_job, capsys):
     """Not a check: prints the figures the issue note asks for (registration, round times)."""
-    stamps = fl_system.round_start_times(read(os.path.join(finished_job["result"], "workspace", "log.txt")))
+    stamps = local_federation.round_start_times(read(os.path.join(finished_job["result"], "workspace", "log.txt")))
     assert len(stamps) == ROUNDS + 1
     rounds = [round(b - a, 1) for a, b in zip(stamps, stamps[1:])]
     with capsys.disabled():

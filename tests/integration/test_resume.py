@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
 SITES = ["site-1", "site-2"]
 ROUNDS = 3
@@ -17,7 +17,7 @@ TRAIN = ["--max_steps", "3", "--batch_size", "4", "--eval_samples", "16", "--lr_
 
 
 def _job(tiny, out, *extra):
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
 
     assert make_job.main(["--out", out, "--sites", ",".join(SITES), "--rounds", str(ROUNDS),
                           "--model", tiny["model"], "--dataset", tiny["dataset"], *TRAIN, *extra]) == 0
@@ -41,7 +41,7 @@ def test_resume_after_server_kill(tmp_path, tiny_assets, capsys):
     from fl_common.model import load_exchanged_state_dict, load_tokenizer
     from fl_site.training import build_trainer, evaluate, parse_settings
 
-    fed = fl_system.ProcessFederation(str(tmp_path), SITES)
+    fed = local_federation.ProcessFederation(str(tmp_path), SITES)
     fed.start()
     try:
         fed.wait_for_sites()

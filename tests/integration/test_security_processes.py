@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
 SITES = ["site-1", "site-2"]
 MEMBER = "member@test.org"
@@ -16,7 +16,7 @@ MEMBER = "member@test.org"
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("secfed"))
-    with fl_system.ProcessFederation(root, SITES, extra_admins=((MEMBER, "member"),)) as fed:
+    with local_federation.ProcessFederation(root, SITES, extra_admins=((MEMBER, "member"),)) as fed:
         yield fed
 
 
@@ -34,12 +34,12 @@ def test_site_from_another_ca_is_rejected(federation, tmp_path):
 
     # Same project shape, same server name and port, even the same site name: only the root CA differs.
     rogue_project = str(tmp_path / "rogue.yml")
-    fl_system.write_project(rogue_project, federation.port, ["site-1"], name="rogue")
+    local_federation.write_project(rogue_project, federation.port, ["site-1"], name="rogue")
     kit = provision.provision(load_project(rogue_project), str(tmp_path / "ws"), str(tmp_path / "store"), False,
                               0)["site-1"]
     run_dir = tmp_path / "rogue-run"
     run_dir.mkdir()
-    env = dict(os.environ, PATH=fl_system.VENV_BIN + os.pathsep + os.environ["PATH"], NVFL_WORKSPACE=str(run_dir))
+    env = dict(os.environ, PATH=local_federation.VENV_BIN + os.pathsep + os.environ["PATH"], NVFL_WORKSPACE=str(run_dir))
     server_log = os.path.join(federation.workspace("localhost"), "log.txt")
     server_before = len(read(server_log))
     proc = subprocess.Popen(["bash", os.path.join(kit, "startup", "sub_start.sh"), "--once"], env=env,
@@ -63,7 +63,7 @@ def test_site_from_another_ca_is_rejected(federation, tmp_path):
 
 
 def test_member_cannot_submit_custom_code(federation, tiny_assets, tmp_path):
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
 
     job = str(tmp_path / "job")
     assert make_job.main(["--out", job, "--sites", ",".join(SITES), "--rounds", "1",

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
 SITES = ["site-1", "site-2"]
 
@@ -30,11 +30,11 @@ def job_process(job_id: str) -> int:
 
 
 def test_a_killed_jobs_spool_is_removed_when_the_next_job_starts(tmp_path, tiny_assets, capsys):
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
 
     spool_root = tmp_path / "server-tmp"
     spool_root.mkdir()
-    fed = fl_system.ProcessFederation(str(tmp_path), SITES)
+    fed = local_federation.ProcessFederation(str(tmp_path), SITES)
     fed.server_env = {"TMPDIR": str(spool_root)}
 
     def job(name, rounds):

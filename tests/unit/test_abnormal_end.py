@@ -1,5 +1,5 @@
 """A job that ends abnormally: its cause as far as the server and Docker know, the next step, a summary that names
-only what exists; a resumed job's results carry the whole run (fl_deploy/diagnose.py, lineage.py, submit.py)."""
+only what exists; a resumed job's results carry the whole run (fl_deploy/diagnose.py, lineage.py, submit_job.py)."""
 
 import json
 import os
@@ -59,13 +59,15 @@ def test_job_runner_finished_reads_the_downloaded_jobs_log(tmp_path):
 
 
 def test_next_step_offers_resume_only_when_a_round_was_saved(monkeypatch):
-    monkeypatch.setattr(diagnose, "compose", lambda *a, **k: Run(json.dumps(
+    from fl_deploy import checkpoints
+
+    monkeypatch.setattr(checkpoints, "compose", lambda *a, **k: Run(json.dumps(
         {"completed_round": 1, "checkpoint": "/workspace/checkpoints/j1/FL_global_model.pt"})))
-    assert diagnose.saved_round("j1") == 2
+    assert checkpoints.saved_round("j1") == 2
     assert diagnose.next_step("j1", 2) == ("the server saved the global model after round 2: once the cause is fixed, "
                                            "continue from there with: python3 scripts/submit_job.py --resume j1")
-    monkeypatch.setattr(diagnose, "compose", lambda *a, **k: Run("", returncode=1))
-    assert diagnose.saved_round("j1") is None
+    monkeypatch.setattr(checkpoints, "compose", lambda *a, **k: Run("", returncode=1))
+    assert checkpoints.saved_round("j1") is None
     assert "no round was saved" in diagnose.next_step("j1", None) and "--resume" not in diagnose.next_step("j1", None)
 
 
@@ -79,21 +81,24 @@ def test_job_process_exit_reads_the_servers_own_line(monkeypatch):
 
 def test_failed_job_summary_names_only_what_exists(monkeypatch, tmp_path, capsys):
     """A job that failed before the server saved a global model: no pointer to a model or plots never written."""
-    from fl_deploy import submit
+    from fl_deploy import checkpoints
+    from fl_deploy.host import AdminConsole
+    from fl_deploy.submit_job.abnormal_end import abnormal_end
+    from fl_deploy.submit_job.following import Reporter
+    from fl_deploy.submit_job.summary import summarize
 
     dest = tmp_path / "results" / "j1"
     (dest / "workspace").mkdir(parents=True)
     (dest / "workspace" / "log.txt").write_text("...")
     (dest / "site_errors").mkdir()
-    monkeypatch.setattr(diagnose, "compose", lambda *a, **k: Run("", returncode=1))  # no exit line, no checkpoint
+    for module in (diagnose, checkpoints):  # no exit line, no checkpoint
+        monkeypatch.setattr(module, "compose", lambda *a, **k: Run("", returncode=1))
     monkeypatch.setattr(diagnose, "docker_events", lambda *a: [])
-    args = submit.parse_args(["--env-file", "/nonexistent.env"])
-    report = submit.Reporter()
-    submit.abnormal_end("j1", "FINISHED:EXECUTION_EXCEPTION", str(dest),
-                        ["site-1: data.DataError: dataset path '/data/imdb' does not exist",
-                         "site-2: data.DataError: dataset path '/data/imdb' does not exist"],
-                        0.0, args, report)
-    submit.summarize(str(dest), report)
+    abnormal_end("j1", "FINISHED:EXECUTION_EXCEPTION", str(dest),
+                 ["site-1: data.DataError: dataset path '/data/imdb' does not exist",
+                  "site-2: data.DataError: dataset path '/data/imdb' does not exist"],
+                 0.0, AdminConsole(env_file="/nonexistent.env"))
+    summarize(str(dest), Reporter())
     out = capsys.readouterr()
     text = out.out + out.err
     assert "error: job j1 ended FINISHED:EXECUTION_EXCEPTION." in text
@@ -106,7 +111,8 @@ def test_failed_job_summary_names_only_what_exists(monkeypatch, tmp_path, capsys
 
 
 def test_completed_job_summary_points_at_what_was_written(tmp_path, capsys):
-    from fl_deploy import submit
+    from fl_deploy.submit_job.following import Reporter
+    from fl_deploy.submit_job.summary import summarize
 
     dest = tmp_path / "j2"
     for folder in ("global_model", "plots", "site_logs/site-1", "workspace/tb_events", "workspace/metrics"):
@@ -115,7 +121,7 @@ def test_completed_job_summary_points_at_what_was_written(tmp_path, capsys):
     (dest / "metrics.csv").write_text("round\n")
     (dest / "workspace" / "metrics" / "round_metrics.jsonl").write_text(json.dumps(
         {"round": 0, "aggregated_metrics": [{"name": "train_loss", "value": 1.25}]}) + "\n")
-    submit.summarize(str(dest), submit.Reporter())
+    summarize(str(dest), Reporter())
     text = capsys.readouterr().out
     assert "round 1: train_loss=1.2500" in text
     for present in ("global model:", "plots:", "train_loss.png", "metrics:", "site logs:", "site-1", "tensorboard:"):
@@ -191,7 +197,7 @@ def test_started_from_reads_the_checkpoint_job(tmp_path):
 def test_a_sites_error_comes_from_its_streamed_log_when_its_error_log_is_late(tmp_path):
     """Sites send error_log.txt once their job process has ended, which can be after the download: the site's
     job log, streamed while the job ran, holds the same ERROR records and traceback."""
-    from fl_deploy.job_errors import problems
+    from fl_deploy.admin.job_errors import problems
 
     (tmp_path / "site_logs" / "site-2").mkdir(parents=True)
     (tmp_path / "site_logs" / "site-2" / "log.txt").write_text(

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
-SCRIPTS = os.path.join(fl_system.ROOT, "scripts")
+SCRIPTS = os.path.join(local_federation.ROOT, "scripts")
 
 
 def run_script(name, *args, env=None, cwd=None):
@@ -46,7 +46,7 @@ def test_provision_rejects_bad_project(tmp_path, text, words):
 
 def test_provision_keeps_existing_kits_without_force(tmp_path):
     project = tmp_path / "project.yml"
-    fl_system.write_project(str(project), 18002, ["site-1"])
+    local_federation.write_project(str(project), 18002, ["site-1"])
     args = ["--project", str(project), "--workspace", str(tmp_path / "ws"), "--compose-dir", "", "--service-uid", "0"]
     assert run_script("provision.py", *args).returncode == 0
     key = tmp_path / "ws" / "kits" / "site-1" / "startup" / "client.key"
@@ -90,7 +90,7 @@ def test_check_host_without_docker(tmp_path):
 
 
 def test_check_host_port_in_use(tmp_path, monkeypatch):
-    from fl_deploy import host_check as check_host
+    from fl_deploy import check_host
     from fl_deploy.host import HostError
 
     monkeypatch.setattr(check_host, "running_services", lambda: set())
@@ -102,7 +102,7 @@ def test_check_host_port_in_use(tmp_path, monkeypatch):
 
 
 def test_check_host_kits_missing(tmp_path, monkeypatch):
-    from fl_deploy import host_check as check_host
+    from fl_deploy import check_host
     from fl_deploy.host import HostError
 
     monkeypatch.setattr(check_host, "ROOT", str(tmp_path))
@@ -116,7 +116,7 @@ def test_check_host_kits_missing(tmp_path, monkeypatch):
 
 
 def test_check_host_assets_the_containers_cannot_read(tmp_path, monkeypatch):
-    from fl_deploy import host_check as check_host
+    from fl_deploy import check_host
     from fl_deploy.host import HostError
 
     monkeypatch.setattr(check_host, "ROOT", str(tmp_path))
@@ -140,7 +140,7 @@ def test_submit_rejects_a_folder_that_is_not_a_job(tmp_path):
     assert run.returncode == 2 and "not a complete job folder" in run.stderr and "meta.json is missing" in run.stderr
 
 
-JOB = os.path.join(fl_system.ROOT, "jobs", "gpt2-fedavg-stream")
+JOB = os.path.join(local_federation.ROOT, "jobs", "gpt2-fedavg-stream")
 
 
 def check_job_cli(*args):
@@ -180,24 +180,26 @@ def test_check_job_passes_the_committed_job():
 
 
 def test_submit_refuses_a_job_whose_sites_are_not_connected(monkeypatch):
-    from fl_deploy import submit as submit_job
-
     import time
+
+    from fl_deploy import host
+    from fl_deploy.host import AdminConsole, HostError
+    from fl_deploy.submit_job import preflight
 
     now = time.time()
     # site-2 stopped 2 minutes ago: the server still lists it (for 10 minutes) but has not heard from it since.
-    monkeypatch.setattr(submit_job, "admin_nvflare", lambda *a, **k: {"status": "ok", "data": {"jobs": [], "clients": [
+    monkeypatch.setattr(host, "admin_nvflare", lambda *a, **k: {"status": "ok", "data": {"jobs": [], "clients": [
         {"client_name": "site-1", "client_last_conn_time": now - 5},
         {"client_name": "site-2", "client_last_conn_time": now - 120}]}})
-    with pytest.raises(submit_job.HostError) as e:
-        submit_job.require_sites({"sites": ["site-1", "site-2", "site-3"]}, submit_job.parse_args([]))
+    with pytest.raises(HostError) as e:
+        preflight.require_sites({"sites": ["site-1", "site-2", "site-3"]}, AdminConsole())
     assert "site-2, site-3 are not connected" in str(e.value), str(e.value)
     assert "docker compose up -d site-2 site-3" in str(e.value) and "nothing was submitted" in str(e.value)
-    submit_job.require_sites({"sites": ["site-1"]}, submit_job.parse_args([]))  # the live site alone: accepted
+    preflight.require_sites({"sites": ["site-1"]}, AdminConsole())  # the live site alone: accepted
 
 
 def test_job_errors_keeps_the_cause_of_a_traceback():
-    from fl_deploy import job_errors
+    from fl_deploy.admin import job_errors
 
     log = ("2026-11-27 21:53:00,541 - TaskScriptRunner - ERROR - Traceback (most recent call last):\n"
            '  File "client.py", line 3, in main\n'

@@ -38,7 +38,7 @@ def test_a_scheme_configuration_provisions_kits_with_that_scheme(tmp_path):
 
 
 def test_the_process_federation_provisions_with_the_projects_builders(tmp_path):
-    from fl_deploy import local_federation
+    from fl_deploy.harness import local_federation
 
     path = str(tmp_path / "project.yml")
     local_federation.write_project(path, 41234, ["site-1"])

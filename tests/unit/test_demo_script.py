@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from fl_deploy.compose_stack import copy_project
+from fl_deploy.harness.compose_stack import copy_project
 from fl_deploy.host import read_env_file
 
 PIP_BEHIND_PROXY = ("WARNING: Retrying (Retry(total=4)) after connection broken by 'SSLError(SSLCertVerificationError("

@@ -269,7 +269,7 @@ def _job_config(job, name):
 
 
 def test_make_job_wires_both_options_to_server_and_sites(tmp_path):
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
     from fl_site.training import parse_settings
 
     job = str(tmp_path / "job")
@@ -298,7 +298,7 @@ def test_make_job_wires_both_options_to_server_and_sites(tmp_path):
 @pytest.mark.parametrize("bad", [["--exchange_dtype", "float16"], ["--lora", "--lora_r", "0"],
                                  ["--lora", "--lora_dropout", "1"]])
 def test_make_job_rejects_bad_option_values(tmp_path, bad):
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
 
     with pytest.raises(SystemExit) as e:
         make_job.main(["--out", str(tmp_path / "job"), "--sites", "a,b", *bad])

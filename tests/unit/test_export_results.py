@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from fl_deploy import results as export_results
+from fl_deploy import export_results
+from fl_deploy.export_results import metrics, plots
 
 from fl_deploy import ROOT  # noqa: E402
 SCRIPT = os.path.join(ROOT, "scripts", "export_results.py")
@@ -161,8 +162,8 @@ def test_missing_metric_is_an_empty_cell(tmp_path):
     rec = _round(0, SITES)
     rec["sites"][0]["metrics"] = [m for m in rec["sites"][0]["metrics"] if m["name"] != "train_loss"]
     path.write_text(json.dumps(rec) + "\n\n")
-    rows = export_results.metric_rows(export_results.read_round_metrics(str(path)))
-    export_results.write_csv(rows, str(tmp_path / "m.csv"))
+    rows = metrics.metric_rows(metrics.read_round_metrics(str(path)))
+    metrics.write_csv(rows, str(tmp_path / "m.csv"))
     with open(tmp_path / "m.csv", newline="") as f:
         site1 = next(r for r in csv.DictReader(f) if r["site"] == "site-1")
     assert site1["train_loss"] == "" and float(site1["eval_loss"]) > 0
@@ -186,8 +187,8 @@ def test_plots_are_real_png_images(exported, name):
 
 def test_global_perplexity_is_exp_of_global_eval_loss_per_round_then_the_final_aggregate(exported):
     jsonl = os.path.join(exported["dir"], "workspace", "metrics", "round_metrics.jsonl")
-    rows = export_results.metric_rows(export_results.read_round_metrics(jsonl))
-    points, final = export_results.global_perplexity_points(rows)
+    rows = metrics.metric_rows(metrics.read_round_metrics(jsonl))
+    points, final = plots.global_perplexity_points(rows)
     recs = exported["records"]
     agg = [{m["name"]: m["value"] for m in r["aggregated_metrics"]} for r in recs]
     # x = rounds completed: the model evaluated at the start of round k (0-based) has had k rounds of training

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
 
 def test_fetched_assets_load_offline(tmp_path, tiny_assets, monkeypatch):
@@ -25,7 +25,7 @@ def test_fetched_assets_load_offline(tmp_path, tiny_assets, monkeypatch):
 
 def test_hub_unreachable_is_one_clear_line(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
-    run = subprocess.run([sys.executable, os.path.join(fl_system.ROOT, "scripts", "fetch_assets.py"),
+    run = subprocess.run([sys.executable, os.path.join(local_federation.ROOT, "scripts", "fetch_assets.py"),
                           "--out", str(tmp_path / "assets")], capture_output=True, text=True, env=env)
     assert run.returncode == 2
     assert run.stderr.startswith("error: cannot load") and "gpt2" in run.stderr

@@ -26,9 +26,9 @@ def test_an_earlier_revision_is_copied_as_git_has_it(tmp_path):
     tracked = subprocess.run(["git", "ls-tree", "-r", "--name-only", head], cwd=ROOT, capture_output=True,
                              text=True).stdout.split()
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == sorted(tracked)
-    committed = subprocess.run(["git", "show", f"{head}:fl_deploy/submit.py"], cwd=ROOT, capture_output=True,
+    committed = subprocess.run(["git", "show", f"{head}:fl_deploy/submit_job/__init__.py"], cwd=ROOT, capture_output=True,
                                text=True).stdout
-    with open(os.path.join(tmp_path, "fl_deploy", "submit.py")) as f:
+    with open(os.path.join(tmp_path, "fl_deploy", "submit_job", "__init__.py")) as f:
         assert f.read() == committed
 
 

@@ -1,4 +1,4 @@
-"""The live follower (fl_deploy/follow.py) on scripted server answers, and how submit_job.py acts on its events."""
+"""The live follower (fl_deploy/admin/follow.py) on scripted server answers, and how submit_job.py acts on its events."""
 
 import io
 import json
@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from fl_deploy import follow
+from fl_deploy.admin import follow
 
 
 def record(t: str, name: str, message: str, level: str = "INFO") -> str:
@@ -163,7 +163,7 @@ def test_follower_gives_up_after_the_server_grace():
 
 
 class FakeFollowerProcess:
-    """What submit.follow() starts (docker compose exec ... fl_deploy.follow): prints scripted events."""
+    """What submit_job.follow() starts (docker compose exec ... fl_deploy.admin.follow): prints scripted events."""
 
     def __init__(self, events, rc=0):
         self.stdout = iter(json.dumps(e) + "\n" for e in events)
@@ -183,31 +183,41 @@ class FakeFollowerProcess:
 
 
 def host_follow(monkeypatch, events, argv=(), rc=0):
-    from fl_deploy import submit
+    """following.follow() with a scripted follower process; returns (a follow(job_id) to call, the reporter's
+    output, the commands it ran)."""
+    from fl_deploy import host, submit_job
+    from fl_deploy.submit_job import following
 
     calls = []
-    monkeypatch.setattr(submit.subprocess, "Popen", lambda cmd, **kw: calls.append(cmd) or FakeFollowerProcess(events, rc))
-    monkeypatch.setattr(submit, "admin_nvflare", lambda *a, **kw: calls.append(a) or {"status": "ok"})
+    monkeypatch.setattr(following.subprocess, "Popen", lambda cmd, **kw: calls.append(cmd) or FakeFollowerProcess(events, rc))
+    monkeypatch.setattr(host, "admin_nvflare", lambda *a, **kw: calls.append(a) or {"status": "ok"})
     out = io.StringIO()
-    args = submit.parse_args(["--env-file", "/nonexistent.env", *argv])
-    return submit, args, submit.Reporter(args.json, args.logs, out=out), out, calls
+    args = submit_job.parse_args(["--env-file", "/nonexistent.env", *argv])
+    report = following.Reporter(args.json, args.logs, out=out)
+    console = host.AdminConsole(args.admin, args.env_file)
+    return (lambda job_id: following.follow(job_id, console, report, args.timeout, args.interval, args.server_grace,
+                                            args.logs)), out, calls
 
 
 def test_host_turns_an_interrupted_job_into_the_resume_command(monkeypatch):
-    submit, args, report, out, _ = host_follow(monkeypatch, [
+    from fl_deploy.submit_job.following import JobInterrupted
+
+    follow, out, _ = host_follow(monkeypatch, [
         {"event": "status", "time": time.time(), "status": "RUNNING"},
         {"event": "interrupted", "time": time.time(), "reason": "the server no longer runs the job"}], rc=3)
-    with pytest.raises(submit.JobInterrupted, match=r"python3 scripts/submit_job.py --resume abc"):
-        submit.follow("abc", args, report)
+    with pytest.raises(JobInterrupted, match=r"python3 scripts/submit_job.py --resume abc"):
+        follow("abc")
 
 
 def test_host_aborts_an_unschedulable_job_with_the_schedulers_reason(monkeypatch):
     reason = "not enough sites have enough resources (ok sites 1 < min sites 2)"
-    submit, args, report, out, calls = host_follow(monkeypatch, [
+    from fl_deploy.submit_job.following import NotScheduled
+
+    follow, out, calls = host_follow(monkeypatch, [
         {"event": "status", "time": time.time(), "status": "SUBMITTED"},
         {"event": "not_scheduled", "time": time.time(), "reason": reason}])
-    with pytest.raises(submit.NotScheduled) as e:
-        submit.follow("abc", args, report)
+    with pytest.raises(NotScheduled) as e:
+        follow("abc")
     assert reason in str(e.value) and "aborted" in str(e.value)
     assert ("job", "abort", "abc", "--force") in calls
     assert f"not scheduled: {reason}" in out.getvalue()
@@ -221,9 +231,11 @@ def test_host_prints_each_event_with_its_server_time_or_passes_json_through(monk
                "sites": ["site-1", "site-2"], "eta_s": 21.0},
               {"event": "site_log", "time": t, "site": "site-2", "level": "INFO", "logger": "x", "message": "hello"},
               {"event": "job_end", "time": t + 1, "status": "FINISHED:COMPLETED"}]
-    submit, args, report, out, calls = host_follow(monkeypatch, events)
-    assert submit.Reporter().human({"event": "results", "time": t, "job_id": "abc", "path": "results/abc"}) is None
-    assert submit.follow("abc", args, report) == "FINISHED:COMPLETED"
+    from fl_deploy.submit_job.following import Reporter
+
+    follow, out, calls = host_follow(monkeypatch, events)
+    assert Reporter().human({"event": "results", "time": t, "job_id": "abc", "path": "results/abc"}) is None
+    assert follow("abc") == "FINISHED:COMPLETED"
     lines = out.getvalue().splitlines()
     assert lines == [
         f"[{time.strftime('%H:%M:%S', time.localtime(t - 10))}.221] round 1 started",
@@ -232,8 +244,8 @@ def test_host_prints_each_event_with_its_server_time_or_passes_json_through(monk
         "ETA 21 s (2 rounds left)",
         f"[{time.strftime('%H:%M:%S', time.localtime(t + 1))}.221] job abc: FINISHED:COMPLETED"]  # no logs: no --logs
     assert "--logs" not in calls[0]
-    submit, args, report, out, calls = host_follow(monkeypatch, events, ["--json", "--logs"])
-    assert submit.follow("abc", args, report) == "FINISHED:COMPLETED"
+    follow, out, calls = host_follow(monkeypatch, events, ["--json", "--logs"])
+    assert follow("abc") == "FINISHED:COMPLETED"
     got = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [e["event"] for e in got] == [e["event"] for e in events]
     assert got[2]["eta_s"] == 21.0 and got[-1]["job_id"] == "abc"
@@ -241,7 +253,7 @@ def test_host_prints_each_event_with_its_server_time_or_passes_json_through(monk
 
 
 def test_one_job_at_a_time_names_the_holder():
-    from fl_deploy.job_queue import holders
+    from fl_deploy.admin.job_queue import holders
 
     def meta(job_id, status, sites, when):
         return {"job_id": job_id, "name": "gpt2-fedavg-stream", "status": status, "submit_time_iso": when,
@@ -261,8 +273,9 @@ def test_one_job_at_a_time_names_the_holder():
 
 
 def test_submit_refuses_while_another_job_holds_the_sites(monkeypatch):
-    from fl_deploy import submit
-    from fl_deploy.host import HostError
+    from fl_deploy import host
+    from fl_deploy.host import AdminConsole, HostError
+    from fl_deploy.submit_job import preflight
 
     answer = {"holders": [{"job_id": "j9", "name": "gpt2-fedavg-stream", "status": "RUNNING", "sites": ["site-1"],
                            "submit_time": "2026-11-30T12:00:00+00:00"}]}
@@ -270,11 +283,11 @@ def test_submit_refuses_while_another_job_holds_the_sites(monkeypatch):
     class Run:
         stdout, stderr, returncode = json.dumps(answer) + "\n", "", 0
 
-    monkeypatch.setattr(submit, "compose", lambda *a, **kw: Run())
+    monkeypatch.setattr(host, "compose", lambda *a, **kw: Run())
     with pytest.raises(HostError) as e:
-        submit.require_free_sites(["site-1", "site-2"], submit.parse_args(["--env-file", "/nonexistent.env"]))
+        preflight.require_free_sites(["site-1", "site-2"], AdminConsole(env_file="/nonexistent.env"))
     text = str(e.value)
     assert "job j9 (gpt2-fedavg-stream, RUNNING, submitted 2026-11-30T12:00:00+00:00) holds site-1" in text
     assert "nothing was submitted" in text and "nvflare job abort j9" in text and "--allow-concurrent" in text
     Run.stdout = json.dumps({"holders": []}) + "\n"
-    submit.require_free_sites(["site-1"], submit.parse_args(["--env-file", "/nonexistent.env"]))  # free: accepted
+    preflight.require_free_sites(["site-1"], AdminConsole(env_file="/nonexistent.env"))  # free: accepted

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from fl_deploy import ROOT
-from fl_deploy import submit as submit_job
+from fl_deploy import ROOT, host
+from fl_deploy.host import AdminConsole, HostError
+from fl_deploy.submit_job import preflight, staging
 from fl_deploy.check_job import check_job
 from support import stock_recipe_job
 
@@ -32,13 +33,13 @@ def test_check_job_reads_all_as_every_connected_site(tmp_path):
 
 def test_submit_checks_an_all_sites_job_against_the_connected_sites(tmp_path, monkeypatch, capsys):
     needs, _ = check_job(stock_recipe_job(str(tmp_path)))
-    args = submit_job.parse_args(["--env-file", str(tmp_path / "none.env")])
-    monkeypatch.setattr(submit_job, "admin_nvflare", lambda *a, **k: status(["site-1", "site-2", "site-3"]))
-    submit_job.require_sites(needs, args)  # accepted: it runs on the three connected sites
+    args = AdminConsole(env_file=str(tmp_path / "none.env"))
+    monkeypatch.setattr(host, "admin_nvflare", lambda *a, **k: status(["site-1", "site-2", "site-3"]))
+    preflight.require_sites(needs, args)  # accepted: it runs on the three connected sites
     assert "deploys to every connected site (@ALL): site-1, site-2, site-3" in capsys.readouterr().out
-    monkeypatch.setattr(submit_job, "admin_nvflare", lambda *a, **k: status(["site-1"]))
-    with pytest.raises(submit_job.HostError) as e:
-        submit_job.require_sites(needs, args)
+    monkeypatch.setattr(host, "admin_nvflare", lambda *a, **k: status(["site-1"]))
+    with pytest.raises(HostError) as e:
+        preflight.require_sites(needs, args)
     assert "needs at least 2 (min_clients in its meta.json) but 1 is connected (site-1); nothing was submitted" \
         in str(e.value)
 
@@ -53,17 +54,17 @@ def test_a_client_that_needs_a_named_site_list_is_checked_against_it(tmp_path, m
     (job / "meta.json").write_text(json.dumps(meta))
     needs, problems = check_job(str(job))
     assert problems == [] and needs["sites"] == ["site-1", "site-2"] and needs["all_sites"] is True
-    args = submit_job.parse_args(["--env-file", str(tmp_path / "none.env")])
-    monkeypatch.setattr(submit_job, "admin_nvflare", lambda *a, **k: status(["site-1", "site-2", "site-3"]))
-    with pytest.raises(submit_job.HostError) as e:
-        submit_job.require_sites(needs, args)
+    args = AdminConsole(env_file=str(tmp_path / "none.env"))
+    monkeypatch.setattr(host, "admin_nvflare", lambda *a, **k: status(["site-1", "site-2", "site-3"]))
+    with pytest.raises(HostError) as e:
+        preflight.require_sites(needs, args)
     assert "its client takes the site list site-1,site-2" in str(e.value)
     assert "site-3 would get no data shard; nothing was submitted" in str(e.value)
-    monkeypatch.setattr(submit_job, "admin_nvflare", lambda *a, **k: status(["site-1"]))
-    with pytest.raises(submit_job.HostError, match="site-2 is not connected"):
-        submit_job.require_sites(needs, args)
-    monkeypatch.setattr(submit_job, "admin_nvflare", lambda *a, **k: status(["site-1", "site-2"]))
-    submit_job.require_sites(needs, args)
+    monkeypatch.setattr(host, "admin_nvflare", lambda *a, **k: status(["site-1"]))
+    with pytest.raises(HostError, match="site-2 is not connected"):
+        preflight.require_sites(needs, args)
+    monkeypatch.setattr(host, "admin_nvflare", lambda *a, **k: status(["site-1", "site-2"]))
+    preflight.require_sites(needs, args)
 
 
 def test_a_deploy_map_that_disagrees_with_the_clients_site_list_is_a_problem(tmp_path):
@@ -93,7 +94,7 @@ def test_a_folder_this_user_cannot_read_is_recognised(tmp_path):
         try:
             os.setgid(54321)
             os.setuid(54321)
-            os.write(write, f"{submit_job.host_can_read(job)} {submit_job.host_can_read(os.path.join(ROOT, 'jobs'))}"
+            os.write(write, f"{staging.host_can_read(job)} {staging.host_can_read(os.path.join(ROOT, 'jobs'))}"
                      .encode())
         finally:
             os._exit(0)

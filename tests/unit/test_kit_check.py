@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from fl_deploy import local_federation as fl_system
+from fl_deploy.harness import local_federation
 
-SCRIPT = os.path.join(fl_system.ROOT, "docker", "kit_check.py")
+SCRIPT = os.path.join(local_federation.ROOT, "docker", "kit_check.py")
 
 
 def kit(tmp_path, target: str):
@@ -160,7 +160,7 @@ def two_provisionings(tmp_path_factory):
     kits = {}
     for name in ("ours", "theirs"):
         root = tmp_path_factory.mktemp(name)
-        fl_system.write_project(str(root / "project.yml"), 18002, ["site-1"], name=name)
+        local_federation.write_project(str(root / "project.yml"), 18002, ["site-1"], name=name)
         kits[name] = provision.provision(load_project(str(root / "project.yml")), str(root / "ws"),
                                          storage_root=str(root / "store"), force=False, service_uid=0)
     return kits

@@ -122,7 +122,7 @@ def test_job_pods_get_our_image_and_gpus_from_the_job(tmp_path):
     image and the nvidia.com/gpu count every site's job pod gets from it."""
     from nvflare.utils.job_launcher_utils import get_job_launcher_spec
 
-    from fl_deploy import job as make_job
+    from fl_deploy import make_job
 
     out = tmp_path / "job"
     assert make_job.main(["--out", str(out), "--sites", "site-1,site-2", "--k8s_image",

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from fl_deploy import job as make_job
+from fl_deploy import make_job
 
 from fl_deploy import APP_CODE, ROOT
 

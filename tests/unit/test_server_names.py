@@ -15,7 +15,7 @@ import threading
 import pytest
 import yaml
 
-from fl_deploy import ROOT, bundles, compose_files, provision
+from fl_deploy import ROOT, compose_files, export_bundles, provision
 from fl_deploy.project import load_project
 
 LONG_NAME = "fl-server.federated-learning.radiology.university-hospital-example.org"  # 70 characters
@@ -101,7 +101,7 @@ def check_everything_agrees(tmp_path, project, ws, kits):
         tls_handshake(kits[project.server_kit], kits[site], kit_dials(kits[site]).rsplit(":", 1)[0])
     # Bundles: not called stale, and each site maps the very name its own kit dials.
     out = tmp_path / "bundles"
-    bundles.export(project.path, ws, str(out), server_address="10.1.2.3")
+    export_bundles.export(project.path, ws, str(out), server_address="10.1.2.3")
     for site in project.sites:
         env = (out / site / ".env").read_text()
         assert f"FL_SERVER_NAME={kit_dials(kits[site]).rsplit(':', 1)[0]}\n" in env, env

@@ -72,11 +72,11 @@ def test_print_keeps_its_destinations_under_nvflares_redirect(nvflare_print_redi
 def test_provisioning_turns_on_live_site_logs(tmp_path):
     """project.yml's builders give every site a SiteLogStreamer for log.txt ahead of the kit's error-log streamer,
     and point the server's JobLogReceiver at its workspace (where `nvflare job logs` reads a running job)."""
-    from fl_deploy import local_federation as fl_system
+    from fl_deploy.harness import local_federation
     from fl_deploy.project import load_project
     from fl_deploy.provision import provision
 
-    fl_system.write_project(str(tmp_path / "project.yml"), 8002, ["site-1", "site-2"])
+    local_federation.write_project(str(tmp_path / "project.yml"), 8002, ["site-1", "site-2"])
     kits = provision(load_project(str(tmp_path / "project.yml")), str(tmp_path / "ws"), str(tmp_path / "store"),
                      force=False, service_uid=0)
 

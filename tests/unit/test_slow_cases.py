@@ -1,4 +1,4 @@
-"""scripts/check_slow_cases.py (fl_deploy/slow_cases.py): the throttling relay carries every byte both ways and
+"""scripts/check_slow_cases.py (fl_deploy/harness/check_slow_cases.py): the throttling relay carries every byte both ways and
 counts them; the command refuses an unknown case. The cases themselves run in that command (docs/reliability.md)."""
 
 import hashlib
@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from fl_deploy import slow_cases
-from fl_deploy.local_federation import free_port
+from fl_deploy.harness import check_slow_cases
+from fl_deploy.harness.local_federation import free_port
 
 
 def test_the_relay_carries_every_byte_both_ways():
@@ -22,7 +22,7 @@ def test_the_relay_carries_every_byte_both_ways():
                 conn.sendall(data)
 
     threading.Thread(target=serve, daemon=True).start()
-    relay = slow_cases.ThrottledRelay(free_port(), echo.getsockname()[1], rate=200 * slow_cases.MB)
+    relay = check_slow_cases.ThrottledRelay(free_port(), echo.getsockname()[1], rate=200 * check_slow_cases.MB)
     payload = os.urandom(3 << 20)
     try:
         with socket.create_connection(relay.listener.getsockname()) as c:
@@ -43,7 +43,7 @@ def test_the_relay_carries_every_byte_both_ways():
 
 def test_the_bucket_paces_by_bytes():
     """Its schedule, not a timing: each take reserves n / rate seconds of the link after the previous one."""
-    bucket = slow_cases.TokenBucket(rate=1e12)
+    bucket = check_slow_cases.TokenBucket(rate=1e12)
     start = bucket._next
     bucket.take(10**6)
     bucket.take(10**6)
@@ -52,5 +52,5 @@ def test_the_bucket_paces_by_bytes():
 
 def test_an_unknown_case_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
-        slow_cases.main(["--cases", "fast-link"])
+        check_slow_cases.main(["--cases", "fast-link"])
     assert e.value.code == 2 and "unknown case(s) fast-link: choose from slow-link, cold-starts" in capsys.readouterr().err

@@ -104,8 +104,8 @@ def test_nvidia_smi_utilization_reads_one_gpu(monkeypatch, tmp_path):
 
 
 def test_server_round_summary_is_what_the_follower_parses():
-    """round_stats.py writes the line, fl_deploy/follow.py (which cannot import the job's code) parses it."""
-    from fl_deploy.follow import ROUND_SUMMARY
+    """round_stats.py writes the line, fl_deploy/admin/follow.py (which cannot import the job's code) parses it."""
+    from fl_deploy.admin.follow import ROUND_SUMMARY
     from fl_server.round_stats import SUMMARY, summary_line
 
     assert SUMMARY.pattern == ROUND_SUMMARY.pattern
@@ -162,7 +162,7 @@ def write_events(folder, scalars: dict):
 
 
 def test_export_writes_system_metrics_and_the_round_time_and_bytes_plot(tmp_path):
-    from fl_deploy import results
+    from fl_deploy.export_results import metrics, plots
 
     ws = tmp_path / "workspace"
     write_events(str(ws / "tb_events" / "site-1"), {"system/round_time_s": {0: 2.0, 1: 3.0},
@@ -170,24 +170,24 @@ def test_export_writes_system_metrics_and_the_round_time_and_bytes_plot(tmp_path
                                                     "system/sent_bytes": {0: 2.5e5, 1: 2.5e5},
                                                     "train_loss": {0: 5.0, 1: 4.0}})
     write_events(str(ws / "tb_events" / "gpt2-fl"), {"system/round_duration_s": {0: 4.0, 1: 5.0}})
-    system = results.read_system_metrics(str(ws))
+    system = metrics.read_system_metrics(str(ws))
     assert system == {"gpt2-fl": {"round_duration_s": {0: 4.0, 1: 5.0}},
                       "site-1": {"round_time_s": {0: 2.0, 1: 3.0}, "received_bytes": {0: 5e5, 1: 5e5},
                                  "sent_bytes": {0: 2.5e5, 1: 2.5e5}}}
-    results.write_system_csv(system, str(tmp_path / "system.csv"))
+    metrics.write_system_csv(system, str(tmp_path / "system.csv"))
     with open(tmp_path / "system.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["round"], r["run"], r["metric"], float(r["value"])) for r in rows} >= {
         ("1", "site-1", "received_bytes", 5e5), ("2", "gpt2-fl", "round_duration_s", 5.0)}
     png = tmp_path / "plot.png"
-    results.plot_round_time_and_bytes(system, str(png), "job")
+    plots.plot_round_time_and_bytes(system, str(png), "job")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_resumed_runs_earlier_rounds_come_first_and_its_own_win(tmp_path):
     import json
 
-    from fl_deploy import results
+    from fl_deploy.export_results import metrics
 
     def rec(rnd, loss):
         return json.dumps({"round": rnd, "aggregated_metrics": [{"name": "train_loss", "value": loss}],
@@ -196,7 +196,7 @@ def test_a_resumed_runs_earlier_rounds_come_first_and_its_own_win(tmp_path):
     (tmp_path / "workspace" / "metrics").mkdir(parents=True)
     (tmp_path / "workspace" / "metrics" / "round_metrics.jsonl").write_text(rec(2, 3.0) + "\n" + rec(3, 2.0) + "\n")
     (tmp_path / "earlier_rounds.jsonl").write_text(rec(0, 5.0) + "\n" + rec(1, 4.0) + "\n" + rec(2, 9.9) + "\n")
-    rounds = results.read_run_metrics(str(tmp_path), str(tmp_path / "workspace"))
+    rounds = metrics.read_run_metrics(str(tmp_path), str(tmp_path / "workspace"))
     assert [(r["round"], r["global"]["train_loss"]) for r in rounds] == [(0, 5.0), (1, 4.0), (2, 3.0), (3, 2.0)]
-    rows = results.metric_rows(rounds)
+    rows = metrics.metric_rows(rounds)
     assert [r["round"] for r in rows if r["site"] == "global"] == [1, 2, 3, 4]

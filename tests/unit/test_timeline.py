@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fl_deploy import submit, timeline
+from fl_deploy import submit_job, timeline
 from fl_deploy.timeline import log_time
 
 
@@ -103,9 +103,9 @@ def test_collect_asks_for_all_logs_then_for_each_site_that_was_missing():
 
 
 def test_submit_job_takes_timeline_as_its_own_flag_not_a_job_setting():
-    args = submit.parse_args(["--timeline", "--rounds", "2"])
+    args = submit_job.parse_args(["--timeline", "--rounds", "2"])
     assert args.timeline is True and args.job_flags == ["--rounds", "2"]
-    assert submit.parse_args([]).timeline is False
+    assert submit_job.parse_args([]).timeline is False
 
 
 @pytest.mark.parametrize("stamp", ["2026-11-30 23:50:21,893"])

@@ -1,7 +1,7 @@
 """What each round cost on the server: one summary line in the job log and scalars in the job's TensorBoard.
 
 LargeModelFedAvg calls ``round_started`` when it sends a round's task and ``round_done`` once the round's global
-model is saved. The summary line is what scripts/submit_job.py's follower (fl_deploy/follow.py) reads as the
+model is saved. The summary line is what scripts/submit_job.py's follower (fl_deploy/admin/follow.py) reads as the
 round's end:
 
     round 2/3 done in 12.41 s: 2 results aggregated (site-1, site-2); server peak memory 1.17 GiB
@@ -22,7 +22,7 @@ SUMMARY = re.compile(r"round (\d+)/(\d+) done in ([\d.]+) s: (\d+) results? aggr
 
 
 def summary_line(rnd: int, total: int, seconds: float, sites: list, peak_bytes: int) -> str:
-    """The round's summary; rnd is 1-based. SUMMARY parses it back (fl_deploy/follow.py keeps its own copy of the
+    """The round's summary; rnd is 1-based. SUMMARY parses it back (fl_deploy/admin/follow.py keeps its own copy of the
     pattern: the follower runs in the admin container, which does not import the job's code)."""
     return (f"round {rnd}/{total} done in {seconds:.2f} s: {len(sites)} result{'s' if len(sites) != 1 else ''} "
             f"aggregated ({', '.join(sites)}); server peak memory {peak_bytes / 2**30:.2f} GiB")

@@ -1,7 +1,7 @@
 """Follow one job from an admin console: what the server records, as it records it, one JSON object per line.
 
-    python3 -m fl_deploy.follow JOB_ID --startup-kit KIT [--logs]
-    docker compose exec -T admin python3 -m fl_deploy.follow JOB_ID --startup-kit /home/fl/admin-kit --logs
+    python3 -m fl_deploy.admin.follow JOB_ID --startup-kit KIT [--logs]
+    docker compose exec -T admin python3 -m fl_deploy.admin.follow JOB_ID --startup-kit /home/fl/admin-kit --logs
 
 One FLARE API session (nvflare.fuel.flare_api) for the whole job, instead of a CLI process per question: every
 --interval seconds it reads the job's meta and the server's job log (log.json, stamped by NVFlare in
@@ -321,7 +321,7 @@ def session_factory(startup_kit: str):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m fl_deploy.follow", description=__doc__,
+    p = argparse.ArgumentParser(prog="python3 -m fl_deploy.admin.follow", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job_id")
     p.add_argument("--startup-kit", required=True, help="the admin's startup kit folder")

@@ -167,7 +167,7 @@ def remove_test_stacks(pid: int = None) -> list:
 def main(argv=None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m fl_deploy.compose_stack", description="Remove the compose stacks "
+    p = argparse.ArgumentParser(prog="python -m fl_deploy.harness.compose_stack", description="Remove the compose stacks "
                                 "and images that interrupted test runs left behind (their process is gone).")
     p.add_argument("--remove-stale-test-stacks", action="store_true", required=True)
     p.parse_args(argv)

@@ -129,7 +129,7 @@ def env_example_section() -> str:
 
     lines = [
         "# --- the job: scripts/submit_job.py passes every FL_<FIELD> of .env to scripts/make_job.py ---------------",
-        "# Generated from JobSettings (fl_deploy/job.py) and TrainSettings (app_code/fl_site/training.py) by",
+        "# Generated from JobSettings (fl_deploy/make_job.py) and TrainSettings (app_code/fl_site/training.py) by",
         "# `.venv/bin/python scripts/make_job.py --env_example`. Uncomment a line to change that setting;",
         "# sites come from project.yml.",
     ]

@@ -1,7 +1,7 @@
 """Which jobs hold which sites now: run in an admin container before a job is submitted.
 
-    python3 -m fl_deploy.job_queue --startup-kit KIT --sites site-1,site-2
-    docker compose exec -T admin python3 -m fl_deploy.job_queue --startup-kit /home/fl/admin-kit --sites site-1
+    python3 -m fl_deploy.admin.job_queue --startup-kit KIT --sites site-1,site-2
+    docker compose exec -T admin python3 -m fl_deploy.admin.job_queue --startup-kit /home/fl/admin-kit --sites site-1
 
 Prints one JSON line: {"holders": [{"job_id", "name", "status", "sites", "submit_time"}]}: the jobs, in submission
 order, that are waiting to be scheduled (SUBMITTED, DISPATCHED) or running on the server now (RUNNING in the
@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from fl_deploy.follow import job_sites, session_factory
+from fl_deploy.admin.follow import job_sites, session_factory
 
 WAITING = ("SUBMITTED", "DISPATCHED")
 
@@ -38,7 +38,7 @@ def holders(jobs: list, running: set, sites: list) -> list:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m fl_deploy.job_queue", description=__doc__,
+    p = argparse.ArgumentParser(prog="python3 -m fl_deploy.admin.job_queue", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--startup-kit", required=True, help="the admin's startup kit folder")
     p.add_argument("--sites", required=True, help="comma-separated sites of the job about to be submitted")

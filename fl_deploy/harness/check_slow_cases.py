@@ -124,8 +124,9 @@ def last_errors(text: str, n: int = 3) -> list:
 
 def slow_link(args) -> list:
     """[(passed, what, detail)] for each rate: a 124M exchange-only round with one site behind the relay."""
-    from fl_deploy import assets, local_federation
-    from fl_deploy import job as make_job
+    from fl_deploy import assets
+    from fl_deploy.harness import local_federation
+    from fl_deploy import make_job
 
     work = tempfile.mkdtemp(prefix="slow-link-", dir=args.work)
     model = assets.random_gpt2(os.path.join(work, "model"))
@@ -186,8 +187,8 @@ def slow_link(args) -> list:
 
 def cold_starts(args) -> list:
     """[(passed, what, detail)] for each cold start of the README's deployment with --sites sites on one host."""
-    from fl_deploy.compose_stack import checkout_env, copy_project
-    from fl_deploy.local_federation import free_port
+    from fl_deploy.harness.compose_stack import checkout_env, copy_project
+    from fl_deploy.harness.local_federation import free_port
 
     work = tempfile.mkdtemp(prefix="cold-starts-", dir=args.work)
     copy_project(work)
