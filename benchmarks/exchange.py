@@ -47,7 +47,8 @@ import tempfile
 import threading
 import time
 
-from fl_deploy import ROOT, assets
+from fl_deploy import IMAGE_REPO, ROOT, assets
+from fl_deploy.host import ADMIN_KIT
 from fl_deploy.harness import local_federation
 from fl_deploy.project import load_project
 GIB = 1024**3
@@ -405,7 +406,7 @@ def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, 
 
     def nvflare(*args, timeout=300, check=True):
         out = run(["docker", "compose", "exec", "-T", "admin", "nvflare", "--format", "json", *args,
-                   "--startup-kit", "/home/fl/admin-kit"], timeout=timeout, check=check).stdout
+                   "--startup-kit", ADMIN_KIT], timeout=timeout, check=check).stdout
         return json.loads(out.strip().splitlines()[-1])
 
     run([sys.executable, "scripts/provision.py"])
@@ -439,7 +440,7 @@ def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, 
         log = run(["docker", "compose", "exec", "-T", "admin", "cat", f"{result}/workspace/log.txt"]).stdout
         if status != "FINISHED:COMPLETED":
             errors = run(["docker", "compose", "exec", "-T", "admin", "python3", "-m", "fl_deploy.admin.job_errors", job_id,
-                          "--startup-kit", "/home/fl/admin-kit"], check=False)
+                          "--startup-kit", ADMIN_KIT], check=False)
             print(f"  job {job_id} {status}:\n    " + "\n    ".join(
                 [ln for ln in log.splitlines() if "ERROR" in ln][-5:] + (errors.stdout or "").splitlines()[-10:]),
                 flush=True)
@@ -471,7 +472,7 @@ def main(argv=None) -> int:
                         "gpt2-large at these site counts, from the measured slopes ('' = no projection)")
     p.add_argument("--deployment", choices=["processes", "compose"], default="processes",
                    help="processes: kits as local processes; compose: the real containers (Docker)")
-    p.add_argument("--image", default="gpt2-fl:bench", help="compose: image tag to run (built once if missing)")
+    p.add_argument("--image", default=f"{IMAGE_REPO}:bench", help="compose: image tag to run (built once if missing)")
     p.add_argument("--base-image", default=os.environ.get("FL_BASE_IMAGE"),
                    help="compose: base image for that build (default: the Dockerfile's, or $FL_BASE_IMAGE)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}"))

@@ -30,14 +30,13 @@ import tempfile
 import threading
 import time
 
-from fl_deploy import ROOT, timeline
+from fl_deploy import IMAGE_REPO, ROOT, timeline
 from fl_deploy.harness import compose_stack
 from fl_deploy.harness import local_federation
 
 SITES = ["site-1", "site-2"]
 # The demo's --tiny job (scripts/demo.sh), two rounds: what a user waits through.
-TINY = {"HF_HUB_OFFLINE": "1", "FL_MODEL": "/assets/tiny/model", "FL_DATASET": "/assets/tiny/imdb", "FL_ROUNDS": "2",
-        "FL_MAX_STEPS": "5", "FL_BATCH_SIZE": "4", "FL_EVAL_SAMPLES": "32", "FL_SITE_SHM_SIZE": "256m"}
+TINY = compose_stack.tiny_job(rounds=2)
 JOB_ID = re.compile(r"submitted job (\S+)")
 
 
@@ -133,7 +132,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--before", metavar="REV", help="also run git revision REV's code first, in the same run")
     p.add_argument("--repeat", type=int, default=1, help="runs per variant, alternating (default 1)")
-    p.add_argument("--image", default="gpt2-fl:bench", help="image tag to run (built from this checkout if missing)")
+    p.add_argument("--image", default=f"{IMAGE_REPO}:bench", help="image tag to run (built from this checkout if missing)")
     p.add_argument("--base-image", default=os.environ.get("FL_BASE_IMAGE"),
                    help="base image for that build (default: the Dockerfile's, or $FL_BASE_IMAGE)")
     p.add_argument("--out", default=os.path.join(ROOT, "results", f"first-step-{time.strftime('%Y%m%d-%H%M%S')}"))

@@ -34,7 +34,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 
-from fl_deploy import ROOT
+from fl_deploy import IMAGE_REPO, ROOT
 from fl_deploy.harness.compose_stack import copy_project, ensure_wheelhouse
 from fl_deploy.harness.local_federation import free_port
 
@@ -123,7 +123,7 @@ def prepare(work: str, ref: str):
 def run_demo(work: str, rounds: int, log_path: str) -> tuple:
     """(return code, [(arrival time, line)], environment) of scripts/demo.sh --cpu --tiny in work."""
     tag = f"lat-{os.getpid()}"
-    env = dict(os.environ, FL_PROJECT_NAME=f"gpt2fl-{tag}", FL_IMAGE=f"gpt2-fl:{tag}", FL_SERVER_BIND="127.0.0.1",
+    env = dict(os.environ, FL_PROJECT_NAME=f"gpt2fl-{tag}", FL_IMAGE=f"{IMAGE_REPO}:{tag}", FL_SERVER_BIND="127.0.0.1",
                FL_ROUNDS_TINY=str(rounds))
     if os.environ.get("FL_TEST_BASE_IMAGE"):
         env["FL_BASE_IMAGE"] = os.environ["FL_TEST_BASE_IMAGE"]

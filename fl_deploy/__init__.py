@@ -37,5 +37,9 @@ import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_CODE = os.path.join(ROOT, "app_code")
-# The image's unprivileged user when FL_UID is not set (docker/services.yaml passes FL_UID to the build).
-IMAGE_UID = 10001
+# The deployment's image, as compose builds it: docker/Dockerfile, docker/services.yaml and compose.yaml repeat these
+# defaults in their own syntax; tests/unit/test_layout.py holds them to these values.
+IMAGE_UID = 10001  # the image's unprivileged user when FL_UID is not set (services.yaml passes FL_UID to the build)
+IMAGE_REPO = "gpt2-fl"  # test and benchmark stacks tag their images IMAGE_REPO:<stack>
+IMAGE = f"{IMAGE_REPO}:2.9.0"  # FL_IMAGE's default: the tag follows the pinned NVFlare
+BASE_IMAGE = "python:3.11-slim-bookworm"  # FL_BASE_IMAGE's default: the Dockerfile's BASE_IMAGE

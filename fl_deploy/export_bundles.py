@@ -29,12 +29,12 @@ import sys
 import tarfile
 import time
 
-from fl_deploy import IMAGE_UID, ROOT
+from fl_deploy import IMAGE, IMAGE_UID, ROOT
 from fl_deploy.project import ProjectError, check_deployable, load_project
 
 DOCKER = os.path.join(ROOT, "docker")
 FILL_IN = ""  # FL_SERVER_ADDRESS left empty: compose refuses to start the site until it is filled in
-DEFAULT_IMAGE = "gpt2-fl:2.9.0"
+DEFAULT_IMAGE = IMAGE
 
 
 class ExportError(ValueError):

@@ -39,8 +39,10 @@ if [ "$cpu" = 0 ] && runtimes=$(docker info --format '{{json .Runtimes}}' 2>/dev
 fi
 if [ "$cpu" = 1 ]; then chosen+=(COMPOSE_FILE=compose.yaml:compose.cpu.yaml); fi
 if [ "$tiny" = 1 ]; then
-  chosen+=(HF_HUB_OFFLINE=1 FL_MODEL=/assets/tiny/model FL_DATASET=/assets/tiny/imdb "FL_ROUNDS=${FL_ROUNDS_TINY:-3}"
-           FL_MAX_STEPS=5 FL_BATCH_SIZE=4 FL_EVAL_SAMPLES=32 FL_SITE_SHM_SIZE=256m)
+  while IFS= read -r line; do  # docker/tiny-job.env: the tiny job's one home
+    case "$line" in ""|"#"*) continue;; FL_ROUNDS=*) line="FL_ROUNDS=${FL_ROUNDS_TINY:-${line#FL_ROUNDS=}}";; esac
+    chosen+=("$line")
+  done < docker/tiny-job.env
 fi
 python3 -m fl_deploy.host record .env scripts/demo.sh "${chosen[@]}"
 if [ ${#chosen[@]} -gt 0 ]; then

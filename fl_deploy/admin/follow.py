@@ -1,7 +1,7 @@
 """Follow one job from an admin console: what the server records, as it records it, one JSON object per line.
 
     python3 -m fl_deploy.admin.follow JOB_ID --startup-kit KIT [--logs]
-    docker compose exec -T admin python3 -m fl_deploy.admin.follow JOB_ID --startup-kit /home/fl/admin-kit --logs
+    docker compose exec -T admin python3 -m fl_deploy.admin.follow JOB_ID --logs
 
 One FLARE API session (nvflare.fuel.flare_api) for the whole job, instead of a CLI process per question: every
 --interval seconds it reads the job's meta and the server's job log (log.json, stamped by NVFlare in
@@ -37,6 +37,8 @@ import re
 import sys
 import time
 from datetime import datetime
+
+from fl_deploy.host import ADMIN_KIT
 
 ROUND_STARTED = re.compile(r"Round (\d+) started\.")
 SITE_RESULT = re.compile(r"got result from client (\S+) for task: name=train\b")
@@ -324,7 +326,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m fl_deploy.admin.follow", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job_id")
-    p.add_argument("--startup-kit", required=True, help="the admin's startup kit folder")
+    p.add_argument("--startup-kit", default=ADMIN_KIT, help="the admin's startup kit folder (default: %(default)s)")
     p.add_argument("--logs", action="store_true", help="also each site's streamed job log (site_log events)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between reads")
     p.add_argument("--server-grace", type=float, default=300.0,

@@ -1,7 +1,7 @@
 """The logs the sites sent to the server for a job: their job logs, and why the job failed.
 
     python3 -m fl_deploy.admin.job_errors JOB_ID --startup-kit ADMIN_KIT [-o DIR] [--sites site-1,site-2]
-    docker compose exec admin python3 -m fl_deploy.admin.job_errors JOB_ID --startup-kit /home/fl/admin-kit
+    docker compose exec admin python3 -m fl_deploy.admin.job_errors JOB_ID
 
 Each site streams its job log (log.txt) to the server while the job runs (provisioning:
 fl_deploy/provision_builders.py) and sends its error_log.txt when the job ends; the server keeps them in the job
@@ -22,6 +22,8 @@ import re
 import shutil
 import sys
 import time
+
+from fl_deploy.host import ADMIN_KIT
 
 HEADER = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - (\S+) - (ERROR|CRITICAL) - (.*)$")
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - ")
@@ -110,7 +112,8 @@ def problems(logs: dict, out: str) -> list:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m fl_deploy.admin.job_errors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job_id")
-    p.add_argument("--startup-kit", required=True, help="the admin's startup kit folder")
+    p.add_argument("--startup-kit", default=ADMIN_KIT, help="the admin's startup kit folder (default: %(default)s, "
+                   "where the admin container's start copies it)")
     p.add_argument("-o", "--out", default=".", help="where to keep the logs (site_logs/<site>/, site_errors/)")
     p.add_argument("--sites", default="", help="comma-separated sites whose job logs to wait for")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for those logs")

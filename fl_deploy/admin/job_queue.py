@@ -1,7 +1,7 @@
 """Which jobs hold which sites now: run in an admin container before a job is submitted.
 
     python3 -m fl_deploy.admin.job_queue --startup-kit KIT --sites site-1,site-2
-    docker compose exec -T admin python3 -m fl_deploy.admin.job_queue --startup-kit /home/fl/admin-kit --sites site-1
+    docker compose exec -T admin python3 -m fl_deploy.admin.job_queue --sites site-1
 
 Prints one JSON line: {"holders": [{"job_id", "name", "status", "sites", "submit_time"}]}: the jobs, in submission
 order, that are waiting to be scheduled (SUBMITTED, DISPATCHED) or running on the server now (RUNNING in the
@@ -16,6 +16,7 @@ import os
 import sys
 
 from fl_deploy.admin.follow import job_sites, session_factory
+from fl_deploy.host import ADMIN_KIT
 
 WAITING = ("SUBMITTED", "DISPATCHED")
 
@@ -40,7 +41,8 @@ def holders(jobs: list, running: set, sites: list) -> list:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m fl_deploy.admin.job_queue", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--startup-kit", required=True, help="the admin's startup kit folder")
+    p.add_argument("--startup-kit", default=ADMIN_KIT, help="the admin's startup kit folder (default: %(default)s, "
+                   "where the admin container's start copies it)")
     p.add_argument("--sites", required=True, help="comma-separated sites of the job about to be submitted")
     args = p.parse_args(argv)
     if not os.path.isfile(os.path.join(args.startup_kit, "startup", "fed_admin.json")):

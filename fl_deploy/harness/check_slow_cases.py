@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 
-from fl_deploy import ROOT
+from fl_deploy import BASE_IMAGE, IMAGE_REPO
 
 MB = 1_000_000
 
@@ -204,7 +204,7 @@ def cold_starts(args) -> list:
         f.write(text)
     project = f"cold-{os.getpid()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FL_", "COMPOSE_", "HF_"))}
-    env = checkout_env(work, dict(env, FL_PROJECT_NAME=project, FL_IMAGE=f"gpt2-fl:{project}",
+    env = checkout_env(work, dict(env, FL_PROJECT_NAME=project, FL_IMAGE=f"{IMAGE_REPO}:{project}",
                                   FL_SERVER_BIND="127.0.0.1", FL_BASE_IMAGE=args.base_image, FL_ROUNDS_TINY="1"))
 
     def sh(cmd, timeout=1800):
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     p.add_argument("--job-timeout-s", type=int, default=3600, help="slow-link: seconds to wait for each job")
     p.add_argument("--cold-starts", type=int, default=5, help="cold-starts: starts in a row")
     p.add_argument("--sites", type=int, default=4, help="cold-starts: sites on the host")
-    p.add_argument("--base-image", default=setting("FL_BASE_IMAGE", "python:3.11-slim-bookworm"),
+    p.add_argument("--base-image", default=setting("FL_BASE_IMAGE", BASE_IMAGE),
                    help="cold-starts: FL_BASE_IMAGE of the image built (default: $FL_BASE_IMAGE, .env, or Docker's "
                         "python:3.11-slim-bookworm)")
     p.add_argument("--work", default=None, help="where the copies go (default: the system's temp folder)")

@@ -11,7 +11,20 @@ import shutil
 import subprocess
 import sys
 
-from fl_deploy import ROOT
+from fl_deploy import IMAGE_REPO, ROOT
+from fl_deploy.host import read_env_file
+
+
+TINY_JOB_ENV = os.path.join(ROOT, "docker", "tiny-job.env")
+
+
+def tiny_job(rounds: int = None) -> dict:
+    """The demo's --tiny job settings (docker/tiny-job.env: HF_HUB_OFFLINE, FL_MODEL, FL_DATASET, FL_ROUNDS, ...), as
+    the environment of a stack's commands; rounds: FL_ROUNDS instead of the file's."""
+    settings = read_env_file(TINY_JOB_ENV)
+    if rounds is not None:
+        settings["FL_ROUNDS"] = str(rounds)
+    return settings
 
 
 def project_files() -> list:
@@ -111,7 +124,7 @@ def peak_memory_bytes(cid: str) -> int:
 # (test_multihost), gpt2fl-lat-<pid> (benchmarks/progress_latency.py); images gpt2-fl:e2e-<pid>, gpt2-fl:flt-<pid>,
 # gpt2-fl:mh-<pid>, gpt2-fl:lat-<pid>.
 TEST_STACK = re.compile(r"^(?:gpt2fl-e2e|flt|mh|gpt2fl-lat)-(\d+)(?:-[a-z0-9-]+)?$")
-TEST_IMAGE = re.compile(r"^gpt2-fl:(?:e2e|flt|mh|lat)-(\d+)$")
+TEST_IMAGE = re.compile(rf"^{IMAGE_REPO}:(?:e2e|flt|mh|lat)-(\d+)$")
 
 
 def _docker_lines(*args) -> list:

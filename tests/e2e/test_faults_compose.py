@@ -42,6 +42,7 @@ import time
 import pytest
 
 from fl_deploy.harness import local_federation
+from fl_deploy.harness.compose_stack import tiny_job
 
 # About 12 minutes of containers, part of CI (.ci/run). On its own:
 #   FL_REQUIRE_DOCKER=1 scripts/test.sh tests/e2e/test_faults_compose.py
@@ -54,13 +55,11 @@ ROUNDS = 3
 KILL_SITES = ["site-1", "site-2"]  # the site-kill job runs on two of them, site-2 is the one killed
 ROUND_TIMEOUT = 60  # round 1 of the two-site tiny job (site start-up included) takes 20-30 s on 2 cores
 PEAK_BOUND_MIB = 3072  # tiny model on CPU: a container above this is a leak, not the workload
-ADMIN_KIT = "/home/fl/admin-kit"
+from fl_deploy.host import ADMIN_KIT  # noqa: E402
 MEMBER = "member@fl-demo.org"  # second admin of the copy's project.yml: role member, may not bring custom code
 MEMBER_SERVICE = "admin-2"  # its console's compose service
 # What the demo's --tiny mode exports; every later command (compose, submit_job.py) runs with the same settings.
-TINY = {"HF_HUB_OFFLINE": "1", "FL_MODEL": "/assets/tiny/model", "FL_DATASET": "/assets/tiny/imdb",
-        "FL_ROUNDS": str(ROUNDS), "FL_MAX_STEPS": "5", "FL_BATCH_SIZE": "4", "FL_EVAL_SAMPLES": "32",
-        "FL_SITE_SHM_SIZE": "256m", "COMPOSE_FILE": "compose.yaml:compose.cpu.yaml"}
+TINY = dict(tiny_job(ROUNDS), COMPOSE_FILE="compose.yaml:compose.cpu.yaml")
 
 
 import docker_env  # noqa: E402

@@ -25,8 +25,10 @@ import time
 import pytest
 
 from fl_deploy.harness import local_federation
+from fl_deploy.harness.compose_stack import tiny_job
 
 ROOT = local_federation.ROOT
+
 SITES = ["site-1", "site-2"]
 SERVER_NAME = "fl-hub"  # renamed in the copy: the name must travel from project.yml into the bundles
 ROUNDS = 2
@@ -34,15 +36,12 @@ PREFIX = f"mh-{os.getpid()}"
 SERVER_PROJECT = f"{PREFIX}-server"
 SITE_PROJECTS = {s: f"{PREFIX}-{s}" for s in SITES}
 REGISTERED = "Successfully registered client"
-JOB_ENV = {
-    "HF_HUB_OFFLINE": "1", "FL_MODEL": "/assets/tiny/model", "FL_DATASET": "/assets/tiny/imdb",
-    "FL_ROUNDS": str(ROUNDS), "FL_MAX_STEPS": "5", "FL_BATCH_SIZE": "4", "FL_EVAL_SAMPLES": "32",
-    "FL_SITE_SHM_SIZE": "256m", "FL_JOB_TIMEOUT": "1500",
-}
+JOB_ENV = dict(tiny_job(ROUNDS), FL_JOB_TIMEOUT="1500")
 
 
 import docker_env  # noqa: E402
 from fl_deploy.harness.compose_stack import checkout_env, copy_project  # noqa: E402
+from fl_deploy.host import ADMIN_KIT  # noqa: E402
 
 docker_env.require_docker()
 
@@ -177,7 +176,7 @@ def multihost(tmp_path_factory):
         state.update(wait_registered(hosts, t_up))
 
         status = must(["docker", "compose", "exec", "-T", "admin", "nvflare", "--format", "json", "system",
-                       "status", "--startup-kit", "/home/fl/admin-kit"], cwd=work, env=server_env, timeout=120)
+                       "status", "--startup-kit", ADMIN_KIT], cwd=work, env=server_env, timeout=120)
         state["system_status"] = json.loads(status.stdout.strip().splitlines()[-1])
         # The admin bundle on a third "host": its kit, the image and an --add-host mapping, as its README says.
         admin_host = os.path.join(work, "hosts", "admin")

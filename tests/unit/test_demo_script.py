@@ -104,9 +104,10 @@ def test_the_demos_choices_are_recorded_for_every_later_command(clone):
     run, out, _ = demo(clone, "--tiny")
     assert "Docker has no NVIDIA runtime on this host: running on CPU" in out, out[-3000:]
     env = read_env_file(str(clone["work"] / ".env"))
-    recorded = {"COMPOSE_FILE": "compose.yaml:compose.cpu.yaml", "HF_HUB_OFFLINE": "1",
-                "FL_MODEL": "/assets/tiny/model", "FL_DATASET": "/assets/tiny/imdb", "FL_ROUNDS": "3",
-                "FL_MAX_STEPS": "5", "FL_BATCH_SIZE": "4", "FL_EVAL_SAMPLES": "32", "FL_SITE_SHM_SIZE": "256m"}
+    from fl_deploy.harness.compose_stack import tiny_job
+
+    recorded = {"COMPOSE_FILE": "compose.yaml:compose.cpu.yaml", **tiny_job()}
+    assert recorded["FL_ROUNDS"] == "3" and recorded["FL_MODEL"] == "/assets/tiny/model"  # the file was read
     assert {k: env.get(k) for k in recorded} == recorded
     assert "recorded in .env (its last block) for every later command on this host: " in out
     text = (clone["work"] / ".env").read_text()

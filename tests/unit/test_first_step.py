@@ -33,9 +33,13 @@ def test_an_earlier_revision_is_copied_as_git_has_it(tmp_path):
 
 
 def test_the_tiny_job_is_the_demos():
-    """The timed job is what `scripts/demo.sh --tiny` submits (its FL_* lines), with two rounds."""
+    """The timed job is what `scripts/demo.sh --tiny` submits (docker/tiny-job.env, which demo.sh reads), with two
+    rounds."""
+    from fl_deploy.host import read_env_file
+
     with open(os.path.join(ROOT, "scripts", "demo.sh")) as f:
-        demo = f.read()
+        assert "docker/tiny-job.env" in f.read()
+    demo = read_env_file(os.path.join(ROOT, "docker", "tiny-job.env"))
     for name, value in first_step.TINY.items():
         if name != "FL_ROUNDS":
-            assert f"{name}={value}" in demo, name
+            assert demo[name] == value, name

@@ -1,0 +1,48 @@
+"""The house's rules that a newcomer relies on: the image's defaults declared once (fl_deploy/__init__.py) and
+repeated only where another syntax needs them, each command's module named after it, no module too long to read."""
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from fl_deploy import BASE_IMAGE, IMAGE, IMAGE_UID, ROOT
+
+
+def read(*parts) -> str:
+    with open(os.path.join(ROOT, *parts)) as f:
+        return f.read()
+
+
+def test_the_image_defaults_in_yaml_and_the_dockerfile_are_fl_deploys():
+    dockerfile = read("docker", "Dockerfile")
+    assert f"ARG BASE_IMAGE={BASE_IMAGE}\n" in dockerfile and f"ARG FL_UID={IMAGE_UID}\n" in dockerfile
+    services = read("docker", "services.yaml")
+    assert f"${{FL_IMAGE:-{IMAGE}}}" in services and f"${{FL_BASE_IMAGE:-{BASE_IMAGE}}}" in services
+    assert f"${{FL_UID:-{IMAGE_UID}}}" in services
+    assert f"${{FL_IMAGE:-{IMAGE}}}" in read("compose.yaml")
+
+
+@pytest.mark.parametrize("script", sorted(f for f in os.listdir(os.path.join(ROOT, "scripts")) if f.endswith(".py")))
+def test_each_command_runs_the_module_named_after_it(script):
+    """scripts/X.py imports main from fl_deploy's module (or package) X, under the admin or harness folder if it
+    runs there: the command's name finds its code."""
+    name = script[:-3]
+    text = read("scripts", script)
+    found = re.search(r"from (fl_deploy(?:\.\w+)*) import \w+", text)
+    assert found, f"scripts/{script} imports nothing from fl_deploy"
+    module = found.group(1).split(".")[-1]
+    assert module == name or (name in ("make_tiny_assets", "fetch_assets") and module == "assets"), (script, module)
+
+
+def test_no_module_of_fl_deploy_is_over_350_lines_and_none_is_imported_under_another_name():
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "fl_deploy")):
+        for f in files:
+            if f.endswith(".py"):
+                with open(os.path.join(dirpath, f)) as fh:
+                    lines = fh.read().count("\n")
+                assert lines <= 350, f"{os.path.relpath(os.path.join(dirpath, f), ROOT)}: {lines} lines"
+    renamed = subprocess.run(["git", "grep", "-nE", r"(import fl_deploy\.\S+|from fl_deploy\S* import \w+) as \w+",
+                              "--", "*.py", ":!jobs"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert renamed == "", renamed
