@@ -35,8 +35,7 @@ import time
 from datetime import datetime, timezone
 
 from fl_deploy import IMAGE_REPO, ROOT
-from fl_deploy.harness.compose_stack import copy_project, ensure_wheelhouse
-from fl_deploy.harness.local_federation import free_port
+from fl_deploy.harness.compose_stack import copy_project, edit_project, ensure_wheelhouse
 
 ROUND_START = re.compile(r"Round (\d+) started")
 RESULT = re.compile(r"got result from client (\S+) for task: name=train")
@@ -112,12 +111,7 @@ def prepare(work: str, ref: str):
                 os.link(os.path.join(wheels, name), dst)
     else:
         copy_project(work)
-    port = free_port()
-    path = os.path.join(work, "project.yml")
-    with open(path) as f:
-        text = f.read()
-    with open(path, "w") as f:
-        f.write(text.replace("fed_learn_port: 8002", f"fed_learn_port: {port}"))
+    edit_project(work)
 
 
 def run_demo(work: str, rounds: int, log_path: str) -> tuple:

@@ -187,21 +187,12 @@ def slow_link(args) -> list:
 
 def cold_starts(args) -> list:
     """[(passed, what, detail)] for each cold start of the README's deployment with --sites sites on one host."""
-    from fl_deploy.harness.compose_stack import checkout_env, copy_project
-    from fl_deploy.harness.local_federation import free_port
+    from fl_deploy.harness.compose_stack import checkout_env, copy_project, edit_project
 
     work = tempfile.mkdtemp(prefix="cold-starts-", dir=args.work)
     copy_project(work)
     sites = [f"site-{i + 1}" for i in range(args.sites)]
-    path = os.path.join(work, "project.yml")
-    with open(path) as f:
-        text = f.read()
-    port = free_port()
-    extra = "".join(f"  - name: {s}\n    type: client\n    org: hospital_{s[-1]}\n" for s in sites[2:])
-    text = text.replace("fed_learn_port: 8002", f"fed_learn_port: {port}").replace("  - name: admin@", extra +
-                                                                                 "  - name: admin@", 1)
-    with open(path, "w") as f:
-        f.write(text)
+    edit_project(work, sites=sites)
     project = f"cold-{os.getpid()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FL_", "COMPOSE_", "HF_"))}
     env = checkout_env(work, dict(env, FL_PROJECT_NAME=project, FL_IMAGE=f"{IMAGE_REPO}:{project}",

@@ -55,6 +55,33 @@ def copy_project(work: str, with_wheels: bool = True):
                 os.link(os.path.join(wheels, name), dst)
 
 
+def edit_project(work: str, port: int = None, sites: list = (), admins: dict = None, server_name: str = None) -> int:
+    """Edit the copy's project.yml as a user would before provisioning: the server's port moved (to ``port``, else a
+    free one), the client ``sites`` it does not list yet added, ``admins`` ({email: role}) added after its first
+    admin, the server renamed to ``server_name``. Returns the port. Raises AssertionError when project.yml no longer
+    has the lines these edits expect."""
+    from fl_deploy.harness.local_federation import free_port
+
+    port = port or free_port()
+    path = os.path.join(work, "project.yml")
+    with open(path) as f:
+        text = f.read()
+    assert "fed_learn_port: 8002" in text and "  - name: admin@" in text and "    role: project_admin\n" in text
+    text = text.replace("fed_learn_port: 8002", f"fed_learn_port: {port}")
+    extra = "".join(f"  - name: {s}\n    type: client\n    org: hospital_{s.rsplit('-', 1)[-1]}\n"
+                    for s in sites if f"  - name: {s}\n" not in text)
+    text = text.replace("  - name: admin@", extra + "  - name: admin@", 1)
+    more = "".join(f"  - name: {email}\n    type: admin\n    org: fl_demo\n    role: {role}\n"
+                   for email, role in (admins or {}).items())
+    text = text.replace("    role: project_admin\n", "    role: project_admin\n" + more, 1)
+    if server_name:
+        assert "name: fl-server" in text
+        text = text.replace("name: fl-server", f"name: {server_name}")
+    with open(path, "w") as f:
+        f.write(text)
+    return port
+
+
 def checkout_env(work: str, base: dict = None) -> dict:
     """An environment in which Python imports the copy's own packages (fl_deploy, app_code/) rather than this
     checkout's, which the venv's project.pth names: for running the copy's scripts with the venv's Python."""

@@ -32,7 +32,7 @@ ROUNDS = 2
 
 import docker_env  # noqa: E402
 from browser import Browser, find_chromium  # noqa: E402
-from fl_deploy.harness.compose_stack import copy_project  # noqa: E402
+from fl_deploy.harness.compose_stack import copy_project, edit_project  # noqa: E402
 
 docker_env.require_docker()
 
@@ -53,11 +53,7 @@ def demo(tmp_path_factory):
     copy_project(work)
 
     # Like a user moving the server port: one edit in project.yml; provisioning regenerates the compose side.
-    port = local_federation.free_port()
-    with open(os.path.join(work, "project.yml")) as f:
-        text = f.read()
-    with open(os.path.join(work, "project.yml"), "w") as f:
-        f.write(text.replace("fed_learn_port: 8002", f"fed_learn_port: {port}"))
+    port = edit_project(work)
 
     project = f"gpt2fl-e2e-{os.getpid()}"
     env = dict(os.environ, FL_PROJECT_NAME=project, FL_IMAGE=f"gpt2-fl:e2e-{os.getpid()}",

@@ -64,24 +64,9 @@ TINY = dict(tiny_job(ROUNDS), COMPOSE_FILE="compose.yaml:compose.cpu.yaml")
 
 import docker_env  # noqa: E402
 import support  # noqa: E402
-from fl_deploy.harness.compose_stack import checkout_env, copy_project, peak_memory_bytes  # noqa: E402
+from fl_deploy.harness.compose_stack import checkout_env, copy_project, edit_project, peak_memory_bytes  # noqa: E402
 
 docker_env.require_docker()
-
-
-def edit_project(work: str, port: int):
-    """As a user would: the server port moved, two more sites; provisioning regenerates the compose side."""
-    path = os.path.join(work, "project.yml")
-    with open(path) as f:
-        text = f.read()
-    extra = "".join(f"  - name: {s}\n    type: client\n    org: hospital_{s[-1]}\n" for s in SITES[2:])
-    member = f"  - name: {MEMBER}\n    type: admin\n    org: fl_demo\n    role: member\n"
-    assert "fed_learn_port: 8002" in text and "  - name: admin@" in text and "    role: project_admin\n" in text
-    text = text.replace("fed_learn_port: 8002", f"fed_learn_port: {port}")
-    text = text.replace("  - name: admin@", extra + "  - name: admin@", 1)
-    text = text.replace("    role: project_admin\n", "    role: project_admin\n" + member, 1)
-    with open(path, "w") as f:
-        f.write(text)
 
 
 class Stack:
@@ -217,8 +202,7 @@ def global_eval_loss(r: dict) -> float:
 def stack(tmp_path_factory):
     work = str(tmp_path_factory.mktemp("faults"))
     copy_project(work)
-    port = local_federation.free_port()
-    edit_project(work, port)
+    edit_project(work, sites=SITES, admins={MEMBER: "member"})
     project = f"flt-{os.getpid()}"
     env = checkout_env(work, dict(os.environ, FL_PROJECT_NAME=project, FL_IMAGE=f"gpt2-fl:{project}", FL_SERVER_BIND="127.0.0.1",
                FL_ROUNDS_TINY=str(ROUNDS), **TINY))

@@ -40,7 +40,7 @@ JOB_ENV = dict(tiny_job(ROUNDS), FL_JOB_TIMEOUT="1500")
 
 
 import docker_env  # noqa: E402
-from fl_deploy.harness.compose_stack import checkout_env, copy_project  # noqa: E402
+from fl_deploy.harness.compose_stack import checkout_env, copy_project, edit_project  # noqa: E402
 from fl_deploy.host import ADMIN_KIT  # noqa: E402
 
 docker_env.require_docker()
@@ -125,13 +125,7 @@ def multihost(tmp_path_factory):
     copy_project(work, with_wheels=not given_image)
 
     # The server "host": a project.yml with a free port and another server name; kits and compose follow.
-    port = local_federation.free_port()
-    with open(os.path.join(work, "project.yml")) as f:
-        text = f.read()
-    text = text.replace("fed_learn_port: 8002", f"fed_learn_port: {port}").replace(
-        "name: fl-server", f"name: {SERVER_NAME}")
-    with open(os.path.join(work, "project.yml"), "w") as f:
-        f.write(text)
+    port = edit_project(work, server_name=SERVER_NAME)
     must([sys.executable, "scripts/provision.py"], cwd=work, env=checkout_env(work))
     must([sys.executable, "scripts/make_tiny_assets.py", "--out", "assets/tiny"], cwd=work, env=checkout_env(work))
 

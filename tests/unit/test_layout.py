@@ -46,3 +46,21 @@ def test_no_module_of_fl_deploy_is_over_350_lines_and_none_is_imported_under_ano
     renamed = subprocess.run(["git", "grep", "-nE", r"(import fl_deploy\.\S+|from fl_deploy\S* import \w+) as \w+",
                               "--", "*.py", ":!jobs"], cwd=ROOT, capture_output=True, text=True).stdout
     assert renamed == "", renamed
+
+
+def test_a_stack_copys_project_gets_its_port_sites_admins_and_server_name(tmp_path):
+    """compose_stack.edit_project: the one helper the e2e stacks, the slow cases and the benchmarks edit project.yml
+    with; what it writes is what project.py reads."""
+    import shutil
+
+    from fl_deploy.harness.compose_stack import edit_project
+    from fl_deploy.project import load_project
+
+    shutil.copy(os.path.join(ROOT, "project.yml"), tmp_path / "project.yml")
+    port = edit_project(str(tmp_path), 9123, sites=["site-1", "site-2", "site-3"], admins={"m@fl-demo.org": "member"},
+                        server_name="fl-hub")
+    project = load_project(str(tmp_path / "project.yml"))
+    assert port == 9123 and project.port == 9123 and project.server == "fl-hub"
+    assert list(project.sites) == ["site-1", "site-2", "site-3"]
+    assert [(a.name, a.role) for a in project.admins] == [("admin@fl-demo.org", "project_admin"),
+                                                          ("m@fl-demo.org", "member")]
