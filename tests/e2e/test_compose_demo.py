@@ -32,19 +32,11 @@ ROUNDS = 2
 
 import docker_env  # noqa: E402
 from browser import Browser, find_chromium  # noqa: E402
+from fl_deploy import IMAGE_REPO  # noqa: E402
 from fl_deploy.harness.compose_stack import copy_project, edit_project  # noqa: E402
+from stack_harness import base_image_env, compose_resources  # noqa: E402
 
 docker_env.require_docker()
-
-
-def compose_resources(project: str) -> dict:
-    label = f"label=com.docker.compose.project={project}"
-    found = {}
-    for kind, cmd in (("containers", ["ps", "-aq"]), ("networks", ["network", "ls", "-q"]),
-                      ("volumes", ["volume", "ls", "-q"])):
-        out = subprocess.run(["docker", *cmd, "--filter", label], capture_output=True, text=True).stdout.split()
-        found[kind] = out
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +48,8 @@ def demo(tmp_path_factory):
     port = edit_project(work)
 
     project = f"gpt2fl-e2e-{os.getpid()}"
-    env = dict(os.environ, FL_PROJECT_NAME=project, FL_IMAGE=f"gpt2-fl:e2e-{os.getpid()}",
-               FL_SERVER_BIND="127.0.0.1", FL_ROUNDS_TINY=str(ROUNDS))
-    if os.environ.get("FL_TEST_BASE_IMAGE"):
-        env["FL_BASE_IMAGE"] = os.environ["FL_TEST_BASE_IMAGE"]
+    env = dict(os.environ, FL_PROJECT_NAME=project, FL_IMAGE=f"{IMAGE_REPO}:e2e-{os.getpid()}",
+               FL_SERVER_BIND="127.0.0.1", FL_ROUNDS_TINY=str(ROUNDS), **base_image_env())
     env.pop("COMPOSE_FILE", None)
     log_path = os.path.join(work, "demo.log")
     t0 = time.monotonic()
