@@ -47,7 +47,7 @@ import tempfile
 import threading
 import time
 
-from fl_deploy import IMAGE_REPO, ROOT, assets
+from fl_deploy import IMAGE_REPO, ROOT, make_tiny_assets
 from fl_deploy.host import ADMIN_KIT
 from fl_deploy.harness import local_federation
 from fl_deploy.project import load_project
@@ -108,7 +108,7 @@ CONFIGS["plain-offload-mmap"] = (["--transfer", "offload"], {"FL_GLIBC_TUNABLES"
 DEFAULT_CONFIGS = "stream,plain,plain-offload-per-site,plain-offload"
 # Model sizes (--model): GPT-2's architectures, random init (the exchange does not care about the values), or the
 # tiny test model. gpt2-774m is gpt2-large.
-MODELS = ("tiny", *assets.GPT2_SIZES)  # the sizes --model takes
+MODELS = ("tiny", *make_tiny_assets.GPT2_SIZES)  # the sizes --model takes
 LARGE = "gpt2-774m"
 
 
@@ -153,9 +153,9 @@ def make_model(kind: str, out: str) -> tuple:
         if not os.path.isfile(os.path.join(path, "config.json")):
             # the tiny model and its tokenizer, without writing the dataset: no `datasets` needed here
             rng = random.Random(0)
-            assets.make_model(path, [assets.review(rng, i % 2) for i in range(400)], 0, 400)
+            make_tiny_assets.make_model(path, [make_tiny_assets.review(rng, i % 2) for i in range(400)], 0, 400)
     else:
-        path = assets.random_gpt2(out, kind)
+        path = make_tiny_assets.random_gpt2(out, kind)
     model = load_model(path)
     size = sum(t.numel() * t.element_size() for t in exchange_state_dict(model).values())
     del model
@@ -627,7 +627,7 @@ def large_model_bytes() -> int:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     with torch.device("meta"):
-        model = GPT2LMHeadModel(GPT2Config(**assets.GPT2_SIZES[LARGE]))
+        model = GPT2LMHeadModel(GPT2Config(**make_tiny_assets.GPT2_SIZES[LARGE]))
     # parameters() yields a shared (tied) parameter once; meta tensors have no storage to compare.
     return sum(t.numel() * t.element_size() for t in model.parameters())
 

@@ -137,9 +137,9 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     work_root = tempfile.mkdtemp(prefix="options-", dir=os.environ.get("TMPDIR", "/var/tmp"))
     from fl_common.model import load_model
-    from fl_deploy import assets as tiny_assets
+    from fl_deploy import make_tiny_assets
 
-    assert tiny_assets.tiny_main(["--out", os.path.join(work_root, "assets")]) == 0
+    assert make_tiny_assets.tiny_main(["--out", os.path.join(work_root, "assets")]) == 0
     assets = {"model": os.path.join(work_root, "assets", "model"),
               "dataset": os.path.join(work_root, "assets", "imdb")}
     train_flags = ["--max_steps", str(args.max_steps), "--batch_size", str(args.batch_size),

@@ -46,7 +46,7 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PA
 SEMANTICS = ("reset/job", "carry/job", "reset/round", "carry/round")
 PARTITIONS = ("iid", "label-skew")
 TARGET_RATIO = 1.05  # FL's final held-out loss within 5 % of centralized (issue 16)
-# Profiles: tiny = the offline stand-ins on CPU (fl_deploy.assets with --films: a catalogue of 300 films whose
+# Profiles: tiny = the offline stand-ins on CPU (fl_deploy.make_tiny_assets with --films: a catalogue of 300 films whose
 # facts take data to learn, 4000 rows instead of the tests' 400, a 1000-token vocabulary); hub = the real model and
 # data (TrainSettings' defaults) on a GPU host with hub access.
 TINY_FILMS, TINY_VOCAB = 300, 1000
@@ -333,13 +333,13 @@ def resolve(args, cuda: bool, work: str):
     args.gradient_checkpointing = args.model != "tiny"  # the tiny model's activations are nothing to save
     args.label = {"model": args.model, "dataset": args.dataset}
     if "tiny" in (args.model, args.dataset):
-        from fl_deploy import assets
+        from fl_deploy import make_tiny_assets
 
         args.label = {k: f"tiny ({TINY_FILMS} films, {args.train_rows} rows)" if v == "tiny" else v
                       for k, v in args.label.items()}
         tiny = os.path.join(work, "tiny")
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-            assets.tiny_main(["--out", tiny, "--train", str(args.train_rows), "--test", str(args.eval_samples),
+            make_tiny_assets.main(["--out", tiny, "--train", str(args.train_rows), "--test", str(args.eval_samples),
                               "--films", str(TINY_FILMS), "--vocab", str(TINY_VOCAB)])
         args.model = os.path.join(tiny, "model") if args.model == "tiny" else args.model
         args.dataset = os.path.join(tiny, "imdb") if args.dataset == "tiny" else args.dataset

@@ -63,7 +63,7 @@ class BenchmarkError(RuntimeError):
 def make_assets(model: str, work: str, n_train: int, n_test: int) -> tuple:
     """(model folder, dataset folder). tiny / gpt2-124m are built here; anything else is a local model folder."""
     from benchmarks import exchange as benchmark_exchange
-    from fl_deploy import assets as make_tiny_assets
+    from fl_deploy import make_tiny_assets
 
     if model in ("tiny", "gpt2-124m"):
         model_path, _ = benchmark_exchange.make_model(model, os.path.join(work, "assets"))

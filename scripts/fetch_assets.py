@@ -3,7 +3,7 @@
 
 import sys
 
-from fl_deploy.assets import fetch_main
+from fl_deploy.fetch_assets import main
 
 if __name__ == "__main__":
-    sys.exit(fetch_main())
+    sys.exit(main())

@@ -3,7 +3,7 @@
 
 import sys
 
-from fl_deploy.assets import tiny_main
+from fl_deploy.make_tiny_assets import main
 
 if __name__ == "__main__":
-    sys.exit(tiny_main())
+    sys.exit(main())

@@ -27,10 +27,10 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory):
     """A tiny GPT-2 + tokenizer and an IMDB-shaped dataset, made offline once per test session."""
-    from fl_deploy import assets as make_tiny_assets
+    from fl_deploy import make_tiny_assets
 
     out = tmp_path_factory.mktemp("tiny")
-    assert make_tiny_assets.tiny_main(["--out", str(out)]) == 0
+    assert make_tiny_assets.main(["--out", str(out)]) == 0
     return {"model": str(out / "model"), "dataset": str(out / "imdb"), "root": str(out)}
 
 

@@ -124,12 +124,12 @@ def last_errors(text: str, n: int = 3) -> list:
 
 def slow_link(args) -> list:
     """[(passed, what, detail)] for each rate: a 124M exchange-only round with one site behind the relay."""
-    from fl_deploy import assets
+    from fl_deploy import make_tiny_assets
     from fl_deploy.harness import local_federation
     from fl_deploy import make_job
 
     work = tempfile.mkdtemp(prefix="slow-link-", dir=args.work)
-    model = assets.random_gpt2(os.path.join(work, "model"))
+    model = make_tiny_assets.random_gpt2(os.path.join(work, "model"))
     rates = [float(r) for r in args.rates_mb_s.split(",")]
     relay_port = local_federation.free_port()
     sites = ["site-1", "site-2"]  # site-2 dials the relay

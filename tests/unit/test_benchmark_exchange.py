@@ -126,10 +126,10 @@ def test_each_gpt2_size_has_the_parameter_count_its_name_says():
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from fl_deploy import assets
+    from fl_deploy import make_tiny_assets
 
     assert benchmark_exchange.MODELS == ("tiny", "gpt2-124m", "gpt2-355m", "gpt2-774m")
-    for name, overrides in assets.GPT2_SIZES.items():
+    for name, overrides in make_tiny_assets.GPT2_SIZES.items():
         with torch.device("meta"):
             model = GPT2LMHeadModel(GPT2Config(**overrides))
         millions = sum(p.numel() for p in model.parameters()) / 1e6  # the tied lm_head once

@@ -8,12 +8,12 @@ from fl_deploy.harness import local_federation
 
 
 def test_fetched_assets_load_offline(tmp_path, tiny_assets, monkeypatch):
-    from fl_deploy import assets as fetch_assets
+    from fl_deploy import fetch_assets
     from fl_site.data import load_text_dataset
     from fl_common.model import load_model_and_tokenizer
 
     # Local sources stand in for the hub here; the layout written is the same for hub names.
-    assert fetch_assets.fetch_main(["--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"],
+    assert fetch_assets.main(["--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"],
                               "--out", str(tmp_path)]) == 0
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model, tokenizer = load_model_and_tokenizer(str(tmp_path / "models" / "model"))

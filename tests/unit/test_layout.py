@@ -33,7 +33,7 @@ def test_each_command_runs_the_module_named_after_it(script):
     found = re.search(r"from (fl_deploy(?:\.\w+)*) import \w+", text)
     assert found, f"scripts/{script} imports nothing from fl_deploy"
     module = found.group(1).split(".")[-1]
-    assert module == name or (name in ("make_tiny_assets", "fetch_assets") and module == "assets"), (script, module)
+    assert module == name, (script, module)
 
 
 def test_no_module_of_fl_deploy_is_over_350_lines_and_none_is_imported_under_another_name():

@@ -1,16 +1,16 @@
-"""The tiny offline dataset (fl_deploy.assets): the default the tests use, and --films for the quality benchmark."""
+"""The tiny offline dataset (fl_deploy.make_tiny_assets): the default the tests use, and --films for the quality benchmark."""
 
 import re
 
 import pytest
 
-from fl_deploy import assets
+from fl_deploy import make_tiny_assets
 
 
 def _rows(tmp_path, films, n=600):
     import pandas as pd
 
-    assets.make_dataset(str(tmp_path), n, 50, seed=3, films=films)
+    make_tiny_assets.make_dataset(str(tmp_path), n, 50, seed=3, films=films)
     return pd.read_parquet(tmp_path / "train.parquet")
 
 
@@ -36,5 +36,5 @@ def test_films_are_a_fixed_catalogue_with_fixed_facts_and_label(tmp_path):
 @pytest.mark.parametrize("films", ["1", "-2", "100000"])
 def test_bad_film_count_is_refused(tmp_path, films):
     with pytest.raises(SystemExit) as e:
-        assets.tiny_main(["--out", str(tmp_path), "--films", films])
+        make_tiny_assets.main(["--out", str(tmp_path), "--films", films])
     assert e.value.code == 2
