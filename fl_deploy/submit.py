@@ -30,7 +30,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from fl_deploy import ROOT, diagnose, lineage
+from fl_deploy import ROOT, diagnose, lineage, reattach
 from fl_deploy.check_job import check_job
 from fl_deploy.host import (ADMIN_KIT, ADMIN_SERVICE, HostError, admin_nvflare, check_docker, compose, env_settings,
                             require_admin, setting)
@@ -123,6 +123,8 @@ def parse_args(argv=None):
     p.add_argument("--job-folder", help="submit this job folder instead of generating one from app_code/")
     p.add_argument("--resume", metavar="JOB_ID",
                    help="resubmit JOB_ID from its last persisted global model (same settings as now in .env)")
+    p.add_argument("--follow", metavar="JOB_ID", help="re-attach to JOB_ID (after Ctrl-C, a dropped session, "
+                   "--timeout): its rounds so far, then live, then download and summary (fl_deploy/reattach.py)")
     p.add_argument("--timeout", type=float, default=float(setting("FL_JOB_TIMEOUT", "7200")),
                    help="seconds to wait for the job (it keeps running after a timeout)")
     p.add_argument("--logs", action="store_true",
@@ -151,6 +153,7 @@ def parse_args(argv=None):
         p.error(f"--job-folder submits a folder as it is: job settings ({' '.join(args.job_flags)}) cannot apply")
     if args.job_folder and args.resume:
         p.error("--resume generates its job: it cannot be combined with --job-folder")
+    reattach.check_args(p, args)
     if args.job_folder and host_can_read(args.job_folder):  # else the admin container checks the staged copy
         _, problems = check_job(args.job_folder)
         if problems:
@@ -401,10 +404,7 @@ def follow(job_id: str, args, report: Reporter) -> str:
             f"job {job_id} stopped: {end}. Once the server is back (docker compose up -d server), continue the "
             f"job from its last saved round: python3 scripts/submit_job.py --resume {job_id}")
     if not timer.is_alive() and proc.returncode in (-15, 143):
-        raise HostError(
-            f"job {job_id} is still running after {args.timeout:.0f}s; it keeps running. Follow it with "
-            f"`docker compose exec {args.admin} python3 -m fl_deploy.follow {job_id} --startup-kit {ADMIN_KIT}` "
-            f"or stop it with `docker compose exec {args.admin} nvflare job abort {job_id} --startup-kit {ADMIN_KIT}`")
+        raise HostError(reattach.how_to_reattach(job_id, args.admin, f"still running after --timeout {args.timeout:g} s"))
     raise HostError(f"the follower of job {job_id} ended (exit {proc.returncode}): "
                     f"{''.join(stderr).strip()[-800:] or 'no output'}; the job keeps running")
 
@@ -528,22 +528,25 @@ def main(argv=None) -> int:
     report = Reporter(args.json, args.logs)
     if args.json:  # stdout carries the events only; everything else this process prints goes to stderr
         sys.stdout = sys.stderr
-    args.sites, args.resume_start = [], None
+    args.sites, args.resume_start, job_id = [], None, None
     try:
         check_docker()
         require_admin(args.env_file, args.admin)
-        # The server's site list comes in while the job is generated and checked: one admin round trip (3-5 s)
-        # off the way to the first training step (docs/benchmarks.md, "Submit -> first training step").
-        with ThreadPoolExecutor(1) as pool:
-            connected = pool.submit(site_status, args)
-            job_dir, checked = stage_job(args)
-            args.sites = require_sites(check_staged_job(checked), args, connected.result())
-        if not args.allow_concurrent:
-            require_free_sites(args.sites, args)
-        since = time.time()
-        job_id = submit(job_dir, args)
-        report.say(f"submitted job {job_id}")
-        report.event({"event": "submitted", "time": time.time(), "job_id": job_id})
+        if args.follow:  # a job submitted before: no staging, no submission (fl_deploy/reattach.py)
+            job_id, since = reattach.attach(args)
+        else:
+            # The server's site list comes in while the job is generated and checked: one admin round trip (3-5 s)
+            # off the way to the first training step (docs/benchmarks.md, "Submit -> first training step").
+            with ThreadPoolExecutor(1) as pool:
+                connected = pool.submit(site_status, args)
+                job_dir, checked = stage_job(args)
+                args.sites = require_sites(check_staged_job(checked), args, connected.result())
+            if not args.allow_concurrent:
+                require_free_sites(args.sites, args)
+            since = time.time()
+            job_id = submit(job_dir, args)
+            report.say(f"submitted job {job_id}")
+            report.event({"event": "submitted", "time": time.time(), "job_id": job_id})
         status = follow(job_id, args, report)
         try:
             dest, errors = download(job_id, args, failed=status != COMPLETED)
@@ -566,4 +569,9 @@ def main(argv=None) -> int:
     except HostError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if job_id is None:
+            raise
+        print(f"\nerror: {reattach.how_to_reattach(job_id, args.admin, 'interrupted (Ctrl-C)')}", file=sys.stderr)
+        return 130
     return 0
