@@ -25,6 +25,9 @@ sites, in a clean copy of the project, sharing one compose stack across the modu
     and the next step (resume from the saved round), and its summary points at nothing that was never written;
   * the resumed job (after the server restart) is followed with --json --logs: events as JSON lines, in the
     server's order, before the job ends, the sites' log lines among them; its results hold the whole run's rounds.
+  * a job folder holding 200 MiB of weights is refused before anything reaches the server, with where weights go;
+  * a job that outlives submit_job.py (Ctrl-C): the interrupt names `submit_job.py --follow JOB_ID`, which prints
+    the rounds missed, follows the rest and downloads; a finished job re-attached yields the same result files.
 
 Needs a Docker engine with Compose v2 (FL_REQUIRE_DOCKER=1 makes its absence an error). The image's base comes from
 FL_TEST_BASE_IMAGE; packages from the wheelhouse (docker/wheels). About 12 minutes on 2 cores.
@@ -307,6 +310,58 @@ def test_a_job_from_nvflares_recipe_api_runs_through_submit_job(stack, tmp_path,
         print(f"\n[figures] NVFlare recipe job (@ALL, folder 0700 of uid 54321) via submit_job.py --job-folder: exit "
               f"{rc}, {sub.lines[-1][0] - sub.lines[0][0]:.0f}s; "
               + next(line for line in out.splitlines() if "@ALL" in line))
+
+
+def test_a_job_that_outlives_submit_job_is_reattached(stack, tmp_path, capsys):
+    """A job outlives its submit_job.py (Ctrl-C after round 1): the interrupt names the re-attach command, and
+    --follow JOB_ID prints the rounds it missed, follows the rest and ends as a followed job ends. A finished job
+    (the demo's, results elsewhere) is replayed and downloaded with the same files the demo's own run fetched."""
+    sub = stack.submit("--rounds", "2", "--sites", ",".join(KILL_SITES))
+    try:
+        job_id = sub.job_id()
+        sub.wait_for(r"round 1/2 done", 300)
+        sub.proc.send_signal(signal.SIGINT)
+        interrupted = sub.wait(60)
+    finally:
+        sub.stop()
+    assert interrupted == 130, sub.output[-3000:]
+    assert f"job {job_id} keeps running on the server" in sub.output
+    assert f"python3 scripts/submit_job.py --follow {job_id}" in sub.output, sub.output[-3000:]
+    again = stack.submit("--follow", job_id)
+    rc = again.wait(400)
+    out = again.output
+    assert rc == 0 and "FINISHED:COMPLETED" in out, out[-3000:]
+    assert re.search(r"round 1/2 done .*\n(.*\n)*.*round 2/2 done", out), out[-3000:]  # the missed round first
+    assert [r["round"] for r in read_rounds(again.results(stack.work))] == [0, 1]
+    demo_job = re.search(r"submitted job (\S+)", stack.demo["output"]).group(1)
+    finished = stack.submit("--follow", demo_job, "--results", str(tmp_path))
+    assert finished.wait(300) == 0, finished.output[-3000:]
+    assert f"round {ROUNDS}/{ROUNDS} done" in finished.output, finished.output[-3000:]
+
+    def files(top):
+        return sorted(os.path.relpath(os.path.join(d, f), top) for d, _, names in os.walk(top) for f in names)
+    assert files(str(tmp_path / demo_job)) == files(os.path.join(stack.work, "results", demo_job))
+    with capsys.disabled():
+        print(f"\n[figures] re-attach: Ctrl-C exit {interrupted}, --follow of the running job "
+              f"{again.lines[-1][0] - again.lines[0][0]:.0f}s to its summary, of the finished demo job "
+              f"{finished.lines[-1][0] - finished.lines[0][0]:.0f}s")
+
+
+def test_a_job_folder_holding_weights_is_refused_with_where_they_go(stack, tmp_path):
+    """--job-folder with 200 MiB of weights (sparse) is refused before anything reaches the server, and the partial
+    copy in the admin container is gone."""
+    job = support.stock_recipe_job(str(tmp_path), min_clients=len(SITES))
+    with open(os.path.join(job, "weights.bin"), "wb") as f:
+        f.truncate(200 * 2**20)
+    jobs_before = {j["job_id"] for j in stack.nvflare("job", "list")["data"]}
+    sub = stack.submit("--job-folder", job)
+    rc = sub.wait(120)
+    assert rc == 2, sub.output[-3000:]
+    assert "holds more than 64 MiB (largest: weights.bin (200 MiB)); nothing was submitted" in sub.output
+    assert "--initial_ckpt" in sub.output and "/assets" in sub.output
+    assert {j["job_id"] for j in stack.nvflare("job", "list")["data"]} == jobs_before
+    staged = stack.compose("exec", "-T", "admin", "sh", "-c", "du -sm /home/fl/jobs").stdout.split()[0]
+    assert int(staged) < 64, f"{staged} MiB staged in the admin container"
 
 
 def test_private_keys_only_for_the_service_user(stack, capsys):
