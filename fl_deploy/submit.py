@@ -30,7 +30,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from fl_deploy import ROOT, diagnose, job_folder, lineage, reattach
+from fl_deploy import ROOT, diagnose, job_folder, lineage, reattach, site_failure
 from fl_deploy.check_job import check_job
 from fl_deploy.host import (ADMIN_KIT, ADMIN_SERVICE, HostError, admin_nvflare, check_docker, compose, env_settings,
                             require_admin, setting)
@@ -474,6 +474,7 @@ def abnormal_end(job_id: str, status: str, dest, errors: list, since: float, arg
     facts = diagnose.describe(diagnose.job_process_exit(job_id, args.env_file),
                               diagnose.docker_events(diagnose.project_name(args.env_file), since, time.time()),
                               diagnose.job_runner_finished(os.path.join(dest, "workspace", "log.txt")) if dest else None)
+    facts = site_failure.facts(job_id, dest, args.env_file) + facts  # a site's job process ended it (another host too)
     say(f"error: job {job_id} ended {status}.")
     for fact in facts or ["neither the server's job process nor Docker recorded a crash, a kill or an "
                           "out-of-memory kill: the job itself failed, see what it reported below"]:
