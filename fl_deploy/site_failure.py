@@ -35,7 +35,8 @@ def site_job_log(dest: str, site: str):
     job_errors.py's site_logs/<site>/ and site_errors/<site>.txt), joined; None when none reached the server."""
     found = []
     for path in (os.path.join(dest, "workspace", site, "log.txt"), os.path.join(dest, "site_logs", site, "log.txt"),
-                 os.path.join(dest, "workspace", site, "error_log.txt"), os.path.join(dest, "site_errors", f"{site}.txt")):
+                 os.path.join(dest, "workspace", site, "error_log.txt"),
+                 os.path.join(dest, "site_errors", f"{site}.txt")):
         try:
             with open(path, errors="replace") as f:
                 found.append(f.read())
