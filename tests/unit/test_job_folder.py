@@ -33,10 +33,11 @@ def test_a_small_folder_arrives_whole_and_the_sinks_output_comes_back(tmp_path):
 def test_a_big_folder_streams_in_bounded_memory(tmp_path):
     """512 MiB of weights under a 1 GiB limit: the streaming process's peak memory stays far below the folder."""
     job = make_job(tmp_path / "job", weights_mib=512)
-    code = ("import resource, sys; from fl_deploy import job_folder as j; "
+    # VmHWM: this process's peak resident memory (ru_maxrss would carry the pytest parent's peak over the exec).
+    code = ("import re; from fl_deploy import job_folder as j; "
             f"r = j.stream(j.reader_command({str(job)!r}, True, 'admin'), ['sh', '-c', 'cat >/dev/null; echo ok'], "
             "2**30); print(r.returncode, r.stdout.decode().strip(), "
-            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+            "int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=os.path.dirname(os.path.dirname(job_folder.__file__)))
     rc, said, peak_mib = run.stdout.split()
