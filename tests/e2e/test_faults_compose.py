@@ -26,6 +26,8 @@ sites, in a clean copy of the project, sharing one compose stack across the modu
   * the resumed job (after the server restart) is followed with --json --logs: events as JSON lines, in the
     server's order, before the job ends, the sites' log lines among them; its results hold the whole run's rounds.
   * a job folder holding 200 MiB of weights is refused before anything reaches the server, with where weights go;
+  * after the module's jobs, the admin console kept no staged job or download; scripts/disk_usage.py shows where the
+    disk goes and --prune removes what no user or resume needs (results on the host, a failed job's checkpoint kept);
   * a job that outlives submit_job.py (Ctrl-C): the interrupt names `submit_job.py --follow JOB_ID`, which prints
     the rounds missed, follows the rest and downloads; a finished job re-attached yields the same result files.
 
@@ -360,8 +362,8 @@ def test_a_job_folder_holding_weights_is_refused_with_where_they_go(stack, tmp_p
     assert "holds more than 64 MiB (largest: weights.bin (200 MiB)); nothing was submitted" in sub.output
     assert "--initial_ckpt" in sub.output and "/assets" in sub.output
     assert {j["job_id"] for j in stack.nvflare("job", "list")["data"]} == jobs_before
-    staged = stack.compose("exec", "-T", "admin", "sh", "-c", "du -sm /home/fl/jobs").stdout.split()[0]
-    assert int(staged) < 64, f"{staged} MiB staged in the admin container"
+    staged = stack.compose("exec", "-T", "admin", "sh", "-c", "du -sm /workspace/staged-jobs 2>/dev/null || echo 0")
+    assert int(staged.stdout.split()[0]) < 64, f"{staged.stdout} MiB staged in the admin container"
 
 
 def test_private_keys_only_for_the_service_user(stack, capsys):
@@ -902,6 +904,34 @@ def test_a_site_with_a_wrong_server_address_says_where_it_dials(stack, tmp_path,
     with capsys.disabled():
         print(f"\n[figures] site bundle with FL_SERVER_ADDRESS=127.0.0.1: said so {said_s:.0f}s after up: "
               f"{line[:200]}")
+
+
+def test_disk_after_every_job_is_shown_and_pruned_by_its_rule(stack, capsys):
+    """After the module's jobs: the admin console kept no staged job or download, in its volume or its writable layer;
+    scripts/disk_usage.py shows each part, and --prune removes the job-store entries of the jobs downloaded into
+    results/ and the checkpoints of those that completed, keeping the checkpoints a --resume needs."""
+    before = {j["job_id"]: j["status"] for j in stack.nvflare("job", "list")["data"]}
+    ckpts = set(stack.compose("exec", "-T", "server", "ls", "/workspace/checkpoints").stdout.split())
+    on_host = {j for j in os.listdir(os.path.join(stack.work, "results"))
+               if os.path.isdir(os.path.join(stack.work, "results", j, "workspace"))}
+    left = stack.compose("exec", "-T", "admin", "sh", "-c", "ls -A /workspace/staged-jobs /workspace/downloads "
+                         "2>/dev/null; ls -d /home/fl/jobs /home/fl/downloads 2>/dev/null; true").stdout.split()
+    assert [x for x in left if not x.endswith(":")] == [], left
+    run = subprocess.run([sys.executable, "scripts/disk_usage.py", "--prune"], cwd=stack.work, env=stack.env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "server volume (/workspace):" in run.stdout and "checkpoints/" in run.stdout and "jobs-storage/" in run.stdout
+    layer = re.search(r"its writable layer: ([\d.]+) (B|KiB|MiB|GiB)", run.stdout)
+    assert layer and layer.group(2) != "GiB" and not (layer.group(2) == "MiB" and float(layer.group(1)) > 64), \
+        run.stdout
+    after = {j["job_id"] for j in stack.nvflare("job", "list")["data"]}
+    ckpts_after = set(stack.compose("exec", "-T", "server", "ls", "/workspace/checkpoints").stdout.split())
+    pruned = {j for j, status in before.items() if status.startswith("FINISHED") and j in on_host}
+    assert pruned and not (pruned & after) and after == set(before) - pruned
+    completed = {j for j in pruned if before[j] == "FINISHED:COMPLETED"}
+    assert ckpts_after == ckpts - completed, run.stdout  # a job that did not complete keeps its checkpoint
+    with capsys.disabled():
+        print("\n[figures] disk_usage.py --prune after the module's jobs:\n" + run.stdout[-2500:])
 
 
 def test_teardown_leaves_nothing(stack):
