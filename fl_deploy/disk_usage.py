@@ -133,7 +133,8 @@ def report(args) -> int:
     failed = []
     for kind, job_id, path, _ in todo:
         if kind == "job store":
-            got = admin_nvflare("job", "delete", job_id, env_file=args.env_file, service=args.admin, check=False)
+            got = admin_nvflare("job", "delete", job_id, "--force", env_file=args.env_file, service=args.admin,
+                                check=False)
             if got.get("status") != "ok":
                 failed.append(f"{job_id}: {got.get('message')}")
         else:

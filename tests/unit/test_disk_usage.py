@@ -61,7 +61,7 @@ def test_prune_deletes_by_the_rule_and_reports_each_part(monkeypatch, tmp_path, 
     assert "server volume (/workspace): 2.0 GiB" in out and "checkpoints/" in out and "1.0 GiB" in out
     assert "its writable layer: 4.0 KiB" in out
     assert "checkpoints: done (512.0 MiB): completed: its global model is in results/" in out
-    assert deleted == [("job", "delete", "done"), ("job", "delete", "failed")]
+    assert deleted == [("job", "delete", "done", "--force"), ("job", "delete", "failed", "--force")]
     assert ("exec", "-T", "server", "rm", "-rf", "/workspace/checkpoints/done") in execs
     assert not [e for e in execs if "rm" in e and "/workspace/checkpoints/failed" in e]  # its resume needs it
     stale = [e for e in execs if e[:3] == ("exec", "-T", "admin") and "find" in e[-1]]
