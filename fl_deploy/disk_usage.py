@@ -43,6 +43,32 @@ def remove_in_admin(path: str, admin: str, env_file=None):
     compose("exec", "-T", admin, "rm", "-rf", path, check=False, env_file=env_file)
 
 
+VOLUME_FULL = ("the server's volume is full", "No space left on device")  # app_code/fl_server/disk_guard.py; errno 28
+FULL_BELOW = 64 * 2**20  # disk_guard.FLOOR_BYTES
+
+
+def facts(dest, env_file=None) -> list:
+    """Why a job ended, if the server's volume filled: the job log's own line (the server workflow's reason,
+    disk_guard.py, or an ENOSPC error), else the volume's free space now when it is below FULL_BELOW."""
+    try:
+        with open(os.path.join(dest, "workspace", "log.txt"), errors="replace") as f:
+            line = next((line for line in f if any(m in line for m in VOLUME_FULL)), None)
+    except (OSError, TypeError):
+        line = None
+    if line:
+        return [f"the server's volume filled during the job; its log: {line.strip().split(' - ')[-1][:400]}"]
+    run = compose("exec", "-T", "server", "df", "-Pk", SERVER, check=False, env_file=env_file)
+    rows = (run.stdout or "").strip().splitlines()
+    try:
+        free = int(rows[-1].split()[3]) * 1024
+    except (IndexError, ValueError):
+        return []
+    if free >= FULL_BELOW:
+        return []
+    return [f"the server's volume is full: {free / 2**20:.0f} MiB free on {SERVER} (docker compose exec server df -h "
+            f"{SERVER}); free space with python3 scripts/disk_usage.py --prune"]
+
+
 def parse_du(text: str) -> dict:
     """`du -sk PATH...` output -> {path: bytes}."""
     sizes = {}

@@ -475,7 +475,8 @@ def abnormal_end(job_id: str, status: str, dest, errors: list, since: float, arg
     facts = diagnose.describe(diagnose.job_process_exit(job_id, args.env_file),
                               diagnose.docker_events(diagnose.project_name(args.env_file), since, time.time()),
                               diagnose.job_runner_finished(os.path.join(dest, "workspace", "log.txt")) if dest else None)
-    facts = site_failure.facts(job_id, dest, args.env_file) + facts  # a site's job process ended it (another host too)
+    # A site's job process ended it (another host too); the server's volume filled.
+    facts = site_failure.facts(job_id, dest, args.env_file) + disk_usage.facts(dest, args.env_file) + facts
     say(f"error: job {job_id} ended {status}.")
     for fact in facts or ["neither the server's job process nor Docker recorded a crash, a kill or an "
                           "out-of-memory kill: the job itself failed, see what it reported below"]:

@@ -88,6 +88,7 @@ def test_failed_job_summary_names_only_what_exists(monkeypatch, tmp_path, capsys
     monkeypatch.setattr(diagnose, "compose", lambda *a, **k: Run("", returncode=1))  # no exit line, no checkpoint
     monkeypatch.setattr(diagnose, "docker_events", lambda *a: [])
     monkeypatch.setattr(submit.site_failure, "compose", lambda *a, **k: Run("", returncode=1))  # no site failed it
+    monkeypatch.setattr(submit.disk_usage, "compose", lambda *a, **k: Run("", returncode=1))  # no df: volume unknown
     args = submit.parse_args(["--env-file", "/nonexistent.env"])
     report = submit.Reporter()
     submit.abnormal_end("j1", "FINISHED:EXECUTION_EXCEPTION", str(dest),

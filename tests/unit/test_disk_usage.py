@@ -66,3 +66,23 @@ def test_prune_deletes_by_the_rule_and_reports_each_part(monkeypatch, tmp_path, 
     assert not [e for e in execs if "rm" in e and "/workspace/checkpoints/failed" in e]  # its resume needs it
     stale = [e for e in execs if e[:3] == ("exec", "-T", "admin") and "find" in e[-1]]
     assert stale and "/workspace/staged-jobs" in stale[0][-1] and "-mmin +60" in stale[0][-1]
+
+
+def test_a_full_server_volume_is_named_from_the_jobs_log_or_the_volume(monkeypatch, tmp_path):
+    dest = tmp_path / "result"
+    (dest / "workspace").mkdir(parents=True)
+    log = dest / "workspace" / "log.txt"
+    log.write_text("2026-12-04 02:50:01,000 - LargeModelFedAvg - ERROR - [identity=x] - the server's volume is full: "
+                   "12 MiB free on /workspace/tmp, 300 MiB needed\n")
+    df = []
+    monkeypatch.setattr(disk_usage, "compose", lambda *a, **k: df.append(a) or Run(
+        "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/x 1000000 990000 10000 99% /workspace\n"))
+    [fact] = disk_usage.facts(str(dest))
+    assert fact.startswith("the server's volume filled during the job; its log: the server's volume is full: 12 MiB")
+    assert df == []  # the log said it
+    log.write_text("nothing about disks\n")
+    assert disk_usage.facts(str(dest)) == ["the server's volume is full: 10 MiB free on /workspace (docker compose "
+                                           "exec server df -h /workspace); free space with python3 "
+                                           "scripts/disk_usage.py --prune"]
+    monkeypatch.setattr(disk_usage, "compose", lambda *a, **k: Run("Filesystem ...\n/dev/x 1 1 9000000 1% /w\n"))
+    assert disk_usage.facts(None) == []  # plenty free, no log: not this cause

@@ -59,6 +59,7 @@ def test_the_abnormal_end_names_the_site_first(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(site_failure, "compose", lambda *a, **k: Run(SERVER_LOG))
     monkeypatch.setattr(submit.diagnose, "compose", lambda *a, **k: Run("", returncode=1))
     monkeypatch.setattr(submit.diagnose, "docker_events", lambda *a: [])
+    monkeypatch.setattr(submit.disk_usage, "compose", lambda *a, **k: Run("", returncode=1))
     args = submit.parse_args(["--env-file", "/nonexistent.env"])
     submit.abnormal_end(JOB, "FINISHED:EXECUTION_EXCEPTION", dest, [], 0.0, args, submit.Reporter())
     err = capsys.readouterr().err
