@@ -4,6 +4,8 @@ import os
 import signal
 import time
 
+import support
+
 from fl_deploy import local_federation as fl_system
 
 SITES = ["site-1", "site-2"]
@@ -30,24 +32,16 @@ def test_a_sites_killed_job_process_ends_the_job_at_once_named_from_the_servers_
     site alive; round_timeout at its default 3600 s. NVFlare's server ends the job within seconds, and what the
     server holds (its log, the sites' streamed job logs: no Docker, so as for a site on another host) names site-2
     and the kill; site-1, stopped by the server, is not blamed."""
-    from fl_deploy import job as make_job
     from fl_deploy import job_errors, site_failure
 
     fed = fl_system.ProcessFederation(str(tmp_path), SITES)
     fed.start()
     try:
         fed.wait_for_sites()
-        job = str(tmp_path / "job")
-        assert make_job.main(["--out", job, "--sites", ",".join(SITES), "--rounds", str(ROUNDS),
-                              "--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"],
-                              "--max_steps", "10", "--batch_size", "4", "--eval_samples", "16",
-                              "--min_sites", "1"]) == 0  # round_timeout: the default 3600 s
+        job = support.tiny_job(str(tmp_path / "job"), SITES, ROUNDS, tiny_assets, "--min_sites", "1")
+        # round_timeout: the default 3600 s
         job_id = fed.nvflare("job", "submit", "-j", job)["data"]["job_id"]
-        site_log = os.path.join(fed.workspace("site-2"), job_id, "log.txt")
-        deadline = time.monotonic() + 300
-        while "site-2: round 1 received" not in (open(site_log).read() if os.path.exists(site_log) else ""):
-            assert time.monotonic() < deadline, "round 2 never reached site-2"
-            time.sleep(0.1)
+        fed.wait_for_site_log("site-2", job_id, "site-2: round 1 received")  # round 2 reached site-2
         pid = job_process(fed.workspace("site-2"))
         assert pid, "no job process of site-2"
         killed = time.monotonic()
