@@ -524,12 +524,14 @@ def main(argv=None) -> int:
             with ThreadPoolExecutor(1) as pool:
                 connected = pool.submit(site_status, args)
                 job_dir, checked = stage_job(args)
+            try:
                 args.sites = require_sites(check_staged_job(checked), args, connected.result())
-            if not args.allow_concurrent:
-                require_free_sites(args.sites, args)
-            since = time.time()
-            job_id = submit(job_dir, args)
-            disk_usage.remove_in_admin(job_dir, args.admin, args.env_file)  # the server holds the job now
+                if not args.allow_concurrent:
+                    require_free_sites(args.sites, args)
+                since = time.time()
+                job_id = submit(job_dir, args)
+            finally:  # submitted (the server holds the job) or refused: the staged copy has served
+                disk_usage.remove_in_admin(job_dir, args.admin, args.env_file)
             report.say(f"submitted job {job_id}")
             report.event({"event": "submitted", "time": time.time(), "job_id": job_id})
         status = follow(job_id, args, report)

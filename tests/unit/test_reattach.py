@@ -40,6 +40,7 @@ def fake_host(monkeypatch, meta=META, status="FINISHED:COMPLETED", follow_error=
     for name, fake in fakes.items():
         monkeypatch.setattr(submit_job, name, fake)
     monkeypatch.setattr(reattach, "admin_nvflare", fakes["admin_nvflare"])
+    monkeypatch.setattr(submit_job.disk_usage, "remove_in_admin", lambda path, *a: ran.append(("removed", path)))
     return ran
 
 
