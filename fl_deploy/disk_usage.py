@@ -28,7 +28,7 @@ import subprocess
 import sys
 
 from fl_deploy import ROOT
-from fl_deploy.host import ADMIN_SERVICE, HostError, admin_nvflare, check_docker, compose
+from fl_deploy.host import ADMIN_KIT, ADMIN_SERVICE, HostError, admin_nvflare, check_docker, compose
 
 SERVER = "/workspace"
 SERVER_PARTS = ("checkpoints", "jobs-storage", "snapshot-storage", "tmp")
@@ -38,9 +38,22 @@ STALE_MIN = 60
 COMPLETED = "FINISHED:COMPLETED"
 
 
-def remove_in_admin(path: str, admin: str, env_file=None):
-    """Remove a staged job folder or a download from the admin console once it served (best effort)."""
-    compose("exec", "-T", admin, "rm", "-rf", path, check=False, env_file=env_file)
+def remove_in_admin(path: str, admin: str, env_file=None, job_id: str = None):
+    """Remove a staged job folder or a download from the admin console once it served (best effort); with job_id,
+    also what NVFlare's download left of that job in the admin kit's transfer folder (its writable layer: the FLARE
+    API downloads there first, then moves the folder to -o; flare_api.py download_job_result)."""
+    targets = shlex.quote(path)
+    if job_id:
+        left = shlex.quote(f"{ADMIN_KIT}/transfer/{job_id}")
+        targets += f" {left} {left}__*"
+    compose("exec", "-T", admin, "sh", "-c", f"rm -rf {targets}", check=False, env_file=env_file)
+
+
+def download_path(envelope: dict, inside: str, job_id: str) -> str:
+    """Where `nvflare job download -o inside` put the job: its reported download_path (NVFlare renames to
+    <job_id>__N when <job_id> is taken, file_transfer.py _rename_folder), else inside/<job_id>."""
+    path = (envelope.get("data") or {}).get("download_path") or ""
+    return path if path.startswith(inside + "/") else f"{inside}/{job_id}"
 
 
 VOLUME_FULL = ("the server's volume is full", "No space left on device")  # app_code/fl_server/disk_guard.py; errno 28

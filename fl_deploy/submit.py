@@ -398,15 +398,16 @@ def download(job_id: str, args, failed: bool = False) -> tuple:
                         service=args.admin, check=False)
     if got.get("status") != "ok":
         raise HostError(f"could not download job {job_id}: {got.get('message')} {got.get('hint') or ''}".strip())
+    job_dir = disk_usage.download_path(got, inside, job_id)  # NVFlare's: <job_id>__N when <job_id> was taken
     # Before the copy, so that site_logs/ and site_errors/ land in results/<job_id> with the rest.
     run = compose("exec", "-T", args.admin, "python3", "-m", "fl_deploy.job_errors", job_id,
-                  "--startup-kit", ADMIN_KIT, "-o", f"{inside}/{job_id}", "--sites", ",".join(args.sites or []),
+                  "--startup-kit", ADMIN_KIT, "-o", job_dir, "--sites", ",".join(args.sites or []),
                   check=False, env_file=args.env_file)
     errors = (run.stdout or run.stderr).strip().splitlines() if failed else []
     if args.resume:  # one training run: the rounds of the jobs this one continues, next to it before the export
-        add_earlier_rounds(job_id, f"{inside}/{job_id}", args)
+        add_earlier_rounds(job_id, job_dir, args)
     # HF-format global model, metrics.csv and plots, made where torch and the model's tokenizer are at hand.
-    export = compose("exec", "-T", args.admin, "python3", "/src/scripts/export_results.py", f"{inside}/{job_id}",
+    export = compose("exec", "-T", args.admin, "python3", "/src/scripts/export_results.py", job_dir,
                      check=False, env_file=args.env_file)
     if export.returncode != 0 and not failed:
         last = (export.stderr or "").strip().splitlines()[-1:]
@@ -415,8 +416,8 @@ def download(job_id: str, args, failed: bool = False) -> tuple:
     dest = os.path.join(args.results, job_id)
     if os.path.exists(dest):
         raise HostError(f"{dest} already exists; move it away to download again")
-    compose("cp", f"{args.admin}:{inside}/{job_id}", dest, env_file=args.env_file)
-    disk_usage.remove_in_admin(f"{inside}/{job_id}", args.admin, args.env_file)
+    compose("cp", f"{args.admin}:{job_dir}", dest, env_file=args.env_file)
+    disk_usage.remove_in_admin(job_dir, args.admin, args.env_file, job_id=job_id)
     return dest, errors
 
 

@@ -86,3 +86,18 @@ def test_a_full_server_volume_is_named_from_the_jobs_log_or_the_volume(monkeypat
                                            "scripts/disk_usage.py --prune"]
     monkeypatch.setattr(disk_usage, "compose", lambda *a, **k: Run("Filesystem ...\n/dev/x 1 1 9000000 1% /w\n"))
     assert disk_usage.facts(None) == []  # plenty free, no log: not this cause
+
+
+def test_a_second_download_of_a_job_is_read_where_nvflare_put_it(monkeypatch):
+    """NVFlare renames a download to <job_id>__1 when <job_id> is taken: the copy follows its reported path, and the
+    cleanup takes the download and what the FLARE API left in the admin kit's transfer folder."""
+    inside = disk_usage.ADMIN_DOWNLOADS
+    got = {"status": "ok", "data": {"download_path": f"{inside}/j1__1"}}
+    assert disk_usage.download_path(got, inside, "j1") == f"{inside}/j1__1"
+    assert disk_usage.download_path({"status": "ok", "data": {}}, inside, "j1") == f"{inside}/j1"
+    assert disk_usage.download_path({"data": {"download_path": "/elsewhere/j1"}}, inside, "j1") == f"{inside}/j1"
+    ran = []
+    monkeypatch.setattr(disk_usage, "compose", lambda *a, **k: ran.append(a))
+    disk_usage.remove_in_admin(f"{inside}/j1__1", "admin", job_id="j1")
+    assert ran == [("exec", "-T", "admin", "sh", "-c", f"rm -rf {inside}/j1__1 /home/fl/admin-kit/transfer/j1 "
+                                                       "/home/fl/admin-kit/transfer/j1__*")]
