@@ -66,11 +66,13 @@ def check_docker():
         raise HostError(f"Docker Compose {v.stdout.strip()} is too old: this project needs Compose v2")
 
 
+def compose_command(*args, env_file=None) -> list:
+    """The argv of `docker compose ARGS` for this project (and its .env)."""
+    return ["docker", "compose", "--project-directory", ROOT, *(["--env-file", env_file] if env_file else []), *args]
+
+
 def compose(*args, check=True, capture=True, input=None, env_file=None) -> subprocess.CompletedProcess:
-    cmd = ["docker", "compose", "--project-directory", ROOT]
-    if env_file:
-        cmd += ["--env-file", env_file]
-    cmd += list(args)
+    cmd = compose_command(*args, env_file=env_file)
     run = subprocess.run(cmd, capture_output=capture, text=input is None or isinstance(input, str), input=input)
     if check and run.returncode != 0:
         err = (run.stderr or "").strip() if capture else ""

@@ -59,3 +59,13 @@ def stock_recipe_job(out: str, min_clients: int = 2) -> str:
     finally:
         os.chdir(cwd)
     return os.path.join(out, "export", "foreign")
+
+
+def tiny_job(out: str, sites: list, rounds: int, tiny_assets: dict, *flags) -> str:
+    """The project's job (make_job.py) for the tiny offline assets, 10 steps of batch 4 per round, plus ``flags``."""
+    from fl_deploy import make_job
+
+    assert make_job.main(["--out", out, "--sites", ",".join(sites), "--rounds", str(rounds),
+                          "--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"],
+                          "--max_steps", "10", "--batch_size", "4", "--eval_samples", "16", *flags]) == 0
+    return out

@@ -15,6 +15,8 @@ cold-starts  Every site on one host starting cold together (issue 15, case 12; N
              then, --cold-starts times in all, `docker compose down -v` and up again with empty volumes and a
              plain `python3 scripts/submit_job.py`. Each start's job must complete, every site's prepared dataset
              must be in its own volume (HF_DATASETS_CACHE) and nothing in the shared Hugging Face cache.
+volume-full  The server's volume fills during a job (fl_deploy/harness/slow_volume_full.py: a tmpfs as the server's
+             workspace, filled after round 1; needs root).
 
 Needs the project's venv; cold-starts also a Docker engine with Compose v2 (the image is built from docker/wheels
 on --base-image). Exit 0 when every case passed, 1 otherwise.
@@ -242,7 +244,9 @@ def cold_starts(args) -> list:
     return results
 
 
-CASES = {"slow-link": slow_link, "cold-starts": cold_starts}
+from fl_deploy.harness.slow_volume_full import volume_full  # noqa: E402
+
+CASES = {"slow-link": slow_link, "cold-starts": cold_starts, "volume-full": volume_full}
 
 
 def main(argv=None) -> int:
@@ -258,6 +262,8 @@ def main(argv=None) -> int:
     p.add_argument("--base-image", default=setting("FL_BASE_IMAGE", BASE_IMAGE),
                    help="cold-starts: FL_BASE_IMAGE of the image built (default: $FL_BASE_IMAGE, .env, or Docker's "
                         "python:3.11-slim-bookworm)")
+    p.add_argument("--volume-full-s", type=int, default=30,
+                   help="volume-full: seconds within which the job must end once the server's volume is full")
     p.add_argument("--work", default=None, help="where the copies go (default: the system's temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the work folders")
     args = p.parse_args(argv)

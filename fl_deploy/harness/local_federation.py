@@ -151,6 +151,14 @@ class ProcessFederation:
         with open(os.path.join(self.workspace(site), job_id, "log.txt")) as f:
             return f.read()
 
+    def wait_for_site_log(self, site: str, job_id: str, text: str, timeout: float = 300):
+        """Until the site's job log holds ``text`` (e.g. "site-2: round 1 received": round 2 reached it)."""
+        path = os.path.join(self.workspace(site), job_id, "log.txt")
+        deadline = time.monotonic() + timeout
+        while text not in (open(path).read() if os.path.exists(path) else ""):
+            assert time.monotonic() < deadline, f"no {text!r} in {site}'s job log after {timeout:.0f}s"
+            time.sleep(0.1)
+
 
 def round_start_times(server_log: str) -> list:
     """Timestamps (s) of 'Round N started' and of 'Finished FedAvg' in a server job log."""

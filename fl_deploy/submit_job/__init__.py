@@ -36,7 +36,8 @@ from fl_deploy.submit_job.abnormal_end import abnormal_end
 from fl_deploy.submit_job.download import download
 from fl_deploy.submit_job.following import JobInterrupted, NotScheduled, Reporter, follow
 from fl_deploy.submit_job.preflight import check_staged_job, require_free_sites, require_sites, site_status
-from fl_deploy.submit_job import staging
+from fl_deploy import disk_usage
+from fl_deploy.submit_job import reattach, staging
 from fl_deploy.submit_job.staging import stage_job, submit
 from fl_deploy.submit_job.summary import print_timeline, summarize
 
@@ -50,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--job-folder", help="submit this job folder instead of generating one from app_code/")
     p.add_argument("--resume", metavar="JOB_ID",
                    help="resubmit JOB_ID from its last persisted global model (same settings as now in .env)")
+    p.add_argument("--follow", metavar="JOB_ID", help="re-attach to JOB_ID (after Ctrl-C, a dropped session, "
+                   "--timeout): its rounds so far, then live, then download and summary (submit_job/reattach.py)")
     p.add_argument("--timeout", type=float, default=float(setting("FL_JOB_TIMEOUT", "7200")),
                    help="seconds to wait for the job (it keeps running after a timeout)")
     p.add_argument("--logs", action="store_true",
@@ -78,6 +81,7 @@ def parse_args(argv=None):
         p.error(f"--job-folder submits a folder as it is: job settings ({' '.join(args.job_flags)}) cannot apply")
     if args.job_folder and args.resume:
         p.error("--resume generates its job: it cannot be combined with --job-folder")
+    reattach.check_args(p, args)
     if args.job_folder and staging.host_can_read(args.job_folder):  # else the admin container checks the staged copy
         _, problems = check_job(args.job_folder)
         if problems:
@@ -92,21 +96,29 @@ def main(argv=None) -> int:
     if args.json:  # stdout carries the events only; everything else this process prints goes to stderr
         sys.stdout = sys.stderr
     console = AdminConsole(service=args.admin, env_file=args.env_file)
+    job_id = first_round = None
     try:
         check_docker()
         console.require()
-        # The server's site list comes in while the job is generated and checked: one admin round trip (3-5 s)
-        # off the way to the first training step (docs/benchmarks.md, "Submit -> first training step").
-        with ThreadPoolExecutor(1) as pool:
-            connected = pool.submit(site_status, console)
-            job_dir, checked, first_round = stage_job(console, args.job_folder, args.job_flags, args.resume)
-            sites = require_sites(check_staged_job(checked), console, connected.result())
-        if not args.allow_concurrent:
-            require_free_sites(sites, console)
-        since = time.time()
-        job_id = submit(job_dir, console)
-        report.say(f"submitted job {job_id}")
-        report.event({"event": "submitted", "time": time.time(), "job_id": job_id})
+        if args.follow:  # a job submitted before: no staging, no submission (submit_job/reattach.py)
+            job_id = args.follow
+            sites, since = reattach.attach(job_id, console)
+        else:
+            # The server's site list comes in while the job is generated and checked: one admin round trip (3-5 s)
+            # off the way to the first training step (docs/benchmarks.md, "Submit -> first training step").
+            with ThreadPoolExecutor(1) as pool:
+                connected = pool.submit(site_status, console)
+                job_dir, checked, first_round = stage_job(console, args.job_folder, args.job_flags, args.resume)
+            try:
+                sites = require_sites(check_staged_job(checked), console, connected.result())
+                if not args.allow_concurrent:
+                    require_free_sites(sites, console)
+                since = time.time()
+                job_id = submit(job_dir, console)
+            finally:  # submitted (the server holds the job) or refused: the staged copy has served
+                disk_usage.remove_in_admin(job_dir, console.service, console.env_file)
+            report.say(f"submitted job {job_id}")
+            report.event({"event": "submitted", "time": time.time(), "job_id": job_id})
         status = follow(job_id, console, report, args.timeout, args.interval, args.server_grace, args.logs)
         resumed = (args.resume, first_round) if args.resume else None
         try:
@@ -130,4 +142,9 @@ def main(argv=None) -> int:
     except HostError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if job_id is None:
+            raise
+        print(f"\nerror: {reattach.how_to_reattach(job_id, console.service, 'interrupted (Ctrl-C)')}", file=sys.stderr)
+        return 130
     return 0

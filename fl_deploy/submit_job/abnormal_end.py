@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from fl_deploy import checkpoints, diagnose
+from fl_deploy import checkpoints, diagnose, disk_usage, site_failure
 from fl_deploy.host import AdminConsole
 
 
@@ -17,6 +17,8 @@ def abnormal_end(job_id: str, status: str, dest, errors: list, since: float, con
     facts = diagnose.describe(diagnose.job_process_exit(job_id, console.env_file),
                               diagnose.docker_events(diagnose.project_name(console.env_file), since, time.time()),
                               diagnose.job_runner_finished(os.path.join(dest, "workspace", "log.txt")) if dest else None)
+    # A site's job process ended it (on another host too); the server's volume filled.
+    facts = site_failure.facts(job_id, dest, console.env_file) + disk_usage.facts(dest, console.env_file) + facts
     say(f"error: job {job_id} ended {status}.")
     for fact in facts or ["neither the server's job process nor Docker recorded a crash, a kill or an "
                           "out-of-memory kill: the job itself failed, see what it reported below"]:

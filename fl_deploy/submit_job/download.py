@@ -8,20 +8,18 @@ import subprocess
 import sys
 import tempfile
 
-from fl_deploy import lineage
+from fl_deploy import disk_usage, lineage
 from fl_deploy.host import AdminConsole, HostError
-
-DOWNLOADS = "/home/fl/downloads"  # in the admin container
-
 
 def download(job_id: str, console: AdminConsole, results_dir: str, sites: list, failed: bool = False,
              resumed: tuple = None) -> tuple:
     """Fetch the job into ``results_dir``/<job_id>. resumed: (the job it continues, its first round (1-based)).
     Returns (the folder, the error lines job_errors.py found when ``failed``)."""
-    inside = f"{DOWNLOADS}/{job_id}"
-    got = console.nvflare("job", "download", job_id, "-o", DOWNLOADS, "--force", check=False)
+    got = console.nvflare("job", "download", job_id, "-o", disk_usage.ADMIN_DOWNLOADS, "--force", check=False)
     if got.get("status") != "ok":
         raise HostError(f"could not download job {job_id}: {got.get('message')} {got.get('hint') or ''}".strip())
+    # On the admin's volume, not its writable layer; NVFlare's <job_id>__N when <job_id> was taken; removed below.
+    inside = disk_usage.download_path(got, disk_usage.ADMIN_DOWNLOADS, job_id)
     # Before the copy, so that site_logs/ and site_errors/ land in results/<job_id> with the rest.
     run = console.exec("python3", "-m", "fl_deploy.admin.job_errors", job_id, "--startup-kit", console.kit,
                        "-o", inside, "--sites", ",".join(sites or []), check=False)
@@ -38,6 +36,7 @@ def download(job_id: str, console: AdminConsole, results_dir: str, sites: list, 
     if os.path.exists(dest):
         raise HostError(f"{dest} already exists; move it away to download again")
     console.compose("cp", f"{console.service}:{inside}", dest)
+    disk_usage.remove_in_admin(inside, console.service, console.env_file, job_id=job_id)
     return dest, errors
 
 

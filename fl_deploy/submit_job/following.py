@@ -11,6 +11,7 @@ import time
 
 from fl_deploy import ROOT
 from fl_deploy.host import AdminConsole, HostError
+from fl_deploy.submit_job import reattach
 
 
 class JobInterrupted(HostError):
@@ -136,10 +137,6 @@ def follow(job_id: str, console: AdminConsole, report: Reporter, timeout_s: floa
             f"job {job_id} stopped: {end}. Once the server is back (docker compose up -d server), continue the "
             f"job from its last saved round: python3 scripts/submit_job.py --resume {job_id}")
     if not timer.is_alive() and proc.returncode in (-15, 143):
-        raise HostError(
-            f"job {job_id} is still running after {timeout_s:.0f}s; it keeps running. Follow it with "
-            f"`docker compose exec {console.service} python3 -m fl_deploy.admin.follow {job_id} --startup-kit "
-            f"{console.kit}` or stop it with `docker compose exec {console.service} nvflare job abort {job_id} "
-            f"--startup-kit {console.kit}`")
+        raise HostError(reattach.how_to_reattach(job_id, console.service, f"still running after --timeout {timeout_s:g} s"))
     raise HostError(f"the follower of job {job_id} ended (exit {proc.returncode}): "
                     f"{''.join(stderr).strip()[-800:] or 'no output'}; the job keeps running")

@@ -25,6 +25,11 @@ sites, in a clean copy of the project, sharing one compose stack across the modu
     and the next step (resume from the saved round), and its summary points at nothing that was never written;
   * the resumed job (after the server restart) is followed with --json --logs: events as JSON lines, in the
     server's order, before the job ends, the sites' log lines among them; its results hold the whole run's rounds.
+  * a job folder holding 200 MiB of weights is refused before anything reaches the server, with where weights go;
+  * after the module's jobs, the admin console kept no staged job or download; scripts/disk_usage.py shows where the
+    disk goes and --prune removes what no user or resume needs (results on the host, a failed job's checkpoint kept);
+  * a job that outlives submit_job.py (Ctrl-C): the interrupt names `submit_job.py --follow JOB_ID`, which prints
+    the round missed, follows the rest and downloads and exports what a followed job's results hold.
 
 Needs a Docker engine with Compose v2 (FL_REQUIRE_DOCKER=1 makes its absence an error). The image's base comes from
 FL_TEST_BASE_IMAGE; packages from the wheelhouse (docker/wheels). About 12 minutes on 2 cores.
@@ -160,6 +165,54 @@ def test_a_job_from_nvflares_recipe_api_runs_through_submit_job(stack, tmp_path,
         print(f"\n[figures] NVFlare recipe job (@ALL, folder 0700 of uid 54321) via submit_job.py --job-folder: exit "
               f"{rc}, {sub.lines[-1][0] - sub.lines[0][0]:.0f}s; "
               + next(line for line in out.splitlines() if "@ALL" in line))
+
+
+def test_a_job_that_outlives_submit_job_is_reattached(stack, capsys):
+    """A job outlives its submit_job.py (Ctrl-C after round 1): the interrupt names the re-attach command, and
+    --follow JOB_ID prints the round it missed, follows the rest and ends as a followed job ends: its results hold
+    what the demo's followed job's results hold (a finished job re-attached: tests/unit/test_reattach.py)."""
+    sub = stack.submit("--rounds", "2", "--sites", ",".join(KILL_SITES))
+    try:
+        job_id = sub.job_id()
+        sub.wait_for(r"round 1/2 done", 300)
+        sub.proc.send_signal(signal.SIGINT)
+        interrupted = sub.wait(60)
+    finally:
+        sub.stop()
+    assert interrupted == 130, sub.output[-3000:]
+    assert f"job {job_id} keeps running on the server" in sub.output
+    assert f"python3 scripts/submit_job.py --follow {job_id}" in sub.output, sub.output[-3000:]
+    again = stack.submit("--follow", job_id)
+    rc = again.wait(400)
+    out = again.output
+    assert rc == 0 and "FINISHED:COMPLETED" in out, out[-3000:]
+    assert re.search(r"round 1/2 done .*\n(.*\n)*.*round 2/2 done", out), out[-3000:]  # the missed round first
+    result = again.results(stack.work)
+    assert [r["round"] for r in read_rounds(result)] == [0, 1]
+    demo = os.path.join(stack.work, re.search(r"results:\s+(\S+)", stack.demo["output"]).group(1))
+    for folder in ("", "global_model", "plots"):  # what a followed job's download and export made
+        made = [sorted(set(os.listdir(os.path.join(top, folder))) - {"site_errors"}) for top in (result, demo)]
+        assert made[0] == made[1], (folder, made)
+    with capsys.disabled():
+        print(f"\n[figures] re-attach: Ctrl-C exit {interrupted}, then --follow "
+              f"{again.lines[-1][0] - again.lines[0][0]:.0f}s to its summary")
+
+
+def test_a_job_folder_holding_weights_is_refused_with_where_they_go(stack, tmp_path):
+    """--job-folder with 200 MiB of weights (sparse) is refused before anything reaches the server, and the partial
+    copy in the admin container is gone."""
+    job = support.stock_recipe_job(str(tmp_path), min_clients=len(SITES))
+    with open(os.path.join(job, "weights.bin"), "wb") as f:
+        f.truncate(200 * 2**20)
+    jobs_before = {j["job_id"] for j in stack.nvflare("job", "list")["data"]}
+    sub = stack.submit("--job-folder", job)
+    rc = sub.wait(120)
+    assert rc == 2, sub.output[-3000:]
+    assert "holds more than 64 MiB (largest: weights.bin (200 MiB)); nothing was submitted" in sub.output
+    assert "--initial_ckpt" in sub.output and "/assets" in sub.output
+    assert {j["job_id"] for j in stack.nvflare("job", "list")["data"]} == jobs_before
+    staged = stack.compose("exec", "-T", "admin", "sh", "-c", "du -sm /workspace/staged-jobs 2>/dev/null || echo 0")
+    assert int(staged.stdout.split()[0]) < 64, f"{staged.stdout} MiB staged in the admin container"
 
 
 def test_private_keys_only_for_the_service_user(stack, capsys):
@@ -700,6 +753,35 @@ def test_a_site_with_a_wrong_server_address_says_where_it_dials(stack, tmp_path,
     with capsys.disabled():
         print(f"\n[figures] site bundle with FL_SERVER_ADDRESS=127.0.0.1: said so {said_s:.0f}s after up: "
               f"{line[:200]}")
+
+
+def test_disk_after_every_job_is_shown_and_pruned_by_its_rule(stack, capsys):
+    """After the module's jobs: the admin console kept no staged job or download, in its volume or its writable layer;
+    scripts/disk_usage.py shows each part, and --prune removes the job-store entries of the jobs downloaded into
+    results/ and the checkpoints of those that completed, keeping the checkpoints a --resume needs."""
+    before = {j["job_id"]: j["status"] for j in stack.nvflare("job", "list")["data"]}
+    ckpts = set(stack.compose("exec", "-T", "server", "ls", "/workspace/checkpoints").stdout.split())
+    on_host = {j for j in os.listdir(os.path.join(stack.work, "results"))
+               if os.path.isdir(os.path.join(stack.work, "results", j, "workspace"))}
+    left = stack.compose("exec", "-T", "admin", "sh", "-c", "ls -A /workspace/staged-jobs /workspace/downloads "
+                         "2>/dev/null; ls -d /home/fl/jobs /home/fl/downloads 2>/dev/null; true").stdout.split()
+    assert [x for x in left if not x.endswith(":")] == [], left
+    run = subprocess.run([sys.executable, "scripts/disk_usage.py", "--prune"], cwd=stack.work, env=stack.env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "server volume (/workspace):" in run.stdout and "checkpoints/" in run.stdout
+    assert "jobs-storage/" in run.stdout
+    layer = re.search(r"its writable layer: ([\d.]+) (B|KiB|MiB|GiB)", run.stdout)
+    assert layer and layer.group(2) != "GiB" and not (layer.group(2) == "MiB" and float(layer.group(1)) > 64), \
+        run.stdout
+    after = {j["job_id"] for j in stack.nvflare("job", "list")["data"]}
+    ckpts_after = set(stack.compose("exec", "-T", "server", "ls", "/workspace/checkpoints").stdout.split())
+    pruned = {j for j, status in before.items() if status.startswith("FINISHED") and j in on_host}
+    assert pruned and not (pruned & after) and after == set(before) - pruned
+    completed = {j for j in pruned if before[j] == "FINISHED:COMPLETED"}
+    assert ckpts_after == ckpts - completed, run.stdout  # a job that did not complete keeps its checkpoint
+    with capsys.disabled():
+        print("\n[figures] disk_usage.py --prune after the module's jobs:\n" + run.stdout[-2500:])
 
 
 def test_teardown_leaves_nothing(stack):

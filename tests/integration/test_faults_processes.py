@@ -6,6 +6,7 @@ import re
 import signal
 import time
 
+import support
 import torch
 
 from fl_deploy.harness import local_federation
@@ -16,24 +17,16 @@ ROUND_TIMEOUT = 45  # generous: a site that misses it is dropped from the job, k
 
 
 def test_site_killed_mid_round_all_rounds_still_run(tmp_path, tiny_assets, capsys):
-    from fl_deploy import make_job
 
     fed = local_federation.ProcessFederation(str(tmp_path), SITES)
     fed.start()
     try:
         fed.wait_for_sites()
-        job = str(tmp_path / "job")
-        assert make_job.main(["--out", job, "--sites", ",".join(SITES), "--rounds", str(ROUNDS),
-                              "--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"],
-                              "--max_steps", "10", "--batch_size", "4", "--eval_samples", "16",
-                              "--round_timeout", str(ROUND_TIMEOUT), "--min_sites", "1",
-                              "--part_mib", "0.03"]) == 0  # row blocks through the shared download and disk offload
+        job = support.tiny_job(str(tmp_path / "job"), SITES, ROUNDS, tiny_assets,
+                               "--round_timeout", str(ROUND_TIMEOUT), "--min_sites", "1",
+                               "--part_mib", "0.03")  # row blocks through the shared download and disk offload
         job_id = fed.nvflare("job", "submit", "-j", job)["data"]["job_id"]
-        site_log = os.path.join(fed.workspace("site-2"), job_id, "log.txt")
-        deadline = time.monotonic() + 300
-        while "site-2: round 1 received" not in (open(site_log).read() if os.path.exists(site_log) else ""):
-            assert time.monotonic() < deadline, "round 2 never reached site-2"
-            time.sleep(0.1)
+        fed.wait_for_site_log("site-2", job_id, "site-2: round 1 received")  # round 2 reached site-2
         killed = time.monotonic()
         os.killpg(fed.procs["site-2"].pid, signal.SIGKILL)  # mid-round: it has the task, not yet the result
         fed.procs["site-2"].wait()

@@ -94,6 +94,10 @@ def test_failed_job_summary_names_only_what_exists(monkeypatch, tmp_path, capsys
     for module in (diagnose, checkpoints):  # no exit line, no checkpoint
         monkeypatch.setattr(module, "compose", lambda *a, **k: Run("", returncode=1))
     monkeypatch.setattr(diagnose, "docker_events", lambda *a: [])
+    from fl_deploy import disk_usage, site_failure
+
+    monkeypatch.setattr(site_failure, "compose", lambda *a, **k: Run("", returncode=1))  # no site failed it
+    monkeypatch.setattr(disk_usage, "compose", lambda *a, **k: Run("", returncode=1))  # no df: volume unknown
     abnormal_end("j1", "FINISHED:EXECUTION_EXCEPTION", str(dest),
                  ["site-1: data.DataError: dataset path '/data/imdb' does not exist",
                   "site-2: data.DataError: dataset path '/data/imdb' does not exist"],

@@ -83,7 +83,10 @@ def test_the_site_list_is_fetched_while_the_job_is_generated(monkeypatch):
         monkeypatch.setattr(submit_job, name, fake)
     monkeypatch.setattr(submit_job.AdminConsole, "require", lambda self: None)
     monkeypatch.setattr(submit_job, "submit", lambda *a: pytest.fail("submitted a job whose site-2 is not connected"))
+    removed = []
+    monkeypatch.setattr(submit_job.disk_usage, "remove_in_admin", lambda path, *a: removed.append(path))
     assert submit_job.main([]) == 2
+    assert removed == ["/home/fl/jobs/x"]  # a refused job's staged copy is removed too
     assert order == ["status asked", "staging (status already asked)"]
 
 

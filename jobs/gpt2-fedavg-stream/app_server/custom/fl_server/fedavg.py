@@ -30,6 +30,7 @@ A job killed mid-round leaves its disk-offload spool behind; the next job remove
 """
 
 import copy
+import tempfile
 
 from nvflare.app_common.abstract.fl_model import ParamsType
 from nvflare.app_common.aggregators.weighted_aggregation_helper import WeightedAggregationHelper
@@ -37,7 +38,7 @@ from nvflare.app_common.workflows.fedavg import FedAvg
 
 from fl_common.tensor_parts import PART_MIB, join_parts, split_large
 from fl_server.in_place_mean import InPlaceMean
-from fl_server import spool
+from fl_server import disk_guard, spool
 from fl_server.round_stats import RoundStats
 from fl_server.shared_broadcast import SharedBroadcast
 
@@ -88,15 +89,21 @@ class LargeModelFedAvg(FedAvg):
             for path, size in spool.sweep():
                 self.info(f"removed the disk-offload spool of a job that no longer runs: {path} "
                           f"({size / 1e6:.1f} MB)")
+        watch = disk_guard.Watch(tempfile.gettempdir(), self.panic).start()  # the volume full: ends the job at once
         try:
             super().run()
         finally:  # abort, stop or error: the round's download must not outlive the job
+            watch.stop()
             self._end_shared_broadcast()
             if lock is not None:
                 spool.release(lock)
 
     def send_model(self, task_name="train", data=None, targets=None, min_responses=None, timeout=0, callback=None):
         self._targets, self._answered = list(targets or []), set()
+        if full := disk_guard.shortage(tempfile.gettempdir(), disk_guard.round_need(data.params if data else {},
+                                                                                    len(self._targets))):
+            self.panic(full)
+            raise RuntimeError(full)
         self.round_stats.round_started()
         self._end_shared_broadcast()
         sent = cast = cast_model(data, self.exchange_dtype)
