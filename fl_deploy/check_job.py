@@ -31,6 +31,17 @@ ALL_SITES = "@ALL"  # NVFlare's deploy_map target for every site connected when 
 CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.[A-Z]\w*$")  # module.Class, not a file path
 
 
+def job_sites(meta: dict) -> list:
+    """The sites a job is deployed to (its meta's deploy_map), without the server; [] for @ALL."""
+    sites = []
+    for targets in (meta.get("deploy_map") or {}).values():
+        for t in targets if isinstance(targets, list) else []:
+            name = t if isinstance(t, str) else None
+            if name and name != "server" and not name.startswith("@") and name not in sites:
+                sites.append(name)
+    return sites
+
+
 def _load_json(path: str, problems: list):
     try:
         with open(path) as f:

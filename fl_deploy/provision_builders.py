@@ -16,6 +16,12 @@ server-side JobLogReceiver. This builder, after StaticFileBuilder wrote each kit
     (the temp folder: the log then arrives at the job's end only). When the stream ends the server keeps the log
     in the job store (LOG_<file>_<site>, `nvflare job logs` after the job; scripts/submit_job.py downloads it).
 
+OneJobAtATime: the server's own job scheduler (NVFlare's DefaultJobScheduler, in the server kit's
+local/resources.json.default) runs at most `max_jobs` jobs at once, default 1: a second job, whatever door it comes
+through (submit_job.py, `nvflare job submit`, a FLARE API session, a second admin console), stays SUBMITTED in the
+server's queue until the running one ends, then starts by itself. NVFlare's kit template says 4; two training jobs
+on the same sites share their GPUs (and run out of memory on one). docs/design.md, "One training job at a time".
+
 A site that must not stream sets `allow_log_streaming: false` on its participant in project.yml (NVFlare's own
 switch, rendered into its resources.json).
 
@@ -33,6 +39,7 @@ JOB_LOG_RECEIVER = "nvflare.app_common.logging.job_log_receiver.JobLogReceiver"
 STREAMER_ID = "site_job_log_streamer"
 WORKSPACE_REF = "{$NVFL_WORKSPACE}"  # resolved by NVFlare's config loader from the server's environment
 RESOURCES = "resources.json.default"
+JOB_SCHEDULER = "nvflare.app_common.job_schedulers.job_scheduler.DefaultJobScheduler"
 
 
 def _edit(path: str, change):
@@ -79,3 +86,31 @@ class LiveJobLogs(Builder):
         server = project.get_server()
         if server is not None:
             _edit(os.path.join(ctx.get_local_dir(server), RESOURCES), point_receiver_at_workspace)
+
+
+def limit_jobs(components: list, max_jobs: int):
+    """The server's job scheduler runs at most max_jobs jobs at once (NVFlare's DefaultJobScheduler arg)."""
+    schedulers = [c for c in components if c.get("path") == JOB_SCHEDULER]
+    if not schedulers:
+        raise ValueError(f"the server kit's {RESOURCES} has no {JOB_SCHEDULER}: NVFlare's template changed; "
+                         "OneJobAtATime cannot limit its jobs")
+    for c in schedulers:
+        c.setdefault("args", {})["max_jobs"] = max_jobs
+
+
+class OneJobAtATime(Builder):
+    def __init__(self, max_jobs: int = 1):
+        """
+        Args:
+            max_jobs: jobs the server runs at once (NVFlare's DefaultJobScheduler max_jobs; its template's 4).
+                More than 1 lets jobs share the sites' GPUs (submit_job.py --allow-concurrent then runs them
+                side by side instead of queueing them).
+        """
+        if not isinstance(max_jobs, int) or isinstance(max_jobs, bool) or max_jobs < 1:
+            raise ValueError(f"max_jobs must be a whole number of jobs, at least 1, got {max_jobs!r}")
+        self.max_jobs = max_jobs
+
+    def build(self, project, ctx):
+        server = project.get_server()
+        if server is not None:
+            _edit(os.path.join(ctx.get_local_dir(server), RESOURCES), lambda c: limit_jobs(c, self.max_jobs))

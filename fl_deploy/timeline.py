@@ -23,6 +23,8 @@ import json
 import re
 from datetime import datetime, timezone
 
+from fl_deploy.check_job import job_sites
+
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 SITE_EVENTS = [  # (label, pattern of the site's job log message), in the order they happen
     ("site job process up", None),
@@ -130,9 +132,3 @@ def collect(job_id: str, nvflare, started: float, utc: bool = True, site_log=Non
             if text:
                 logs[site] = text
     return events(started, meta, logs, utc)
-
-
-def job_sites(meta: dict) -> list:
-    """The job's sites from its meta: deploy_map's targets other than the server."""
-    sites = [s for targets in (meta.get("deploy_map") or {}).values() for s in targets if s != "server"]
-    return list(dict.fromkeys(sites))

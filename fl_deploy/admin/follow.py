@@ -11,6 +11,7 @@ stdout as JSON lines (scripts/submit_job.py prints them; `submit_job.py --json` 
 
   {"event": "status", "time": T, "status": "RUNNING"}
   {"event": "not_scheduled", "time": T, "reason": "..."}   a failed scheduling attempt (job meta schedule_history)
+  {"event": "queued", "time": T, "behind": [{"job_id": "...", "name": "..."}]}   SUBMITTED while these run
   {"event": "round_started", "time": T, "round": 1}
   {"event": "site_result", "time": T, "round": 1, "site": "site-1", "round_s": 8.7}
   {"event": "round_done", "time": T, "round": 1, "rounds": 3, "round_s": 9.5, "results": 2,
@@ -22,8 +23,9 @@ stdout as JSON lines (scripts/submit_job.py prints them; `submit_job.py --json` 
   {"event": "interrupted", "time": T, "reason": "..."}                         last line, exit 3
 
 T: the server's time of the event (seconds since the epoch) where the server records one: log records and
-scheduling attempts (NVFlare writes them in the server's local time, which is the follower's in the admin
-container: same image, same zone), the job's start; else the time the follower saw it. Rounds are 1-based;
+scheduling attempts (in the server's local time, the admin container's too), the job's start; else the time the
+follower saw it. A job the server holds back behind running ones (one job at a time: provision_builders.py's
+OneJobAtATime) is "queued" behind them; it starts by itself when they end. Rounds are 1-based;
 "rounds" and "eta_s" (the mean round so far times the rounds left) come from the round summary of our server
 workflow (app_code/fl_server/round_stats.py); for a job without it, a round ends at NVFlare's "End persist model
 on server." and has no ETA. Progress events come in the order of the server's clock; each site's log lines in
@@ -38,6 +40,7 @@ import sys
 import time
 from datetime import datetime
 
+from fl_deploy.check_job import job_sites
 from fl_deploy.host import ADMIN_KIT
 
 ROUND_STARTED = re.compile(r"Round (\d+) started\.")
@@ -198,17 +201,6 @@ def status_time(meta: dict, status: str) -> float:
     return time.time()
 
 
-def job_sites(meta: dict) -> list:
-    """The sites the job is deployed to (deploy_map), without the server; [] for @ALL."""
-    sites = []
-    for targets in (meta.get("deploy_map") or {}).values():
-        for t in targets if isinstance(targets, list) else []:
-            name = t if isinstance(t, str) else None
-            if name and name != "server" and not name.startswith("@") and name not in sites:
-                sites.append(name)
-    return sites
-
-
 class Follower:
     def __init__(self, job_id: str, session_factory, logs: bool = False, interval: float = 1.0,
                  server_grace: float = 300.0, out=None):
@@ -228,6 +220,7 @@ class Follower:
         self.down_since = None
         self.gone = 0
         self.next_live_check = 0.0
+        self.behind = []
 
     def emit(self, events: list):
         # One batch in the server's order; never a time before one already printed (clock granularity, sources
@@ -251,6 +244,13 @@ class Follower:
         self.scheduled_seen = len(history)
         if status != self.status and not status.startswith(FINISHED):  # the end is job_end's
             events.append({"event": "status", "time": status_time(meta, status), "status": status})
+        if status == "SUBMITTED" and time.monotonic() >= self.next_live_check:
+            self.next_live_check = time.monotonic() + LIVE_CHECK_S
+            behind = [{"job_id": j.job_id, "name": s.get_job_meta(j.job_id).get("name")}
+                      for j in s.get_system_info().job_info if j.job_id != self.job_id]
+            if behind and behind != self.behind:
+                events.append({"event": "queued", "time": time.time(), "behind": behind})
+            self.behind = behind
         if status == RUNNING or status.startswith(FINISHED):
             events += self.read_logs(meta)
         if status == RUNNING and time.monotonic() >= self.next_live_check:

@@ -15,7 +15,8 @@ import json
 import os
 import sys
 
-from fl_deploy.admin.follow import job_sites, session_factory
+from fl_deploy.admin.follow import session_factory
+from fl_deploy.check_job import job_sites
 from fl_deploy.host import ADMIN_KIT
 
 WAITING = ("SUBMITTED", "DISPATCHED")

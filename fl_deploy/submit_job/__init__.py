@@ -61,7 +61,9 @@ def parse_args(argv=None):
                    help="print the job's events as JSON lines on stdout (fl_deploy/admin/follow.py lists them); other "
                         "messages go to stderr")
     p.add_argument("--allow-concurrent", action="store_true",
-                   help="submit even while another job holds the same sites (they then share containers and GPUs)")
+                   help="submit even while another job holds the same sites: the server queues it until that job "
+                        "ends (it runs max_jobs jobs at once: OneJobAtATime in project.yml, 1 by default; with more, "
+                        "the jobs share the sites' containers and GPUs)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between the follower's reads of the server")
     p.add_argument("--server-grace", type=float, default=300.0,
                    help="seconds the server may not answer (restarting) before the job is reported interrupted")

@@ -74,6 +74,10 @@ class Reporter:
             text = f"{e['site']} | {e['level'] + ' ' if e.get('level') else ''}{e['message']}"
         elif kind == "not_scheduled":
             text = f"not scheduled: {e['reason']}"
+        elif kind == "queued":
+            jobs = ", ".join(f"{j['job_id']} ({j.get('name') or '?'})" for j in e["behind"])
+            text = (f"waiting for job{'s' if len(e['behind']) > 1 else ''} {jobs} to finish: the server runs one "
+                    "training job at a time; this one starts by itself after")
         elif kind == "server_unreachable":
             text = f"server not answering ({e['error'][:120]}); retrying ..."
         elif kind == "job_end":

@@ -94,4 +94,4 @@ def require_free_sites(sites: list, console: AdminConsole):
             f"job {h['job_id']} ({h['name']}, {h['status']}, submitted {h['submit_time']}) holds "
             f"{', '.join(h['sites'])}{others}; nothing was submitted. Wait for it to finish, abort it "
             f"(docker compose exec {console.service} nvflare job abort {h['job_id']} --startup-kit {console.kit}), "
-            "or pass --allow-concurrent to run both on the same sites (they then share the containers and GPUs)")
+            "or pass --allow-concurrent to put it in the server's queue behind that job (it starts when that job ends)")

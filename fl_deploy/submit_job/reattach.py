@@ -18,7 +18,7 @@ continued another (--resume) is downloaded without the earlier job's rounds (lin
 
 import time
 
-from fl_deploy.admin.follow import job_sites
+from fl_deploy.check_job import job_sites
 from fl_deploy.host import ADMIN_KIT, AdminConsole, HostError
 
 COMMAND = "python3 scripts/submit_job.py --follow {job_id}"

@@ -18,7 +18,8 @@ sites, in a clean copy of the project, sharing one compose stack across the modu
     submit_job.py --job-folder; each site's datasets cache is in its own volume; a killed server job's spool is gone
     once the server is back; a kit or volume the container's user cannot use stops it at start with the fix; a site
     bundle with a wrong FL_SERVER_ADDRESS says where it dials and why, under the site's own container name.
-  * one training job at a time: a second submit_job.py while a job runs is refused, naming that job; a job NVFlare
+  * one training job at a time: a second submit_job.py while a job runs is refused, naming that job; the same job
+    through `nvflare job submit` and a FLARE API session waits in the server's queue and starts after; a job NVFlare
     cannot schedule (it asks a GPU of kits that declare none) is reported with the scheduler's reason at once and
     aborted;
   * the server's job process killed mid-round (what the kernel's OOM killer does): submit_job.py names that cause
@@ -578,6 +579,56 @@ def test_second_job_refused_while_one_holds_the_sites(stack, capsys):
     assert "submitted job" not in out
     with capsys.disabled():
         print(f"\n[figures] second submit_job.py while a job ran: exit 2: {out.strip().splitlines()[-1][:220]}")
+
+
+def test_a_job_through_any_other_door_waits_for_the_running_one(stack, capsys):
+    """One training job at a time, enforced by the server's scheduler (OneJobAtATime): while submit_job.py follows a
+    job, the same kind of job submitted with the plain `nvflare job submit` in the admin container, and another
+    through a FLARE API session, stay SUBMITTED (the server runs neither beside it); `submit_job.py --follow` on the
+    CLI's job says which job it waits for, and that job starts by itself and completes once the first ends."""
+    tiny = ["--model", TINY["FL_MODEL"], "--dataset", TINY["FL_DATASET"], "--max_steps", TINY["FL_MAX_STEPS"],
+            "--batch_size", TINY["FL_BATCH_SIZE"], "--eval_samples", TINY["FL_EVAL_SAMPLES"]]
+    first = stack.submit("--sites", ",".join(KILL_SITES), "--rounds", "3", *tiny, "--interval", "2")
+    try:
+        first_id = first.job_id()
+        first.wait_for(r"round 1\S* started", 240)
+        stack.compose("exec", "-T", "admin", "python3", "/src/scripts/make_job.py", "--out", "/workspace/door-job",
+                      "--project", "/src/project.yml", "--sites", ",".join(KILL_SITES), "--rounds", "1", *tiny)
+        cli = stack.compose("exec", "-T", "admin", "nvflare", "--format", "json", "job", "submit", "-j",
+                            "/workspace/door-job", "--startup-kit", ADMIN_KIT)
+        cli_id = json.loads(cli.stdout.strip().splitlines()[-1])["data"]["job_id"]
+        api = stack.compose("exec", "-T", "admin", "python3", "-c",
+                            "from fl_deploy.admin.follow import session_factory; s = session_factory("
+                            f"{ADMIN_KIT!r})(); print(s.submit_job('/workspace/door-job')); s.close()")
+        api_id = api.stdout.strip().splitlines()[-1]
+        samples = []  # (first's status, the server's live jobs, the CLI's and the API's job status)
+        while True:
+            state = stack.nvflare("job", "meta", first_id)["data"]["status"]
+            live = {j.get("job_id") for j in (stack.nvflare("system", "status").get("data") or {}).get("jobs") or []}
+            others = [stack.nvflare("job", "meta", j)["data"]["status"] for j in (cli_id, api_id)]
+            samples.append((state, live, others))
+            if state != "RUNNING" or len(samples) >= 6:
+                break
+            time.sleep(2)
+        running = [s for s in samples if s[0] == "RUNNING"]
+        assert running, f"the first job was not seen running: {samples}"
+        for state, live, others in running:
+            assert others == ["SUBMITTED", "SUBMITTED"] and cli_id not in live and api_id not in live, samples
+        stack.nvflare("job", "abort", api_id, "--force")
+        follower = stack.submit("--follow", cli_id, "--interval", "2")
+        waiting = follower.wait_for(rf"waiting for job {first_id} \(\S+\) to finish", 120)
+        assert first.wait(600) == 0, first.output[-3000:]
+        assert follower.wait(600) == 0, follower.output[-3000:]
+        assert f"job {cli_id}: RUNNING" in follower.output and "round 1/1 done" in follower.output
+        meta = stack.nvflare("job", "meta", cli_id)["data"]
+        assert meta["status"] == "FINISHED:COMPLETED"
+        assert stack.nvflare("job", "meta", api_id)["data"]["status"].startswith("FINISHED:ABORTED")
+    finally:
+        first.stop()
+    with capsys.disabled():
+        print(f"\n[figures] second job by `nvflare job submit` and a third by a FLARE API session while "
+              f"submit_job.py followed {first_id}: both SUBMITTED in {len(running)} samples while it ran; "
+              f"submit_job.py --follow printed: {waiting[1].group(0)}; the CLI's job then FINISHED:COMPLETED")
 
 
 def test_unschedulable_job_reported_at_once_and_aborted(stack, capsys):
