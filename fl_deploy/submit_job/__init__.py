@@ -107,7 +107,7 @@ def main(argv=None) -> int:
             sites, since = reattach.attach(job_id, console)
         else:
             # The server's site list comes in while the job is generated and checked: one admin round trip (3-5 s)
-            # off the way to the first training step (docs/benchmarks.md, "Submit -> first training step").
+            # off the way to the first training step (docs/benchmarks/first-step.md).
             with ThreadPoolExecutor(1) as pool:
                 connected = pool.submit(site_status, console)
                 job_dir, checked, first_round = stage_job(console, args.job_folder, args.job_flags, args.resume)
