@@ -49,7 +49,8 @@ import time
 
 from fl_deploy import IMAGE_REPO, ROOT, assets
 from fl_deploy.host import ADMIN_KIT
-from fl_deploy.harness import local_federation, round_stats
+from fl_deploy import round_stats
+from fl_deploy.harness import local_federation
 from fl_deploy.project import load_project
 GIB = 1024**3
 

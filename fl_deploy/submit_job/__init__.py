@@ -36,7 +36,7 @@ from fl_deploy.submit_job.abnormal_end import abnormal_end
 from fl_deploy.submit_job.download import download
 from fl_deploy.submit_job.following import JobInterrupted, NotScheduled, Reporter, follow
 from fl_deploy.submit_job.preflight import check_staged_job, require_free_sites, require_sites, site_status
-from fl_deploy.submit_job import staging
+from fl_deploy.submit_job import sizing, staging
 from fl_deploy.submit_job.staging import stage_job, submit
 from fl_deploy.submit_job.summary import print_timeline, summarize
 
@@ -103,6 +103,8 @@ def main(argv=None) -> int:
             sites = require_sites(check_staged_job(checked), console, connected.result())
         if not args.allow_concurrent:
             require_free_sites(sites, console)
+        prediction = sizing.check(console, sites, args.job_flags, args.job_folder)  # refuses what will not fit
+        report.predicted_exchange_s = prediction and prediction.round_exchange_s
         since = time.time()
         job_id = submit(job_dir, console)
         report.say(f"submitted job {job_id}")
@@ -115,6 +117,7 @@ def main(argv=None) -> int:
             if status == COMPLETED:
                 raise
             dest, errors = None, [str(e)]
+        sizing.record(dest, prediction)
         if status != COMPLETED:
             abnormal_end(job_id, status, dest, errors, since, console)
             if dest:

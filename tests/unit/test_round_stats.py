@@ -1,8 +1,8 @@
-"""Per-round accounting of the exchange benchmark (fl_deploy/harness/round_stats.py) on stand-in /proc and logs."""
+"""Per-round accounting of the exchange benchmark (fl_deploy/round_stats.py) on stand-in /proc and logs."""
 
 import os
 
-from fl_deploy.harness import round_stats
+from fl_deploy import round_stats
 
 
 def _stat(pid, comm, minflt, utime, stime):
