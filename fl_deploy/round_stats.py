@@ -96,17 +96,18 @@ def _lines(log: str):
             yield last, line
 
 
-SERVER_PHASES = ("send_s", "results_s", "aggregate_s", "persist_s")
+SERVER_PHASES = ("send_s", "results_s", "aggregate_s", "persist_s", "round_s")
 
 
 def server_phases(log: str) -> list:
     """One dict per round from a server job log: send_s (round start -> last task sent), results_s (-> last result
-    received), aggregate_s (-> persist starts: the mean and the next global model), persist_s (the checkpoint)."""
+    received), aggregate_s (-> persist starts: the mean and the next global model), persist_s (the checkpoint),
+    round_s (-> the next round's start or the end of FedAvg)."""
     rounds, cur = [], None
     for t, line in _lines(log):
         if re.search(r"Round \d+ started|Finished FedAvg", line):
             if cur is not None:
-                rounds.append(cur)
+                rounds.append({**cur, "end": t})
             cur = {"start": t}
         elif cur is None:
             continue
@@ -123,15 +124,21 @@ def server_phases(log: str) -> list:
         return round(r[b] - r[a], 3) if a in r and b in r else None
 
     return [{"send_s": span(r, "start", "sent"), "results_s": span(r, "sent", "result"),
-             "aggregate_s": span(r, "result", "persist"), "persist_s": span(r, "persist", "persisted")}
+             "aggregate_s": span(r, "result", "persist"), "persist_s": span(r, "persist", "persisted"),
+             "round_s": span(r, "start", "end")}
             for r in rounds]
 
 
 def site_phases(log: str) -> list:
-    """One dict per task from a site job log: receive_s (the task and global model), send_s (the result)."""
+    """One dict per task from a site job log: receive_s (the task and global model), send_s (the result), compute_s
+    (ClientRunner's "got task assignment" -> "start to send task result": training and evaluation, no wire)."""
     received = [float(s) for s in re.findall(r"Received from server\. getTask: .* time: ([\d.]+) seconds", log)]
     sent = [float(s) for s in re.findall(r"SubmitUpdate to: server\. .* time: ([\d.]+) seconds", log)]
-    return [{"receive_s": r, "send_s": s} for r, s in zip(received, sent)]
+    got = [t for t, line in _lines(log) if "got task assignment" in line]
+    done = [t for t, line in _lines(log) if "start to send task result" in line]
+    compute = [round(b - a, 3) for a, b in zip(got, done)]
+    return [{"receive_s": r, "send_s": s, "compute_s": compute[i] if i < len(compute) else None}
+            for i, (r, s) in enumerate(zip(received, sent))]
 
 
 def steady_phases(rows: list) -> dict:

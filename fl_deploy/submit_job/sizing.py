@@ -166,24 +166,35 @@ def check(console, sites: list, job_flags: list, job_folder: str = None) -> Pred
     return p
 
 
-def record(dest: str, p: Prediction):
-    """results/<job_id>/sizing.json: the prediction beside what the run measured: the exchange time per round, the
-    median site's task receive + result send times (NVFlare's Communicator lines in results/<job_id>/site_logs/),
-    rounds after the first."""
-    if p is None or not dest:
-        return
-    from fl_deploy.round_stats import site_phases, steady
+def measured_exchange_s(dest: str):
+    """The round's exchange time a downloaded result shows: the server's round time (its log, workspace/log.txt)
+    less the median site's compute time (got task -> result being sent, its log in site_logs/), each a median over
+    the rounds after the first; None where a log is missing or there is one round only."""
+    from fl_deploy.round_stats import server_phases, site_phases, steady
 
-    per_site = []
+    def read(path):
+        with open(path, errors="replace") as f:
+            return f.read()
+
+    server_log = os.path.join(dest, "workspace", "log.txt")
     logs = os.path.join(dest, "site_logs")
-    for site in sorted(os.listdir(logs)) if os.path.isdir(logs) else ():
-        path = os.path.join(logs, site, "log.txt")
-        if os.path.isfile(path):
-            with open(path, errors="replace") as f:
-                rounds = site_phases(f.read())
-            per_site.append(steady([r["receive_s"] + r["send_s"] for r in rounds]) if len(rounds) > 1 else None)
-    measured = [m for m in per_site if m is not None]
-    measured = round(sorted(measured)[len(measured) // 2], 2) if measured else None
+    if not os.path.isfile(server_log) or not os.path.isdir(logs):
+        return None
+    round_s = steady([r["round_s"] for r in server_phases(read(server_log))])
+    compute = sorted(c for c in (steady([r["compute_s"] for r in site_phases(read(os.path.join(logs, site, "log.txt")))])
+                                 for site in os.listdir(logs) if os.path.isfile(os.path.join(logs, site, "log.txt")))
+                     if c is not None)
+    if round_s is None or not compute:
+        return None
+    return round(max(round_s - compute[len(compute) // 2], 0.0), 2)
+
+
+def record(dest: str, p: Prediction):
+    """results/<job_id>/sizing.json: the prediction beside the measured exchange time (measured_exchange_s).
+    Returns the measured seconds (None: not measurable)."""
+    if p is None or not dest:
+        return None
+    measured = measured_exchange_s(dest)
     with open(os.path.join(dest, "sizing.json"), "w") as f:
         json.dump({"predicted": asdict(p), "measured": {"round_exchange_s": measured},
                    "slopes": load_slopes()["source"]}, f, indent=2)

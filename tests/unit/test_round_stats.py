@@ -56,17 +56,22 @@ SERVER_LOG = """\
 """
 SITE_LOG = """\
 2026-12-04 03:00:01,100 - Communicator - INFO - Received from server. getTask: train size: 8KB (8040 Bytes) time: 5.5 seconds
+2026-12-04 03:00:01,200 - ClientRunner - INFO - [identity=site-1] - got task assignment: name=train, id=1
+2026-12-04 03:00:07,700 - ClientRunner - INFO - [identity=site-1] - start to send task result to server
 2026-12-04 03:00:08,000 - Communicator - INFO - SubmitUpdate to: server. size: 5.6KB (5576 Bytes). time: 3.25 seconds
 2026-12-04 03:00:15,100 - Communicator - INFO - Received from server. getTask: train size: 8KB (8040 Bytes) time: 1.5 seconds
+2026-12-04 03:00:15,200 - ClientRunner - INFO - [identity=site-1] - got task assignment: name=train, id=2
+2026-12-04 03:00:16,200 - ClientRunner - INFO - [identity=site-1] - start to send task result to server
 2026-12-04 03:00:17,000 - Communicator - INFO - SubmitUpdate to: server. size: 5.6KB (5576 Bytes). time: 0.75 seconds
 """
 
 
 def test_phases_from_nvflare_log_lines():
     assert round_stats.server_phases(SERVER_LOG) == [
-        {"send_s": 1.5, "results_s": 8.5, "aggregate_s": 1.0, "persist_s": 2.0},
-        {"send_s": 0.4, "results_s": 3.0, "aggregate_s": 0.5, "persist_s": 0.1}]
-    assert round_stats.site_phases(SITE_LOG) == [{"receive_s": 5.5, "send_s": 3.25}, {"receive_s": 1.5, "send_s": 0.75}]
+        {"send_s": 1.5, "results_s": 8.5, "aggregate_s": 1.0, "persist_s": 2.0, "round_s": 14.0},
+        {"send_s": 0.4, "results_s": 3.0, "aggregate_s": 0.5, "persist_s": 0.1, "round_s": 4.1}]
+    assert round_stats.site_phases(SITE_LOG) == [{"receive_s": 5.5, "send_s": 3.25, "compute_s": 6.5},
+                                                 {"receive_s": 1.5, "send_s": 0.75, "compute_s": 1.0}]
 
 
 def test_round_columns_are_steady_medians_without_round_1():

@@ -73,14 +73,23 @@ def test_check_refuses_a_job_the_server_cannot_hold(tmp_path, monkeypatch):
 
 
 def test_record_keeps_predicted_beside_measured(tmp_path):
+    """measured = the server's round time less the median site's compute time, rounds after the first."""
+    (tmp_path / "workspace").mkdir()
+    stamp = "2026-12-04 03:00:{:02d},000 - {} - INFO - {}\n"
+    banner = "\n                                {}.\n"
+    (tmp_path / "workspace" / "log.txt").write_text("".join(
+        stamp.format(t, "FedAvg", "-") + banner.format(what)
+        for t, what in [(0, "Round 1 started"), (20, "Round 2 started"), (30, "Round 3 started"),
+                        (42, "Finished FedAvg")]))  # rounds of 20, 10 and 12 s
     site = tmp_path / "site_logs" / "site-1"
     site.mkdir(parents=True)
-    line = "2026-12-04 03:00:0{i},000 - Communicator - INFO - {what} time: {s} seconds\n"
     site.joinpath("log.txt").write_text("".join(
-        line.format(i=i, what="Received from server. getTask: train size: 8KB (8 Bytes)", s=r) +
-        line.format(i=i, what="SubmitUpdate to: server. size: 5KB (5 Bytes).", s=u)
-        for i, (r, u) in enumerate([(9.0, 9.0), (1.0, 0.5), (2.0, 0.5)])))
+        stamp.format(t, "Communicator", "Received from server. getTask: train size: 8KB (8 Bytes) time: 1.0 seconds")
+        + stamp.format(t + 1, "ClientRunner", "- got task assignment: name=train")
+        + stamp.format(t + 1 + c, "ClientRunner", "- start to send task result to server")
+        + stamp.format(t + 2 + c, "Communicator", "SubmitUpdate to: server. size: 5KB (5 Bytes). time: 0.5 seconds")
+        for t, c in [(0, 15), (20, 6), (30, 8)]))  # compute 15, 6, 8 s
     p = sizing.predict(4096, 4096, 1, SLOPES)
-    assert sizing.record(str(tmp_path), p) == 2.0  # median of rounds 2 and 3 (1.5 and 2.5), round 1 left out
+    assert sizing.record(str(tmp_path), p) == 4.0  # median(10, 12) - median(6, 8)
     saved = json.loads((tmp_path / "sizing.json").read_text())
-    assert saved["predicted"]["round_exchange_s"] == p.round_exchange_s and saved["measured"]["round_exchange_s"] == 2.0
+    assert saved["predicted"]["round_exchange_s"] == p.round_exchange_s and saved["measured"]["round_exchange_s"] == 4.0
