@@ -105,11 +105,10 @@ CONFIGS["plain-offload-jemalloc"] = (["--transfer", "offload"], {"FL_GLIBC_TUNAB
                                      "(NVFLARE_ENABLE_JEMALLOC_PRELOAD) in place of glibc's mmap threshold")
 CONFIGS["plain-offload-mmap"] = (["--transfer", "offload"], {"FL_GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4194304",
                                                              "FL_SERVER_JEMALLOC": "false"},
-                                 "plain-offload with glibc's malloc and its mmap threshold at 4 MiB on the server")
+                                 "plain-offload with glibc's malloc and its mmap threshold at 4 MiB on the server, "
+                                 "without huge pages (the default before 2026-12-04)")
 # Levers of issue 23 (docs/benchmarks/exchange-pace.md), each against plain-offload in the same run:
-CONFIGS["plain-offload-hugetlb"] = (["--transfer", "offload"], {
-    "FL_GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4194304:glibc.malloc.hugetlb=1"},
-    "plain-offload with the server's malloc on transparent huge pages (glibc >= 2.35; THP madvise or always)")
+# the huge-pages default (docker/services.yaml) against plain-offload-mmap, the server's malloc without it
 CONFIGS["plain-offload-part-full"] = (["--transfer", "offload", "--part_mib", "16.001"], {},
                                       "plain-offload with wte's row blocks of 5,462 rows (16 MiB + 2 KiB) in place "
                                       "of 5,461 (16 MiB - 1 KiB)")
