@@ -203,17 +203,8 @@ class PeakSampler(threading.Thread):
         return self.peak
 
 
-def cpu_per_round(series: list, stamps: list) -> list:
-    """CPU seconds the participants used between consecutive round stamps, from the sampled (time, CPU s)."""
-    def at(t):
-        before = [c for ts, c in series if ts <= t]
-        return before[-1] if before else None
-
-    out = []
-    for a, b in zip(stamps, stamps[1:]):
-        start, end = at(a), at(b)
-        out.append(end - start if start is not None and end is not None else None)
-    return out
+# CPU seconds the participants used between consecutive round stamps, from the sampled (time, CPU s)
+cpu_per_round = round_stats.per_round
 
 
 def TreeSampler(procs: dict) -> PeakSampler:
