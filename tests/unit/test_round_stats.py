@@ -93,3 +93,14 @@ def test_scaling_line_compares_the_largest_and_smallest_site_counts():
             {"model": "m", "config": "c", "sites": 8, "server_peak_GiB": 1.5}]
     assert round_stats.scaling_lines(rows) == ["m c: server peak at 8 vs 2 sites = 1.50 (1.5 / 1.0 GiB; "
                                                "target 0.90-1.10)"]
+
+
+def test_a_containers_processes_are_its_cgroup_pids(tmp_path, monkeypatch):
+    from fl_deploy.harness import compose_stack
+
+    (tmp_path / "cgroup.procs").write_text("101\n102\n")
+    monkeypatch.setattr(compose_stack, "_cgroup_dir", lambda cid: str(tmp_path))
+    _proc(tmp_path / "proc", {101: _stat(101, "python3", 10, 100, 0), 102: _stat(102, "sub", 5, 0, 100)}, {})
+    counters = round_stats.TreeCounters({"server": round_stats.cgroup_pids("c1d")}, proc=str(tmp_path / "proc"))
+    faults, cpu = counters()["server"]
+    assert faults == 15 and abs(cpu - 200 / round_stats.CLOCK_TICKS) < 1e-9
