@@ -49,6 +49,7 @@ import time
 
 from fl_deploy import IMAGE_REPO, ROOT, make_tiny_assets
 from fl_deploy.host import ADMIN_KIT
+from fl_deploy import round_stats
 from fl_deploy.harness import local_federation
 from fl_deploy.project import load_project
 GIB = 1024**3
@@ -104,7 +105,13 @@ CONFIGS["plain-offload-jemalloc"] = (["--transfer", "offload"], {"FL_GLIBC_TUNAB
                                      "(NVFLARE_ENABLE_JEMALLOC_PRELOAD) in place of glibc's mmap threshold")
 CONFIGS["plain-offload-mmap"] = (["--transfer", "offload"], {"FL_GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4194304",
                                                              "FL_SERVER_JEMALLOC": "false"},
-                                 "plain-offload with glibc's malloc and its mmap threshold at 4 MiB on the server")
+                                 "plain-offload with glibc's malloc and its mmap threshold at 4 MiB on the server, "
+                                 "without huge pages (the default before 2026-12-04)")
+# Levers of issue 23 (docs/benchmarks/exchange-pace.md), each against plain-offload in the same run:
+# the huge-pages default (docker/services.yaml) against plain-offload-mmap, the server's malloc without it
+CONFIGS["plain-offload-part-full"] = (["--transfer", "offload", "--part_mib", "16.001"], {},
+                                      "plain-offload with wte's row blocks of 5,462 rows (16 MiB + 2 KiB) in place "
+                                      "of 5,461 (16 MiB - 1 KiB)")
 DEFAULT_CONFIGS = "stream,plain,plain-offload-per-site,plain-offload"
 # Model sizes (--model): GPT-2's architectures, random init (the exchange does not care about the values), or the
 # tiny test model. gpt2-774m is gpt2-large.
@@ -166,9 +173,10 @@ class PeakSampler(threading.Thread):
     """Peak of each named reading (bytes), sampled every ``interval`` s until stop(); with ``cpu`` (a function
     returning the participants' CPU seconds so far) also the series (time, CPU seconds), for cpu_per_round."""
 
-    def __init__(self, readers: dict, interval: float = 0.2, gone=(OSError, ValueError), cpu=None):
+    def __init__(self, readers: dict, interval: float = 0.2, gone=(OSError, ValueError), cpu=None, counters=None):
         super().__init__(daemon=True)
         self.readers, self.interval, self.gone, self.cpu = readers, interval, gone, cpu
+        self.counters, self.counter_series = counters, []  # round_stats.TreeCounters: faults and CPU per participant
         self.peak = {name: 0 for name in readers}
         self.series = {name: [] for name in readers}  # (time, bytes): written as the run's memory trace
         self.cpu_series = []
@@ -185,6 +193,8 @@ class PeakSampler(threading.Thread):
                 self.series[name].append((time.time(), value))
             if self.cpu is not None:
                 self.cpu_series.append((time.time(), self.cpu()))
+            if self.counters is not None:
+                self.counter_series.append((time.time(), self.counters()))
             self.stop_event.wait(self.interval)
 
     def stop(self) -> dict:
@@ -193,17 +203,8 @@ class PeakSampler(threading.Thread):
         return self.peak
 
 
-def cpu_per_round(series: list, stamps: list) -> list:
-    """CPU seconds the participants used between consecutive round stamps, from the sampled (time, CPU s)."""
-    def at(t):
-        before = [c for ts, c in series if ts <= t]
-        return before[-1] if before else None
-
-    out = []
-    for a, b in zip(stamps, stamps[1:]):
-        start, end = at(a), at(b)
-        out.append(end - start if start is not None and end is not None else None)
-    return out
+# CPU seconds the participants used between consecutive round stamps, from the sampled (time, CPU s)
+cpu_per_round = round_stats.per_round
 
 
 def TreeSampler(procs: dict) -> PeakSampler:
@@ -229,7 +230,9 @@ def TreeSampler(procs: dict) -> PeakSampler:
                 continue
         return sum(seen.values())
 
-    return PeakSampler({name: tree_rss(root) for name, root in roots.items()}, gone=psutil.Error, cpu=cpu)
+    counters = round_stats.TreeCounters({"server" if n == "localhost" else n: p.pid for n, p in procs.items()})
+    return PeakSampler({name: tree_rss(root) for name, root in roots.items()}, gone=psutil.Error, cpu=cpu,
+                       counters=counters)
 
 
 def CgroupSampler(cids: dict) -> PeakSampler:
@@ -237,8 +240,9 @@ def CgroupSampler(cids: dict) -> PeakSampler:
     from fl_deploy.harness import compose_stack
 
     cpu_readers = [compose_stack.cpu_seconds_reader(cid) for cid in cids.values()]
+    counters = round_stats.TreeCounters({name: round_stats.cgroup_pids(cid) for name, cid in cids.items()})
     return PeakSampler({name: compose_stack.resident_bytes_reader(cid) for name, cid in cids.items()},
-                       cpu=lambda: sum(read() for read in cpu_readers))
+                       cpu=lambda: sum(read() for read in cpu_readers), counters=counters)
 
 
 def streamed_bytes(site_log: str) -> dict:
@@ -324,8 +328,10 @@ def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: st
         peaks = sampler.stop()
         result = fed.nvflare("job", "download", job_id, "-o", os.path.join(work, "dl"))["data"]["download_path"]
         with open(os.path.join(result, "workspace", "log.txt")) as f:
-            stamps = local_federation.round_start_times(f.read())
-        per_site = [streamed_bytes(fed.site_job_log(s, job_id)) for s in sites] if "tensor" in flags else []
+            log = f.read()
+        stamps = local_federation.round_start_times(log)
+        site_logs = [fed.site_job_log(s, job_id) for s in sites]
+        per_site = [streamed_bytes(text) for text in site_logs] if "tensor" in flags else []
     finally:
         if sampler and sampler.is_alive():
             sampler.stop()
@@ -334,7 +340,8 @@ def run_config(n_sites: int, config: str, rounds: int, model_path: str, work: st
     peaks["server"] = peaks.pop("localhost")
     sampler.series["server"] = sampler.series.pop("localhost")
     return {"status": status, "round_times": round_times, "peaks": peaks, "streamed": per_site,
-            "round_cpu": cpu_per_round(sampler.cpu_series, stamps), "trace": sampler.series, "stamps": stamps}
+            "round_cpu": cpu_per_round(sampler.cpu_series, stamps), "trace": sampler.series, "stamps": stamps,
+            "stages": round_stats.round_columns(sampler.counter_series, stamps, log, site_logs)}
 
 
 # Raw TCP between two containers of the stack (no TLS): the receiver times from its first byte to EOF.
@@ -444,8 +451,9 @@ def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, 
             print(f"  job {job_id} {status}:\n    " + "\n    ".join(
                 [ln for ln in log.splitlines() if "ERROR" in ln][-5:] + (errors.stdout or "").splitlines()[-10:]),
                 flush=True)
-        per_site = [streamed_bytes(run(["docker", "compose", "exec", "-T", s, "cat", f"/workspace/{job_id}/log.txt"],
-                                       check=False).stdout) for s in sites] if "tensor" in flags else []
+        site_logs = [run(["docker", "compose", "exec", "-T", s, "cat", f"/workspace/{job_id}/log.txt"],
+                         check=False).stdout for s in sites]
+        per_site = [streamed_bytes(text) for text in site_logs] if "tensor" in flags else []
     finally:
         if sampler and sampler.is_alive():
             sampler.stop()
@@ -453,7 +461,8 @@ def run_config_compose(n_sites: int, config: str, rounds: int, model_path: str, 
     stamps = local_federation.round_start_times(log)
     return {"status": status, "round_times": [b - a for a, b in zip(stamps, stamps[1:])], "peaks": peaks,
             "streamed": per_site, "tcp": tcp, "round_cpu": cpu_per_round(sampler.cpu_series, stamps),
-            "trace": sampler.series, "stamps": stamps}
+            "trace": sampler.series, "stamps": stamps,
+            "stages": round_stats.round_columns(sampler.counter_series, stamps, log, site_logs)}
 
 
 def main(argv=None) -> int:
@@ -529,9 +538,10 @@ def main(argv=None) -> int:
     csv_path = os.path.join(args.out, "benchmark.csv")
     cols = ["model", "sites", "config", "round_s_median", "round_over_floor", "cpu_busy", "effective_MB_s",
             "server_peak_GiB", "server_peak_over_model", "site_peak_GiB_max", "site_peak_over_model",
-            "bytes_down_per_site", "bytes_up_per_site", "status"]
+            "bytes_down_per_site", "bytes_up_per_site", "status", *round_stats.STAGE_COLUMNS]
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    md += ["| " + " | ".join(str(r.get(c)) for c in cols) + " |" for r in rows]
+    md += ["", *round_stats.scaling_lines(rows)]
     tcps = sorted({r["raw_tcp_GB_s"] for r in rows})
     deployed = ("containers (compose, CPU overlay), memory per container from its cgroup"
                 if args.deployment == "compose" else "processes from provisioned kits, memory per process tree")
@@ -606,6 +616,7 @@ def result_row(model: str, model_bytes: int, n: int, config: str, r: dict, tcp: 
         "site_peak_GiB_mean": round(statistics.mean(site_peaks) / GIB, 2) if site_peaks else 0,
         "site_peak_over_model": round(max(site_peaks) / model_bytes, 1) if site_peaks else 0,
         "model_MB": round(model_bytes / 1e6, 1),
+        **r.get("stages", {}),  # page faults, CPU s per participant, phase times: medians after round 1
     }
 
 

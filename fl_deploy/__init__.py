@@ -7,13 +7,15 @@ On the host (standard library only where submit_job.py and check_host.py need it
                      stream their job logs); compose_files: compose.participants.yaml / compose.cpu.yaml
     add_site         one more site with the same root CA
     export_bundles   one bundle per site host (several hosts)
-    check_host       Docker, Compose v2, the GPU runtime, a free port
+    check_host       Docker, Compose v2, the GPU runtime, a free port; huge_pages: the host's THP mode (a warning)
     host             .env, `docker compose` calls, the admin console (AdminConsole: service, .env, kit path)
     make_job         the job's settings (JobSettings + the sites' TrainSettings) and the job folder (NVFlare recipe)
     check_job        a job folder checked before submission (on the host and in the admin container)
     submit_job/      submit through the admin console, follow, download: preflight, staging, following, download,
-                     summary, abnormal_end
+                     summary, abnormal_end; sizing: the server's memory, spool disk and the round predicted
+                     from measured slopes (sizing_slopes.json), an oversized job refused
     export_results/  the downloaded result as a Hugging Face model (model_export), metrics.csv (metrics), plots
+    round_stats      per round: page faults and CPU s per process (/proc), phase times from NVFlare's log lines
     diagnose, checkpoints, lineage, timeline
                      why a job ended abnormally; the server's saved rounds (progress.json); a resumed run's
                      earlier rounds; where a job's start went

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 
-from fl_deploy import IMAGE_UID, ROOT
+from fl_deploy import IMAGE_UID, ROOT, huge_pages
 from fl_deploy.host import HostError, check_docker, compose, running_services
 
 
@@ -109,5 +109,8 @@ def main(argv=None) -> int:
     except HostError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    warning = huge_pages.thp_warning(huge_pages.thp_mode())
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     print("host ok")
     return 0

@@ -37,7 +37,7 @@ from fl_deploy.submit_job.download import download
 from fl_deploy.submit_job.following import JobInterrupted, NotScheduled, Reporter, follow
 from fl_deploy.submit_job.preflight import check_staged_job, require_free_sites, require_sites, site_status
 from fl_deploy import disk_usage
-from fl_deploy.submit_job import reattach, staging
+from fl_deploy.submit_job import reattach, sizing, staging
 from fl_deploy.submit_job.staging import stage_job, submit
 from fl_deploy.submit_job.summary import print_timeline, summarize
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     if args.json:  # stdout carries the events only; everything else this process prints goes to stderr
         sys.stdout = sys.stderr
     console = AdminConsole(service=args.admin, env_file=args.env_file)
-    job_id = first_round = None
+    job_id = first_round = prediction = None
     try:
         check_docker()
         console.require()
@@ -115,6 +115,8 @@ def main(argv=None) -> int:
                 sites = require_sites(check_staged_job(checked), console, connected.result())
                 if not args.allow_concurrent:
                     require_free_sites(sites, console)
+                prediction = sizing.check(console, sites, args.job_flags, args.job_folder)  # refuses what won't fit
+                report.predicted_exchange_s = prediction and prediction.round_exchange_s
                 since = time.time()
                 job_id = submit(job_dir, console)
             finally:  # submitted (the server holds the job) or refused: the staged copy has served
@@ -129,6 +131,7 @@ def main(argv=None) -> int:
             if status == COMPLETED:
                 raise
             dest, errors = None, [str(e)]
+        sizing.record(dest, prediction)
         if status != COMPLETED:
             abnormal_end(job_id, status, dest, errors, since, console)
             if dest:

@@ -31,6 +31,7 @@ class Reporter:
         self.logs = logs
         self.out = out or sys.stdout
         self.rounds = None
+        self.predicted_exchange_s = None  # sizing.check's prediction, shown beside round 1
 
     def say(self, text: str):
         print(text, file=sys.stderr if self.json_lines else self.out, flush=True)
@@ -66,6 +67,8 @@ class Reporter:
             if e.get("eta_s") is not None and e.get("rounds") and e["round"] < e["rounds"]:
                 left = e["rounds"] - e["round"]
                 text += f"; ETA {duration(e['eta_s'])} ({left} round{'s' if left != 1 else ''} left)"
+            if e["round"] == 1 and self.predicted_exchange_s is not None:
+                text += f" (exchange predicted {self.predicted_exchange_s:.1f} s of it; results/<job_id>/sizing.json)"
         elif kind == "server_log":
             text = f"server {e['level']}: {e['message']}"
         elif kind == "site_log":

@@ -262,6 +262,18 @@ def test_default_transfer_ran(demo):
         assert len(spooled) == ROUNDS and all(a == b for a, b in spooled), (site, spooled)
 
 
+def test_preflight_predicted_the_round_within_a_factor_of_2(demo):
+    """submit_job.py's sizing check (fl_deploy/submit_job/sizing.py) printed its prediction before the job, showed
+    it beside round 1, and results/<job_id>/sizing.json holds it beside the measured exchange: within 2x."""
+    assert re.search(r"predicted \(fl_deploy/submit_job/sizing.py\): server peak [\d.]+ GiB", demo["output"]), \
+        demo["output"][-3000:]
+    assert re.search(r"round 1/\d+ done in .*exchange predicted [\d.]+ s of it", demo["output"])
+    with open(os.path.join(result_dir(demo), "sizing.json")) as f:
+        sizing = json.load(f)
+    predicted, measured = sizing["predicted"]["round_exchange_s"], sizing["measured"]["round_exchange_s"]
+    assert measured is not None and 0.5 <= predicted / measured <= 2, sizing
+
+
 def test_image_has_what_kubernetes_runs(demo):
     """docs/kubernetes.md runs this image with NVFlare's k8s launcher, whose parent and job pods start the Python
     of docker/k8s.yaml with the workspace mounted at the image's NVFL_WORKSPACE: both are there in the built image,

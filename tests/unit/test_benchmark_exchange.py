@@ -95,7 +95,7 @@ def test_the_containers_malloc_setting_returns_freed_tensors_to_the_os():
     import sys
 
     everyone, server = benchmark_exchange.process_env({})
-    assert everyone == {} and server == {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4194304",
+    assert everyone == {} and server == {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4194304:glibc.malloc.hugetlb=1",
                                          "NVFLARE_ENABLE_JEMALLOC_PRELOAD": "false"}
     _, heap = benchmark_exchange.process_env(benchmark_exchange.CONFIGS["plain-offload-heap"][1])
     assert heap["GLIBC_TUNABLES"] == ""
