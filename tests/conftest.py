@@ -1,6 +1,9 @@
 """Fixtures for every test folder; the folder sets the marker: tests/integration -> integration, tests/e2e -> e2e."""
 
+import datetime
+import json
 import os
+import subprocess
 
 import pytest
 
@@ -15,6 +18,38 @@ if not os.path.samefile(ROOT, os.path.dirname(TESTS)):
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# Figures the tests measure (seconds, MiB, counts): one JSON line each, with the test, the UTC date and the commit,
+# appended to this file (FL_FIGURES_FILE elsewhere) and listed in pytest's summary. The docs quote a run's file,
+# committed as docs/data/test-figures-<date>.jsonl, never a hand-copied number (tests/unit/test_docs_figures.py).
+FIGURES_FILE = os.environ.get("FL_FIGURES_FILE") or os.path.join(ROOT, "test-output", "figures.jsonl")
+_reported = []
+
+
+def _commit() -> str:
+    run = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return run.stdout.strip() or "unknown"
+
+
+@pytest.fixture
+def figures(request):
+    """figures(text): report a figure this test measured (a sentence with its numbers and units)."""
+    def record(text: str):
+        entry = {"test": request.node.nodeid, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+                 "commit": _commit(), "figure": " ".join(str(text).split())}
+        os.makedirs(os.path.dirname(FIGURES_FILE), exist_ok=True)
+        with open(FIGURES_FILE, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        _reported.append(entry)
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _reported:
+        terminalreporter.section(f"figures (also in {os.path.relpath(FIGURES_FILE, ROOT)})")
+        for entry in _reported:
+            terminalreporter.write_line(f"{entry['test']}: {entry['figure']}")
 
 
 def pytest_collection_modifyitems(items):

@@ -99,7 +99,7 @@ def server_times(result: str) -> dict:
             if e["event"] in ("round_started", "site_result", "round_done")}
 
 
-def test_progress_is_shown_live_in_the_servers_order(demo, capsys):
+def test_progress_is_shown_live_in_the_servers_order(demo, figures):
     """submit_job.py's follower: every round's start, each site's result and the round's end (with its duration
     and the ETA) are printed with the server's time, in the server's order, and each arrives while the job is still
     running: a round's end is on the host before the next round's first result exists on the server."""
@@ -132,9 +132,8 @@ def test_progress_is_shown_live_in_the_servers_order(demo, capsys):
                 assert arrival < first_next, (text, arrival, first_next)
     job_end = next(arrival for arrival, _, text in shown if "FINISHED:COMPLETED" in text)
     assert max(a for a, _, t in shown if "started" in t) < job_end
-    with capsys.disabled():
-        print("\n[figures] round end on the server -> its line on the host: "
-              + ", ".join(f"round {r}: {s:.2f}s" for r, s in sorted(latencies.items())))
+    figures("round end on the server -> its line on the host: "
+          + ", ".join(f"round {r}: {s:.2f}s" for r, s in sorted(latencies.items())))
 
 
 def test_site_logs_streamed_into_the_result(demo):
@@ -158,7 +157,7 @@ SYSTEM_SERVER_TAGS = {"system/round_duration_s", "system/server_peak_memory_byte
                       "global/global_eval_loss"}
 
 
-def test_system_metrics_exported(demo, capsys):
+def test_system_metrics_exported(demo, figures):
     """system_metrics.csv and the round time and bytes plot, from the job's TensorBoard events."""
     import csv
 
@@ -179,9 +178,8 @@ def test_system_metrics_exported(demo, capsys):
     assert set(by_run[server]) == {"round_duration_s", "server_peak_memory_bytes"}
     with open(os.path.join(result, "plots", "round_time_and_bytes.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    with capsys.disabled():
-        print("\n[figures] system metrics, round 1 of the tiny CPU demo: " + "; ".join(
-            f"{run} {m}={v[1]:.4g}" for run in sorted(by_run) for m, v in sorted(by_run[run].items())))
+    figures("system metrics, round 1 of the tiny CPU demo: " + "; ".join(
+        f"{run} {m}={v[1]:.4g}" for run in sorted(by_run) for m, v in sorted(by_run[run].items())))
 
 
 def test_compose_followed_project_yml(demo):
@@ -369,16 +367,14 @@ TB_FILTER = """
 """
 
 
-def test_tensorboard_page_in_a_browser(demo, tensorboard, capsys):
+def test_tensorboard_page_in_a_browser(demo, tensorboard, figures):
     """The scalars as a person sees them: headless Chromium opens TensorBoard's default page (Time Series), filters
     the tags as a user types, and every expected chart is drawn with the expected runs' values in its table: both
     sites' runs and the server's; the global metrics (the global model's held-out loss and perplexity each site
     measured, the server's global/* aggregates) and the system metrics. Screenshots: tensorboard-global.png,
     tensorboard-system.png."""
     if not find_chromium():
-        if os.environ.get("FL_REQUIRE_DOCKER") == "1":
-            pytest.fail("no Chromium: .ci/run installs Debian's chromium package")
-        pytest.skip("no Chromium (apt-get install chromium)")
+        docker_env.skip_unless_required("no Chromium (.ci/run installs Debian's chromium package)")
     out = os.environ.get("FL_TEST_ARTIFACTS") or demo["work"]
     os.makedirs(out, exist_ok=True)
     job = os.path.basename(result_dir(demo))
@@ -417,17 +413,16 @@ def test_tensorboard_page_in_a_browser(demo, tensorboard, capsys):
     for path in shots.values():
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 20000
-    with capsys.disabled():
-        print(f"\n[figures] TensorBoard in Chromium (Time Series): {sum(len(c) for c in drawn.values())} charts drawn "
-              f"with runs {sorted({r for c in drawn.values() for v in c.values() for r in v})}; e.g. "
-              f"system/round_duration_s {drawn['system']['system/round_duration_s']}; screenshots "
-              f"{sorted(shots.values())}")
+    figures(f"TensorBoard in Chromium (Time Series): {sum(len(c) for c in drawn.values())} charts drawn "
+          f"with runs {sorted({r for c in drawn.values() for v in c.values() for r in v})}; e.g. "
+          f"system/round_duration_s {drawn['system']['system/round_duration_s']}; screenshots "
+          f"{sorted(shots.values())}")
 
 
 README_TEARDOWN = re.compile(r"`(docker compose --profile \S+ down -v)`")
 
 
-def test_teardown_leaves_nothing(demo, capsys):
+def test_teardown_leaves_nothing(demo, figures):
     """The README's teardown line, as it is written, stops everything the README had the user start (the
     TensorBoard profile included: a plain `docker compose down -v` leaves it running and the network in use)."""
     work, env = demo["work"], dict(demo["env"], COMPOSE_FILE="compose.yaml:compose.cpu.yaml")
@@ -442,5 +437,4 @@ def test_teardown_leaves_nothing(demo, capsys):
     assert down.returncode == 0, down.stderr
     assert compose_resources(demo["project"]) == {"containers": [], "networks": [], "volumes": []}
     timings = re.findall(r"\[demo [\d:]+\] (image built in .*|all services healthy .*|job finished .*)", demo["output"])
-    with capsys.disabled():
-        print(f"\n[figures] e2e demo wall {demo['wall_s']:.0f}s; " + "; ".join(timings))
+    figures(f"e2e demo wall {demo['wall_s']:.0f}s; " + "; ".join(timings))

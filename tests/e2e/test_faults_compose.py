@@ -54,7 +54,9 @@ from fl_deploy.harness.compose_stack import tiny_job
 #   FL_REQUIRE_DOCKER=1 scripts/test.sh tests/e2e/test_faults_compose.py
 # FL_SKIP_COMPOSE_FAULTS=1 leaves it out of a quicker local run.
 if os.environ.get("FL_SKIP_COMPOSE_FAULTS") == "1":
-    pytest.skip("container fault suite skipped: FL_SKIP_COMPOSE_FAULTS=1", allow_module_level=True)
+    import docker_env
+
+    docker_env.skip_unless_required("the container fault suite was skipped (FL_SKIP_COMPOSE_FAULTS=1)", module=True)
 ROOT = local_federation.ROOT
 SITES = ["site-1", "site-2", "site-3", "site-4"]  # project.yml's two plus two added in the copy
 ROUNDS = 3
@@ -101,7 +103,7 @@ def stack(tmp_path_factory):
         subprocess.run(["docker", "image", "rm", "-f", env["FL_IMAGE"]], capture_output=True)
 
 
-def test_four_sites_complete_three_rounds_memory(stack, capsys):
+def test_four_sites_complete_three_rounds_memory(stack, figures):
     out = stack.demo["output"]
     assert stack.demo["rc"] == 0, out[-6000:]
     assert "FINISHED:COMPLETED" in out and "sites: site-1, site-2, site-3, site-4" in out, out[-3000:]
@@ -112,14 +114,11 @@ def test_four_sites_complete_three_rounds_memory(stack, capsys):
     stack.state["load_rounds"] = rounds
     assert sorted(stack.peaks) == sorted(["server", *SITES, "admin"])
     mib = {service: b / 2**20 for service, b in stack.peaks.items()}
-    with capsys.disabled():
-        job_s = re.search(r"job finished in (\d+)s", out)
-        print(f"\n[figures] load: {len(SITES)} sites x {ROUNDS} rounds on one host, demo wall "
-              f"{stack.demo['wall_s']:.0f}s (job {job_s.group(1) if job_s else '?'}s from submission); "
-              "peak memory per container (cgroup memory.max_usage_in_bytes, page cache included):")
-        print(f"  {'container':<28} {'peak MiB':>9}")
-        for service in ["server", *SITES, "admin"]:
-            print(f"  {stack.project + '-' + service + '-1':<28} {mib[service]:>9.0f}")
+    job_s = re.search(r"job finished in (\d+)s", out)
+    figures(f"load: {len(SITES)} sites x {ROUNDS} rounds on one host, demo wall {stack.demo['wall_s']:.0f}s (job "
+            f"{job_s.group(1) if job_s else '?'}s from submission); peak memory per container (cgroup "
+            "memory.max_usage_in_bytes, page cache included), MiB: "
+            + ", ".join(f"{service} {mib[service]:.0f}" for service in ["server", *SITES, "admin"]))
     for service, value in mib.items():
         assert 0 < value < PEAK_BOUND_MIB, (service, value)
 
@@ -148,7 +147,7 @@ def foreign_job(out: str, sites: int) -> str:
     return job
 
 
-def test_a_job_from_nvflares_recipe_api_runs_through_submit_job(stack, tmp_path, capsys):
+def test_a_job_from_nvflares_recipe_api_runs_through_submit_job(stack, tmp_path, figures):
     """Issue 15, case 1: deploy_map @ALL means the connected sites; the 0700 folder of another owner reaches the
     admin console readable. The submitting user here is one who cannot read the folder (the test runs as root, who
     could): submit_job.py reads it through the admin service's image."""
@@ -162,13 +161,12 @@ def test_a_job_from_nvflares_recipe_api_runs_through_submit_job(stack, tmp_path,
     assert f"the job deploys to every connected site (@ALL): {', '.join(SITES)}" in out, out[-3000:]
     rounds = read_rounds(sub.results(stack.work))
     assert len(rounds) == 1 and sites_of(rounds[0]) == SITES
-    with capsys.disabled():
-        print(f"\n[figures] NVFlare recipe job (@ALL, folder 0700 of uid 54321) via submit_job.py --job-folder: exit "
-              f"{rc}, {sub.lines[-1][0] - sub.lines[0][0]:.0f}s; "
-              + next(line for line in out.splitlines() if "@ALL" in line))
+    figures(f"NVFlare recipe job (@ALL, folder 0700 of uid 54321) via submit_job.py --job-folder: exit "
+          f"{rc}, {sub.lines[-1][0] - sub.lines[0][0]:.0f}s; "
+          + next(line for line in out.splitlines() if "@ALL" in line))
 
 
-def test_a_job_that_outlives_submit_job_is_reattached(stack, capsys):
+def test_a_job_that_outlives_submit_job_is_reattached(stack, figures):
     """A job outlives its submit_job.py (Ctrl-C after round 1): the interrupt names the re-attach command, and
     --follow JOB_ID prints the round it missed, follows the rest and ends as a followed job ends: its results hold
     what the demo's followed job's results hold (a finished job re-attached: tests/unit/test_reattach.py)."""
@@ -194,9 +192,8 @@ def test_a_job_that_outlives_submit_job_is_reattached(stack, capsys):
     for folder in ("", "global_model", "plots"):  # what a followed job's download and export made
         made = [sorted(set(os.listdir(os.path.join(top, folder))) - {"site_errors"}) for top in (result, demo)]
         assert made[0] == made[1], (folder, made)
-    with capsys.disabled():
-        print(f"\n[figures] re-attach: Ctrl-C exit {interrupted}, then --follow "
-              f"{again.lines[-1][0] - again.lines[0][0]:.0f}s to its summary")
+    figures(f"re-attach: Ctrl-C exit {interrupted}, then --follow "
+          f"{again.lines[-1][0] - again.lines[0][0]:.0f}s to its summary")
 
 
 def test_a_job_folder_holding_weights_is_refused_with_where_they_go(stack, tmp_path):
@@ -216,7 +213,7 @@ def test_a_job_folder_holding_weights_is_refused_with_where_they_go(stack, tmp_p
     assert int(staged.stdout.split()[0]) < 64, f"{staged.stdout} MiB staged in the admin container"
 
 
-def test_private_keys_only_for_the_service_user(stack, capsys):
+def test_private_keys_only_for_the_service_user(stack, figures):
     """The kit's private key (the read-only mount, and the copy sub_start.sh makes in /workspace/kit or the admin
     entrypoint in ~/admin-kit) is readable by the containers' user and by neither group nor others."""
     copies = {"server": "/workspace/kit", "admin": ADMIN_KIT, MEMBER_SERVICE: ADMIN_KIT,
@@ -236,11 +233,10 @@ def test_private_keys_only_for_the_service_user(stack, capsys):
                 assert int(mode, 8) & 0o077 == 0, f"{service}: {path} has mode {mode}: group/others may read it"
                 assert owner == uid, f"{service}: {path} belongs to uid {owner}, the service runs as {uid}"
     assert len(found) == 2 * len(copies)
-    with capsys.disabled():
-        print(f"\n[figures] private keys: {len(found)} checked, e.g. {found[0]}; {found[-1]}")
+    figures(f"private keys: {len(found)} checked, e.g. {found[0]}; {found[-1]}")
 
 
-def test_site_killed_mid_round(stack, capsys):
+def test_site_killed_mid_round(stack, figures):
     job = stack.make_job(os.path.join(stack.work, "job-site-kill"), "--sites", ",".join(KILL_SITES),
                          "--rounds", str(ROUNDS), "--model", TINY["FL_MODEL"], "--dataset", TINY["FL_DATASET"],
                          "--max_steps", TINY["FL_MAX_STEPS"], "--batch_size", TINY["FL_BATCH_SIZE"],
@@ -310,11 +306,10 @@ def test_site_killed_mid_round(stack, capsys):
     assert progress["checkpoint"] == f"/workspace/checkpoints/{job_id}/FL_global_model.pt"
     clients = {c["client_name"]: c for c in stack.nvflare("system", "status")["data"]["clients"]}
     assert set(SITES) <= set(clients)  # the restarted site registered again
-    with capsys.disabled():
-        print(f"\n[figures] site-2 container SIGKILLed in round 2 of {ROUNDS}: Docker restarted it after "
-              f"{restarted_s:.0f}s (RestartCount {after['RestartCount']}), healthy (re-registered) after "
-              f"{healthy_s:.0f}s; job {status} {ended_s:.0f}s after the "
-              f"kill (round timeout {ROUND_TIMEOUT}s); sites per round {[len(r['sites']) for r in rounds]}")
+    figures(f"site-2 container SIGKILLed in round 2 of {ROUNDS}: Docker restarted it after "
+          f"{restarted_s:.0f}s (RestartCount {after['RestartCount']}), healthy (re-registered) after "
+          f"{healthy_s:.0f}s; job {status} {ended_s:.0f}s after the "
+          f"kill (round timeout {ROUND_TIMEOUT}s); sites per round {[len(r['sites']) for r in rounds]}")
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +390,7 @@ def test_submit_job_resume_after_server_restart(stack, server_restarted):
     stack.state["resumed_lines"] = sub.lines
 
 
-def test_resumed_job_followed_as_json_lines_with_the_site_logs(stack, server_restarted, capsys):
+def test_resumed_job_followed_as_json_lines_with_the_site_logs(stack, server_restarted, figures):
     """--json: the follower's events, one JSON object per line, progress in the server's order and on the host
     before the job ends; --logs: the sites' streamed log lines among them, also before the job ends."""
     assert "resumed_lines" in stack.state, "submit_job.py --resume failed (previous test)"
@@ -417,9 +412,8 @@ def test_resumed_job_followed_as_json_lines_with_the_site_logs(stack, server_res
     assert {e["site"] for _, e in logs} == set(SITES), kinds
     assert any(a < end_arrival for a, _ in logs)  # live, not fetched after the job
     assert any(re.match(r"site-\d: round \d+ received", e["message"]) for _, e in logs)
-    with capsys.disabled():
-        print(f"\n[figures] --json --logs: {len(events)} JSON lines, {len(logs)} site log lines "
-              f"({sum(a < end_arrival for a, _ in logs)} before the job ended)")
+    figures(f"--json --logs: {len(events)} JSON lines, {len(logs)} site log lines "
+          f"({sum(a < end_arrival for a, _ in logs)} before the job ended)")
 
 
 def test_resumed_job_results_carry_the_whole_run(stack, server_restarted):
@@ -438,7 +432,7 @@ def test_resumed_job_results_carry_the_whole_run(stack, server_restarted):
     assert any(name.startswith(f"earlier-{server_restarted['job_id']}-") for name in site_runs), site_runs
 
 
-def test_resumed_job_runs_exactly_the_missing_rounds(stack, server_restarted, capsys):
+def test_resumed_job_runs_exactly_the_missing_rounds(stack, server_restarted, figures):
     """The resumed job starts from the persisted global model and runs only the rounds that were missing."""
     progress = server_restarted["progress"]
     done = progress["completed_round"]
@@ -453,17 +447,16 @@ def test_resumed_job_runs_exactly_the_missing_rounds(stack, server_restarted, ca
         assert global_eval_loss(rounds[0]) == pytest.approx(global_eval_loss(load[done + 1]), abs=0.02)
         assert global_eval_loss(load[0]) - global_eval_loss(rounds[0]) > 0.05
     follower_s = stack.state.get("follower_s")
-    with capsys.disabled():
-        print(f"\n[figures] server container killed (docker kill) after round {done + 1} of {ROUNDS} was persisted; "
-              f"Docker restarted it by itself: {'yes' if server_restarted['docker_restarted'] else 'no'}; "
-              f"`docker compose up -d --wait server` healthy {server_restarted['back_s']:.0f}s after the kill; "
-              f"kept {done + 1} round(s), lost the round in progress (round {done + 2}); the interrupted job's "
-              f"submit_job.py pointed to --resume "
-              + (f"{follower_s:.0f}s after the kill; " if follower_s else "(no figure); ")
-              + f"submit_job.py --resume ran rounds {[r['round'] + 1 for r in rounds]}")
+    figures(f"server container killed (docker kill) after round {done + 1} of {ROUNDS} was persisted; "
+          f"Docker restarted it by itself: {'yes' if server_restarted['docker_restarted'] else 'no'}; "
+          f"`docker compose up -d --wait server` healthy {server_restarted['back_s']:.0f}s after the kill; "
+          f"kept {done + 1} round(s), lost the round in progress (round {done + 2}); the interrupted job's "
+          f"submit_job.py pointed to --resume "
+          + (f"{follower_s:.0f}s after the kill; " if follower_s else "(no figure); ")
+          + f"submit_job.py --resume ran rounds {[r['round'] + 1 for r in rounds]}")
 
 
-def test_site_from_another_provisioning_is_rejected(stack, tmp_path, capsys):
+def test_site_from_another_provisioning_is_rejected(stack, tmp_path, figures):
     """A site kit from another provisioning of the same project file (own root CA; same server name, port and
     site name), run as the image runs a site, on the stack's network where the server's name resolves."""
     from fl_deploy import IMAGE_UID, provision
@@ -502,12 +495,11 @@ def test_site_from_another_provisioning_is_rejected(stack, tmp_path, capsys):
     assert f"<= {ip}:" not in server_new, server_new[-3000:]
     clients = sorted(c["client_name"] for c in stack.nvflare("system", "status")["data"]["clients"])
     assert clients == SITES, clients
-    with capsys.disabled():
-        print(f"\n[figures] site kit from another provisioning, container {ip} on the stack network: refused, "
-              f"its log: {line.split(' - ', 3)[-1][:220]}; server: no connection from {ip}, sites {clients}")
+    figures(f"site kit from another provisioning, container {ip} on the stack network: refused, "
+          f"its log: {line.split(' - ', 3)[-1][:220]}; server: no connection from {ip}, sites {clients}")
 
 
-def test_member_admin_cannot_submit_custom_code(stack, capsys):
+def test_member_admin_cannot_submit_custom_code(stack, figures):
     """The member admin's own console (its provisioned kit, its compose service) submits the job like a user."""
     jobs_before = {j["job_id"] for j in stack.nvflare("job", "list")["data"]}
     sub = stack.submit("--admin", MEMBER_SERVICE)
@@ -522,12 +514,11 @@ def test_member_admin_cannot_submit_custom_code(stack, capsys):
     member_status = stack.compose("exec", "-T", MEMBER_SERVICE, "nvflare", "--format", "json", "system", "status",
                                   "--startup-kit", ADMIN_KIT, check=False, timeout=120)
     assert json.loads(member_status.stdout.strip().splitlines()[-1])["status"] == "ok", member_status.stdout[-2000:]
-    with capsys.disabled():
-        print(f"\n[figures] {MEMBER} (role member) submitting through {MEMBER_SERVICE}: submit_job.py exit {rc}: "
-              f"{out.strip().splitlines()[-1][:240]}")
+    figures(f"{MEMBER} (role member) submitting through {MEMBER_SERVICE}: submit_job.py exit {rc}: "
+          f"{out.strip().splitlines()[-1][:240]}")
 
 
-def test_job_refused_while_one_of_its_sites_is_down(stack, capsys):
+def test_job_refused_while_one_of_its_sites_is_down(stack, figures):
     jobs_before = {j["job_id"] for j in stack.nvflare("job", "list")["data"]}
     stack.compose("stop", "-t", "20", "site-4")
     try:
@@ -540,11 +531,10 @@ def test_job_refused_while_one_of_its_sites_is_down(stack, capsys):
     assert "site-4 is not connected to the server" in sub.output and "docker compose up -d site-4" in sub.output
     assert "nothing was submitted" in sub.output
     assert {j["job_id"] for j in stack.nvflare("job", "list")["data"]} == jobs_before
-    with capsys.disabled():
-        print(f"\n[figures] site-4 stopped: submit_job.py refused: {sub.output.strip().splitlines()[-1][:200]}")
+    figures(f"site-4 stopped: submit_job.py refused: {sub.output.strip().splitlines()[-1][:200]}")
 
 
-def test_dataset_missing_at_the_sites_fails_fast_with_the_sites_error(stack, capsys):
+def test_dataset_missing_at_the_sites_fails_fast_with_the_sites_error(stack, figures):
     sub = stack.submit("--dataset", "/assets/no-such-imdb", "--rounds", "1")
     try:
         job_id = sub.job_id()
@@ -563,12 +553,11 @@ def test_dataset_missing_at_the_sites_fails_fast_with_the_sites_error(stack, cap
         kept = [os.path.join(result, "site_errors", f"{site}.txt"), os.path.join(result, "site_logs", site, "log.txt")]
         texts = [open(path, errors="replace").read() for path in kept if os.path.isfile(path)]
         assert any("dataset path '/assets/no-such-imdb' does not exist" in t for t in texts), (site, kept)
-    with capsys.disabled():
-        print(f"\n[figures] dataset missing at the sites: job {job_id} failed, submit_job.py exit 1 "
-              f"{ended_s:.0f}s after submission, printing each site's DataError")
+    figures(f"dataset missing at the sites: job {job_id} failed, submit_job.py exit 1 "
+          f"{ended_s:.0f}s after submission, printing each site's DataError")
 
 
-def test_second_job_refused_while_one_holds_the_sites(stack, capsys):
+def test_second_job_refused_while_one_holds_the_sites(stack, figures):
     """Recorded by test_site_killed_mid_round, which submitted it while its own job ran."""
     assert "second_rc" in stack.state, "test_site_killed_mid_round did not run"
     out, holder = stack.state["second_output"], stack.state["second_holder"]
@@ -577,11 +566,10 @@ def test_second_job_refused_while_one_holds_the_sites(stack, capsys):
                      r" nothing was submitted", out), out[-3000:]
     assert "--allow-concurrent" in out and f"nvflare job abort {holder}" in out
     assert "submitted job" not in out
-    with capsys.disabled():
-        print(f"\n[figures] second submit_job.py while a job ran: exit 2: {out.strip().splitlines()[-1][:220]}")
+    figures(f"second submit_job.py while a job ran: exit 2: {out.strip().splitlines()[-1][:220]}")
 
 
-def test_a_job_through_any_other_door_waits_for_the_running_one(stack, capsys):
+def test_a_job_through_any_other_door_waits_for_the_running_one(stack, figures):
     """One training job at a time, enforced by the server's scheduler (OneJobAtATime): while submit_job.py follows a
     job, the same kind of job submitted with the plain `nvflare job submit` in the admin container, and another
     through a FLARE API session, stay SUBMITTED (the server runs neither beside it); `submit_job.py --follow` on the
@@ -625,13 +613,12 @@ def test_a_job_through_any_other_door_waits_for_the_running_one(stack, capsys):
         assert stack.nvflare("job", "meta", api_id)["data"]["status"].startswith("FINISHED:ABORTED")
     finally:
         first.stop()
-    with capsys.disabled():
-        print(f"\n[figures] second job by `nvflare job submit` and a third by a FLARE API session while "
-              f"submit_job.py followed {first_id}: both SUBMITTED in {len(running)} samples while it ran; "
-              f"submit_job.py --follow printed: {waiting[1].group(0)}; the CLI's job then FINISHED:COMPLETED")
+    figures(f"second job by `nvflare job submit` and a third by a FLARE API session while "
+          f"submit_job.py followed {first_id}: both SUBMITTED in {len(running)} samples while it ran; "
+          f"submit_job.py --follow printed: {waiting[1].group(0)}; the CLI's job then FINISHED:COMPLETED")
 
 
-def test_unschedulable_job_reported_at_once_and_aborted(stack, capsys):
+def test_unschedulable_job_reported_at_once_and_aborted(stack, figures):
     """A job asking each site for a GPU the kits do not declare (resource_manager num_of_gpus 0): NVFlare's
     scheduler records why at once; submit_job.py prints it, aborts the job and exits 1 instead of waiting."""
     job = stack.make_job(os.path.join(stack.work, "job-gpu"), "--rounds", "1", "--model", TINY["FL_MODEL"],
@@ -654,12 +641,11 @@ def test_unschedulable_job_reported_at_once_and_aborted(stack, capsys):
     assert f"NVFlare cannot schedule job {job_id}" in sub.output and "the job was aborted" in sub.output
     status = stack.nvflare("job", "meta", job_id)["data"]["status"]
     assert status.startswith("FINISHED"), status  # not left SUBMITTED, to start behind the user's back
-    with capsys.disabled():
-        print(f"\n[figures] unschedulable job: reason printed {reported[0] - t_submitted:.0f}s after submission "
-              f"({reported[1].group(1)[:120]}); job {status}")
+    figures(f"unschedulable job: reason printed {reported[0] - t_submitted:.0f}s after submission "
+          f"({reported[1].group(1)[:120]}); job {status}")
 
 
-def test_server_job_process_killed_summarised_by_its_cause(stack, capsys):
+def test_server_job_process_killed_summarised_by_its_cause(stack, figures):
     """The server's job process SIGKILLed after round 1 is saved, as the kernel's OOM killer would: the job ends
     abnormally and submit_job.py says what ended it and how to go on, not only the sites' symptoms."""
     sub = stack.submit("--rounds", str(ROUNDS))
@@ -693,10 +679,9 @@ def test_server_job_process_killed_summarised_by_its_cause(stack, capsys):
     result = sub.results(stack.work)
     if not os.path.isdir(os.path.join(result, "global_model")):
         assert "global model:" not in out.split("results:")[-1]  # names only what exists
-    with capsys.disabled():
-        print("\n[figures] server job process SIGKILLed after round 1: submit_job.py exit 1: "
-              + " | ".join(line.strip() for line in out.splitlines() if line.strip().startswith(("error:", "cause:",
-                                                                                                  "next:")))[:600])
+    figures("server job process SIGKILLed after round 1: submit_job.py exit 1: "
+          + " | ".join(line.strip() for line in out.splitlines() if line.strip().startswith(("error:", "cause:",
+                                                                                              "next:")))[:600])
 
 
 def test_site_whose_server_name_does_not_resolve_stops_with_the_fix(stack):
@@ -759,7 +744,7 @@ def test_a_volume_of_another_uid_stops_the_container_with_the_fix(stack, tmp_pat
         subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
 
 
-def test_a_site_with_a_wrong_server_address_says_where_it_dials(stack, tmp_path, capsys):
+def test_a_site_with_a_wrong_server_address_says_where_it_dials(stack, tmp_path, figures):
     """Issue 15, case 10: site-2's bundle on its "host" with FL_SERVER_ADDRESS=127.0.0.1 (the server host's loopback,
     which export_bundles.py refuses, set by hand in .env): within ~30 s its log and its health output say where it
     dials and why, and it keeps retrying; its container and log prefix carry the site's name."""
@@ -801,12 +786,11 @@ def test_a_site_with_a_wrong_server_address_says_where_it_dials(stack, tmp_path,
             info = Stack.inspect(name)
     finally:
         subprocess.run(["docker", "compose", "down", "-v", "-t", "5"], cwd=bundle, env=env, capture_output=True)
-    with capsys.disabled():
-        print(f"\n[figures] site bundle with FL_SERVER_ADDRESS=127.0.0.1: said so {said_s:.0f}s after up: "
-              f"{line[:200]}")
+    figures(f"site bundle with FL_SERVER_ADDRESS=127.0.0.1: said so {said_s:.0f}s after up: "
+          f"{line[:200]}")
 
 
-def test_disk_after_every_job_is_shown_and_pruned_by_its_rule(stack, capsys):
+def test_disk_after_every_job_is_shown_and_pruned_by_its_rule(stack, figures):
     """After the module's jobs: the admin console kept no staged job or download, in its volume or its writable layer;
     scripts/disk_usage.py shows each part, and --prune removes the job-store entries of the jobs downloaded into
     results/ and the checkpoints of those that completed, keeping the checkpoints a --resume needs."""
@@ -831,8 +815,7 @@ def test_disk_after_every_job_is_shown_and_pruned_by_its_rule(stack, capsys):
     assert pruned and not (pruned & after) and after == set(before) - pruned
     completed = {j for j in pruned if before[j] == "FINISHED:COMPLETED"}
     assert ckpts_after == ckpts - completed, run.stdout  # a job that did not complete keeps its checkpoint
-    with capsys.disabled():
-        print("\n[figures] disk_usage.py --prune after the module's jobs:\n" + run.stdout[-2500:])
+    figures("disk_usage.py --prune after the module's jobs:\n" + run.stdout[-2500:])
 
 
 def test_teardown_leaves_nothing(stack):

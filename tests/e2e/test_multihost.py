@@ -289,7 +289,7 @@ def test_job_completed_with_both_sites(multihost):
         assert sorted(s["name"] for s in r["sites"]) == SITES
 
 
-def test_teardown_leaves_nothing(multihost, capsys):
+def test_teardown_leaves_nothing(multihost, figures):
     for site, host in multihost["hosts"].items():
         down = run(["docker", "compose", "down", "-v", "--remove-orphans", "-t", "20"], cwd=host, env=site_env())
         assert down.returncode == 0, down.stderr
@@ -298,9 +298,8 @@ def test_teardown_leaves_nothing(multihost, capsys):
     assert down.returncode == 0, down.stderr
     for project in [SERVER_PROJECT, *SITE_PROJECTS.values()]:
         assert compose_resources(project) == {"containers": [], "networks": [], "volumes": []}, project
-    with capsys.disabled():
-        reg = ", ".join(f"{s} {multihost['registered_s'].get(s, float('nan')):.1f}s (healthy {multihost['healthy_s'][s]:.1f}s)"
-                        for s in SITES)
-        print(f"\n[figures] multihost: export bundles {multihost['export_s']:.2f}s (incl. interpreter start); "
-              f"site up -> registered: {reg}; job {multihost['job_s']:.0f}s; server published on "
-              f"{multihost['gateway']}:{multihost['port']}")
+    reg = ", ".join(f"{s} {multihost['registered_s'].get(s, float('nan')):.1f}s (healthy {multihost['healthy_s'][s]:.1f}s)"
+                    for s in SITES)
+    figures(f"multihost: export bundles {multihost['export_s']:.2f}s (incl. interpreter start); "
+          f"site up -> registered: {reg}; job {multihost['job_s']:.0f}s; server published on "
+          f"{multihost['gateway']}:{multihost['port']}")

@@ -8,7 +8,7 @@ from fl_deploy.harness import local_federation
 SITES = ["site-1", "site-2"]
 
 
-def test_new_site_joins_running_federation(tmp_path, tiny_assets, capsys):
+def test_new_site_joins_running_federation(tmp_path, tiny_assets, figures):
     from fl_deploy import add_site
     from fl_deploy import make_job
 
@@ -42,6 +42,5 @@ def test_new_site_joins_running_federation(tmp_path, tiny_assets, capsys):
     with open(os.path.join(result["download_path"], "workspace", "metrics", "round_metrics.jsonl")) as f:
         first = json.loads(f.readline())
     assert sorted(s["name"] for s in first["sites"]) == ["site-1", "site-2", "site-3"]
-    with capsys.disabled():
-        print(f"\n[figures] add site: site-3 registered {joined_s:.1f}s after its start")
+    figures(f"add site: site-3 registered {joined_s:.1f}s after its start")
 

@@ -63,7 +63,7 @@ def run_job(fed, tiny_assets, tmp_path, *flags) -> dict:
     return {"job_id": job_id, "status": status, "elapsed": elapsed, "messages": logs, "dl": dl}
 
 
-def test_dataset_missing_at_the_sites(fed, tiny_assets, tmp_path, capsys):
+def test_dataset_missing_at_the_sites(fed, tiny_assets, tmp_path, figures):
     missing = str(tmp_path / "no-such-imdb")
     r = run_job(fed, tiny_assets, tmp_path, "--dataset", missing)
     assert r["status"].startswith("FINISHED") and r["status"] != "FINISHED:COMPLETED", r["status"]
@@ -76,11 +76,10 @@ def test_dataset_missing_at_the_sites(fed, tiny_assets, tmp_path, capsys):
         kept = [os.path.join(r["dl"], "site_errors", f"{site}.txt"), os.path.join(r["dl"], "site_logs", site, "log.txt")]
         texts = [open(path, errors="replace").read() for path in kept if os.path.isfile(path)]
         assert any(f"dataset path {missing!r} does not exist" in t for t in texts), (site, kept)
-    with capsys.disabled():
-        print(f"\n[figures] dataset missing at both sites: job {r['status']} {r['elapsed']:.0f}s after submission")
+    figures(f"dataset missing at both sites: job {r['status']} {r['elapsed']:.0f}s after submission")
 
 
-def test_corrupt_initial_checkpoint(fed, tiny_assets, tmp_path, capsys):
+def test_corrupt_initial_checkpoint(fed, tiny_assets, tmp_path, figures):
     ckpt = tmp_path / "FL_global_model.pt"
     ckpt.write_bytes(b"\x00not a checkpoint" * 64)  # e.g. a copy cut short by a full disk
     store = os.path.join(fed.workspace("localhost"), "checkpoints")
@@ -95,5 +94,4 @@ def test_corrupt_initial_checkpoint(fed, tiny_assets, tmp_path, capsys):
     assert "Round 1 started" not in server
     assert not os.path.exists(os.path.join(store, r["job_id"], "progress.json"))
     assert tree_digest(store, skip=r["job_id"]) == before
-    with capsys.disabled():
-        print(f"\n[figures] corrupt initial checkpoint: job {r['status']} {r['elapsed']:.0f}s after submission")
+    figures(f"corrupt initial checkpoint: job {r['status']} {r['elapsed']:.0f}s after submission")

@@ -16,7 +16,7 @@ ROUNDS = 3
 ROUND_TIMEOUT = 45  # generous: a site that misses it is dropped from the job, killed or not
 
 
-def test_site_killed_mid_round_all_rounds_still_run(tmp_path, tiny_assets, capsys):
+def test_site_killed_mid_round_all_rounds_still_run(tmp_path, tiny_assets, figures):
 
     fed = local_federation.ProcessFederation(str(tmp_path), SITES)
     fed.start()
@@ -69,6 +69,5 @@ def test_site_killed_mid_round_all_rounds_still_run(tmp_path, tiny_assets, capsy
     assert progress["completed_round"] == ROUNDS - 1
     weights = torch.load(progress["checkpoint"], weights_only=True)["model"]
     assert all(torch.isfinite(t).all() for t in weights.values())
-    with capsys.disabled():
-        print(f"\n[figures] site killed in round 2 of {ROUNDS}: job {status} {ended_s:.0f}s after the kill "
-              f"(round timeout {ROUND_TIMEOUT}s); sites per round {[len(r['sites']) for r in rounds]}")
+    figures(f"site killed in round 2 of {ROUNDS}: job {status} {ended_s:.0f}s after the kill "
+          f"(round timeout {ROUND_TIMEOUT}s); sites per round {[len(r['sites']) for r in rounds]}")

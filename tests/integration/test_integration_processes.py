@@ -155,11 +155,10 @@ def test_each_site_trained_on_its_own_shard(finished_job):
     assert len(set(seen.values())) == len(SITES)
 
 
-def test_report_timings(finished_job, capsys):
+def test_report_timings(finished_job, figures):
     """Not a check: prints the figures the issue note asks for (registration, round times)."""
     stamps = local_federation.round_start_times(read(os.path.join(finished_job["result"], "workspace", "log.txt")))
     assert len(stamps) == ROUNDS + 1
     rounds = [round(b - a, 1) for a, b in zip(stamps, stamps[1:])]
-    with capsys.disabled():
-        print(f"\n[figures] process federation: sites registered in {finished_job['registered_s']:.1f}s, "
-              f"round times {rounds} s")
+    figures(f"process federation: sites registered in {finished_job['registered_s']:.1f}s, "
+          f"round times {rounds} s")

@@ -33,7 +33,7 @@ def _progress(fed, job_id):
         return None
 
 
-def test_resume_after_server_kill(tmp_path, tiny_assets, capsys):
+def test_resume_after_server_kill(tmp_path, tiny_assets, figures):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -98,7 +98,6 @@ def test_resume_after_server_kill(tmp_path, tiny_assets, capsys):
         logged = re.search(rf"{site}: round {done + 1} steps={steps} lr=(\S+)", site_logs[site])
         assert logged and float(logged.group(1)) == pytest.approx(expected, rel=1e-2), (site, logged, expected)
 
-    with capsys.disabled():
-        print(f"\n[figures] resume: kill after round {done + 1} of {ROUNDS} was persisted; sites re-registered "
-              f"{rejoined_s:.1f}s after the kill; kept {done + 1} round(s), lost at most round {done + 2} "
-              f"(in progress), resumed job ran rounds {[r['round'] + 1 for r in rounds]}")
+    figures(f"resume: kill after round {done + 1} of {ROUNDS} was persisted; sites re-registered "
+          f"{rejoined_s:.1f}s after the kill; kept {done + 1} round(s), lost at most round {done + 2} "
+          f"(in progress), resumed job ran rounds {[r['round'] + 1 for r in rounds]}")

@@ -27,7 +27,7 @@ def job_process(site_workspace: str) -> int:
     return 0
 
 
-def test_a_sites_killed_job_process_ends_the_job_at_once_named_from_the_servers_side(tmp_path, tiny_assets, capsys):
+def test_a_sites_killed_job_process_ends_the_job_at_once_named_from_the_servers_side(tmp_path, tiny_assets, figures):
     """site-2's job process SIGKILLed mid-round (what the kernel's OOM killer does when a batch does not fit), its
     site alive; round_timeout at its default 3600 s. NVFlare's server ends the job within seconds, and what the
     server holds (its log, the sites' streamed job logs: no Docker, so as for a site on another host) names site-2
@@ -66,6 +66,5 @@ def test_a_sites_killed_job_process_ends_the_job_at_once_named_from_the_servers_
     facts = site_failure.describe(failures, dest)
     assert len(facts) == 1 and facts[0].startswith("site-2's job process ended while the job ran"), facts
     assert "shows no error of its own and stops at" in facts[0] and "the process was killed: SIGKILL" in facts[0]
-    with capsys.disabled():
-        print(f"\n[figures] site-2's job process SIGKILLed mid-round (round_timeout 3600 s): job {status} "
-              f"{ended_s:.0f} s later; cause: {facts[0][:300]}")
+    figures(f"site-2's job process SIGKILLed mid-round (round_timeout 3600 s): job {status} "
+          f"{ended_s:.0f} s later; cause: {facts[0][:300]}")

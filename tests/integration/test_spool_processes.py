@@ -29,7 +29,7 @@ def job_process(job_id: str) -> int:
     raise AssertionError(f"no server job process for {job_id}")
 
 
-def test_a_killed_jobs_spool_is_removed_when_the_next_job_starts(tmp_path, tiny_assets, capsys):
+def test_a_killed_jobs_spool_is_removed_when_the_next_job_starts(tmp_path, tiny_assets, figures):
     from fl_deploy import make_job
 
     spool_root = tmp_path / "server-tmp"
@@ -71,6 +71,5 @@ def test_a_killed_jobs_spool_is_removed_when_the_next_job_starts(tmp_path, tiny_
     assert not [p for p in os.listdir(spool_root) if p.startswith("fl-job-")], os.listdir(spool_root)
     with open(os.path.join(result, "workspace", "log.txt")) as f:
         assert f"removed the disk-offload spool of a job that no longer runs: {left[0]}" in f.read()
-    with capsys.disabled():
-        print(f"\n[figures] server job process killed after its first spooled result: its spool "
-              f"({left_bytes / 1e6:.1f} MB) stayed until the next job started, which removed it")
+    figures(f"server job process killed after its first spooled result: its spool "
+          f"({left_bytes / 1e6:.1f} MB) stayed until the next job started, which removed it")
