@@ -41,7 +41,9 @@ JOB_ENV = dict(tiny_job(ROUNDS), FL_JOB_TIMEOUT="1500")
 
 import docker_env  # noqa: E402
 from fl_deploy.harness.compose_stack import checkout_env, copy_project, edit_project  # noqa: E402
+from fl_deploy import IMAGE_REPO  # noqa: E402
 from fl_deploy.host import ADMIN_KIT  # noqa: E402
+from stack_harness import base_image_env, compose_resources  # noqa: E402
 
 docker_env.require_docker()
 
@@ -56,15 +58,6 @@ def must(cmd, **kw) -> subprocess.CompletedProcess:
     r = run(cmd, **kw)
     assert r.returncode == 0, f"{' '.join(map(str, cmd))} -> {r.returncode}\n{(r.stdout or '')[-3000:]}\n{(r.stderr or '')[-3000:]}"
     return r
-
-
-def compose_resources(project: str) -> dict:
-    label = f"label=com.docker.compose.project={project}"
-    found = {}
-    for kind, cmd in (("containers", ["ps", "-aq"]), ("networks", ["network", "ls", "-q"]),
-                      ("volumes", ["volume", "ls", "-q"])):
-        found[kind] = run(["docker", *cmd, "--filter", label]).stdout.split()
-    return found
 
 
 def site_env() -> dict:
@@ -121,7 +114,7 @@ def wait_registered(hosts: dict, t_up: dict, timeout: float = 300) -> dict:
 def multihost(tmp_path_factory):
     work = str(tmp_path_factory.mktemp("multihost"))
     given_image = os.environ.get("FL_TEST_IMAGE")
-    image = given_image or f"gpt2-fl:{PREFIX}"
+    image = given_image or f"{IMAGE_REPO}:{PREFIX}"
     copy_project(work, with_wheels=not given_image)
 
     # The server "host": a project.yml with a free port and another server name; kits and compose follow.
@@ -131,9 +124,7 @@ def multihost(tmp_path_factory):
 
     server_env = {k: v for k, v in os.environ.items() if not k.startswith(("FL_", "COMPOSE_"))}
     server_env.update(JOB_ENV, FL_PROJECT_NAME=SERVER_PROJECT, FL_IMAGE=image,
-                      COMPOSE_FILE="compose.yaml:compose.cpu.yaml")
-    if os.environ.get("FL_TEST_BASE_IMAGE"):
-        server_env["FL_BASE_IMAGE"] = os.environ["FL_TEST_BASE_IMAGE"]
+                      COMPOSE_FILE="compose.yaml:compose.cpu.yaml", **base_image_env())
     if os.geteuid() != 0:
         server_env["FL_UID"] = str(os.getuid())  # as demo.sh: kits provisioned by a user stay that user's
     hosts = {s: os.path.join(work, "hosts", s) for s in SITES}
