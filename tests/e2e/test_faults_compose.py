@@ -576,7 +576,8 @@ def test_a_job_through_any_other_door_waits_for_the_running_one(stack, figures):
     CLI's job says which job it waits for, and that job starts by itself and completes once the first ends."""
     tiny = ["--model", TINY["FL_MODEL"], "--dataset", TINY["FL_DATASET"], "--max_steps", TINY["FL_MAX_STEPS"],
             "--batch_size", TINY["FL_BATCH_SIZE"], "--eval_samples", TINY["FL_EVAL_SAMPLES"]]
-    first = stack.submit("--sites", ",".join(KILL_SITES), "--rounds", "3", *tiny, "--interval", "2")
+    first = stack.submit("--sites", ",".join(KILL_SITES), "--rounds", "6", *tiny, "--interval", "2")
+    follower = None
     try:
         first_id = first.job_id()
         first.wait_for(r"round 1\S* started", 240)
@@ -585,37 +586,38 @@ def test_a_job_through_any_other_door_waits_for_the_running_one(stack, figures):
         cli = stack.compose("exec", "-T", "admin", "nvflare", "--format", "json", "job", "submit", "-j",
                             "/workspace/door-job", "--startup-kit", ADMIN_KIT)
         cli_id = json.loads(cli.stdout.strip().splitlines()[-1])["data"]["job_id"]
+        # A user re-attaches to the queued job at once; it says what it waits for.
+        follower = stack.submit("--follow", cli_id, "--interval", "2")
         api = stack.compose("exec", "-T", "admin", "python3", "-c",
                             "from fl_deploy.admin.follow import session_factory; s = session_factory("
                             f"{ADMIN_KIT!r})(); print(s.submit_job('/workspace/door-job')); s.close()")
         api_id = api.stdout.strip().splitlines()[-1]
+        waiting = follower.wait_for(rf"waiting for job {first_id} \(\S+\) to finish", 120)
         samples = []  # (first's status, the server's live jobs, the CLI's and the API's job status)
-        while True:
+        while len(samples) < 3:
             state = stack.nvflare("job", "meta", first_id)["data"]["status"]
             live = {j.get("job_id") for j in (stack.nvflare("system", "status").get("data") or {}).get("jobs") or []}
             others = [stack.nvflare("job", "meta", j)["data"]["status"] for j in (cli_id, api_id)]
             samples.append((state, live, others))
-            if state != "RUNNING" or len(samples) >= 6:
+            if state != "RUNNING":
                 break
-            time.sleep(2)
         running = [s for s in samples if s[0] == "RUNNING"]
         assert running, f"the first job was not seen running: {samples}"
         for state, live, others in running:
             assert others == ["SUBMITTED", "SUBMITTED"] and cli_id not in live and api_id not in live, samples
         stack.nvflare("job", "abort", api_id, "--force")
-        follower = stack.submit("--follow", cli_id, "--interval", "2")
-        waiting = follower.wait_for(rf"waiting for job {first_id} \(\S+\) to finish", 120)
         assert first.wait(600) == 0, first.output[-3000:]
         assert follower.wait(600) == 0, follower.output[-3000:]
         assert f"job {cli_id}: RUNNING" in follower.output and "round 1/1 done" in follower.output
-        meta = stack.nvflare("job", "meta", cli_id)["data"]
-        assert meta["status"] == "FINISHED:COMPLETED"
+        assert stack.nvflare("job", "meta", cli_id)["data"]["status"] == "FINISHED:COMPLETED"
         assert stack.nvflare("job", "meta", api_id)["data"]["status"].startswith("FINISHED:ABORTED")
     finally:
         first.stop()
-    figures(f"second job by `nvflare job submit` and a third by a FLARE API session while "
-          f"submit_job.py followed {first_id}: both SUBMITTED in {len(running)} samples while it ran; "
-          f"submit_job.py --follow printed: {waiting[1].group(0)}; the CLI's job then FINISHED:COMPLETED")
+        if follower:
+            follower.stop()
+    figures(f"second job by `nvflare job submit` and a third by a FLARE API session while submit_job.py followed "
+            f"{first_id}: both SUBMITTED in {len(running)} samples while it ran; submit_job.py --follow printed: "
+            f"{waiting[1].group(0)}; the CLI's job then FINISHED:COMPLETED")
 
 
 def test_unschedulable_job_reported_at_once_and_aborted(stack, figures):
