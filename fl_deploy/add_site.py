@@ -135,6 +135,10 @@ def main(argv=None) -> int:
     p.add_argument("--compose-dir", default=ROOT, help="regenerate the compose files here ('' = skip)")
     p.add_argument("--start", action="store_true", help="docker compose up -d the new site and wait for it")
     args = p.parse_args(argv)
+    if args.start and not shutil.which("docker"):  # e.g. run through scripts/in_image.sh: the image has no docker CLI
+        p.error("--start needs the docker CLI, which this environment lacks (inside the image through "
+                "scripts/in_image.sh); nothing was changed. Add the site without --start, then on the host: "
+                f"docker compose up -d {args.site}")
     t0 = time.monotonic()
     try:
         kit, project = add_site(args.project, args.workspace, args.site, args.org, args.service_uid,

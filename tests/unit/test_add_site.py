@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import shutil
 
 import pytest
@@ -56,13 +57,13 @@ def provisioned_copy(tmp_path) -> tuple:
     return project, ws
 
 
-def add_site_cli(project, ws):
+def add_site_cli(project, ws, *flags, env=None):
     import subprocess
     import sys
 
     return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "add_site.py"), "site-3", "--org", "x",
-                           "--project", str(project), "--workspace", str(ws), "--compose-dir", ""],
-                          capture_output=True, text=True)
+                           "--project", str(project), "--workspace", str(ws), "--compose-dir", "", *flags],
+                          capture_output=True, text=True, env=None if env is None else {**os.environ, **env})
 
 
 def test_add_site_without_the_provisioning_state_is_refused_before_anything_changes(tmp_path):
@@ -104,3 +105,15 @@ def test_an_added_sites_root_ca_is_the_running_servers(tmp_path):
     assert "rootCA.pem checked: the running kits' root CA" in run.stdout
     assert (ws / "kits" / "site-3" / "startup" / "rootCA.pem").read_bytes() == \
         (ws / "kits" / "fl-server" / "startup" / "rootCA.pem").read_bytes()
+
+
+def test_start_without_a_docker_cli_is_refused_before_anything_changes(tmp_path):
+    """`scripts/in_image.sh scripts/add_site.py ... --start`: the image has no docker CLI. Refused first, in one
+    sentence with the host command; project.yml, the kits and the compose files stay as they were."""
+    project, ws = provisioned_copy(tmp_path)
+    before, kits = project.read_text(), sorted(os.listdir(ws / "kits"))
+    run = add_site_cli(project, ws, "--start", env={"PATH": os.path.dirname(sys.executable)})  # no docker on PATH
+    err = run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 2 and "--start needs the docker CLI" in err and "nothing was changed" in err, run.stderr
+    assert "docker compose up -d site-3" in err
+    assert project.read_text() == before and sorted(os.listdir(ws / "kits")) == kits

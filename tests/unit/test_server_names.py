@@ -45,15 +45,17 @@ def kit_dials(kit: str) -> str:
     return f"{admin['host']}:{admin['port']}"
 
 
-def tls_handshake(server_kit: str, client_kit: str, host: str):
-    """Mutual TLS as NVFlare does it: the server's certificate checked against ``host`` with the client's root CA,
-    the client's certificate against the server's root CA. Raises ssl.SSLError when either side refuses."""
+def tls_handshake(server_kit: str, client_kit: str, host: str, client_trusts: str = None):
+    """Mutual TLS as NVFlare does it: the server's certificate checked against ``host`` with the client's root CA
+    (or ``client_trusts``, a rootCA.pem), the client's certificate against the server's root CA. Raises ssl.SSLError
+    when either side refuses: under TLS 1.3 the client's handshake completes before the server checks the client's
+    certificate, so the server side's error is raised too."""
     s_start, c_start = os.path.join(server_kit, "startup"), os.path.join(client_kit, "startup")
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(os.path.join(s_start, "server.crt"), os.path.join(s_start, "server.key"))
     server_ctx.load_verify_locations(os.path.join(s_start, "rootCA.pem"))
     server_ctx.verify_mode = ssl.CERT_REQUIRED
-    client_ctx = ssl.create_default_context(cafile=os.path.join(c_start, "rootCA.pem"))
+    client_ctx = ssl.create_default_context(cafile=client_trusts or os.path.join(c_start, "rootCA.pem"))
     client_ctx.load_cert_chain(os.path.join(c_start, "client.crt"), os.path.join(c_start, "client.key"))
     listener = socket.create_server(("127.0.0.1", 0))
     errors = []
@@ -75,6 +77,8 @@ def tls_handshake(server_kit: str, client_kit: str, host: str):
     finally:
         t.join(10)
         listener.close()
+    if errors:
+        raise errors[0]
 
 
 def provisioned(tmp_path, project_path: str) -> tuple:
@@ -121,6 +125,21 @@ def test_default_host_and_a_sites_connect_to_are_followed_everywhere(tmp_path):
     # The name a kit does not dial is refused by the server's certificate: the handshake test is not vacuous.
     with pytest.raises(ssl.SSLCertVerificationError):
         tls_handshake(kits[project.server_kit], kits["site-1"], "fl-server.example")
+
+
+def test_a_client_kit_from_another_provisioning_is_refused_by_the_server(tmp_path):
+    """The server's side of mutual TLS is checked, not only the client's: a site kit from another provisioning of the
+    same project (its own root CA), even trusting this server, is refused by the server."""
+    path = write_project(tmp_path, {})
+    project, ws, kits = provisioned(tmp_path, path)
+    other = tmp_path / "other"
+    other.mkdir()
+    _, _, foreign = provisioned(other, write_project(other, {}))
+    server_ca = os.path.join(kits[project.server_kit], "startup", "rootCA.pem")
+    host = kit_dials(kits["site-1"]).rsplit(":", 1)[0]
+    tls_handshake(kits[project.server_kit], kits["site-1"], host)  # this federation's kit: accepted
+    with pytest.raises(ssl.SSLError):
+        tls_handshake(kits[project.server_kit], foreign["site-1"], host, client_trusts=server_ca)
 
 
 def test_a_server_name_longer_than_a_certificate_subject(tmp_path):
