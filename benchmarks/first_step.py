@@ -31,6 +31,7 @@ import threading
 import time
 
 from fl_deploy import IMAGE_REPO, ROOT, timeline
+from fl_deploy.host import ADMIN_KIT
 from fl_deploy.harness import compose_stack
 from fl_deploy.harness import local_federation
 
@@ -109,7 +110,7 @@ def run_variant(name: str, rev: str, work: str, image: str) -> dict:
             import json
 
             out = run(["docker", "compose", "exec", "-T", "admin", "nvflare", "--format", "json", *cli,
-                       "--startup-kit", "/home/fl/admin-kit"], check=False).stdout
+                       "--startup-kit", ADMIN_KIT], check=False).stdout
             return json.loads(out.strip().splitlines()[-1])
 
         job_id = submitted[1]

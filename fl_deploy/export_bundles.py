@@ -2,7 +2,7 @@
 
     python3 scripts/export_bundles.py                       # every site of project.yml + the admin
     python3 scripts/export_bundles.py --sites site-2 --archive --force
-    python3 scripts/export_bundles.py --server-address 10.0.0.5 --image registry.example.org/gpt2-fl:2.9.0
+    python3 scripts/export_bundles.py --server-address 10.0.0.5 --image registry.example.org/gpt2-fl:TAG
 
 From the provisioned kits (workspace/kits/, scripts/provision.py) it writes, under --out (default
 workspace/bundles/, git-ignored like the kits: a bundle holds the site's private key):

@@ -64,3 +64,12 @@ def test_a_stack_copys_project_gets_its_port_sites_admins_and_server_name(tmp_pa
     assert list(project.sites) == ["site-1", "site-2", "site-3"]
     assert [(a.name, a.role) for a in project.admins] == [("admin@fl-demo.org", "project_admin"),
                                                           ("m@fl-demo.org", "member")]
+
+
+@pytest.mark.parametrize("fact", ["10001", IMAGE, "/home/fl/admin-kit", BASE_IMAGE])
+def test_a_deployment_fact_is_written_in_one_python_file(fact):
+    """uid 10001, the image tag, the base image and the admin kit's path: one Python file each outside jobs/ (generated)
+    and tests/; the rest import it."""
+    files = subprocess.run(["git", "grep", "-lF", fact, "--", "*.py", ":!jobs", ":!tests"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.split()
+    assert len(files) <= 1, (fact, files)
