@@ -260,8 +260,8 @@ def main(argv=None) -> int:
     p.add_argument("--cold-starts", type=int, default=5, help="cold-starts: starts in a row")
     p.add_argument("--sites", type=int, default=4, help="cold-starts: sites on the host")
     p.add_argument("--base-image", default=setting("FL_BASE_IMAGE", BASE_IMAGE),
-                   help="cold-starts: FL_BASE_IMAGE of the image built (default: $FL_BASE_IMAGE, .env, or Docker's "
-                        "python:3.11-slim-bookworm)")
+                   help="cold-starts: FL_BASE_IMAGE of the image built (default: $FL_BASE_IMAGE, .env, or "
+                        f"{BASE_IMAGE})")
     p.add_argument("--volume-full-s", type=int, default=30,
                    help="volume-full: seconds within which the job must end once the server's volume is full")
     p.add_argument("--work", default=None, help="where the copies go (default: the system's temp folder)")

@@ -11,7 +11,7 @@ that ended abnormally, its cause and the next step, exactly as for a job followe
 
 Why `--follow`: it is the word of `docker compose logs --follow`, `kubectl logs --follow` and `tail --follow` for
 "stay with what runs". NVFlare 2.9's own `nvflare job monitor JOB_ID` (which an NVFlare user would try, and which
-works here too: `docker compose exec admin nvflare job monitor JOB_ID --startup-kit /home/fl/admin-kit`) waits for the
+works here too: `docker compose exec admin nvflare job monitor JOB_ID --startup-kit ADMIN_KIT`) waits for the
 job and prints its status, without the rounds, the download, the export or the summary. A re-attached job that
 continued another (--resume) is downloaded without the earlier job's rounds (lineage.py needs --resume's start).
 """
