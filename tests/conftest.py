@@ -1,6 +1,7 @@
 """Fixtures for every test folder; the folder sets the marker: tests/integration -> integration, tests/e2e -> e2e."""
 
 import datetime
+import functools
 import json
 import os
 import subprocess
@@ -27,7 +28,9 @@ FIGURES_FILE = os.environ.get("FL_FIGURES_FILE") or os.path.join(ROOT, "test-out
 _reported = []
 
 
+@functools.lru_cache(maxsize=None)
 def _commit() -> str:
+    """The commit the run started from (read once: later commits during a long run do not relabel its figures)."""
     run = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     return run.stdout.strip() or "unknown"
 
