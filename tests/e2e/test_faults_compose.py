@@ -189,11 +189,14 @@ def test_a_job_that_outlives_submit_job_is_reattached(stack, figures):
     result = again.results(stack.work)
     assert [r["round"] for r in read_rounds(result)] == [0, 1]
     demo = os.path.join(stack.work, re.search(r"results:\s+(\S+)", stack.demo["output"]).group(1))
-    for folder in ("", "global_model", "plots"):  # what a followed job's download and export made
-        made = [sorted(set(os.listdir(os.path.join(top, folder))) - {"site_errors"}) for top in (result, demo)]
+    # What a followed job's download and export made; sizing.json is the submitting run's prediction, which a
+    # re-attached one did not make (docs/reliability.md, known limits).
+    for folder in ("", "global_model", "plots"):
+        made = [sorted(set(os.listdir(os.path.join(top, folder))) - {"site_errors", "sizing.json"})
+                for top in (result, demo)]
         assert made[0] == made[1], (folder, made)
-    figures(f"re-attach: Ctrl-C exit {interrupted}, then --follow "
-          f"{again.lines[-1][0] - again.lines[0][0]:.0f}s to its summary")
+    figures(f"re-attach: Ctrl-C exit {interrupted}, then --follow {again.lines[-1][0] - again.lines[0][0]:.0f}s "
+            "to its summary")
 
 
 def test_a_job_folder_holding_weights_is_refused_with_where_they_go(stack, tmp_path):
