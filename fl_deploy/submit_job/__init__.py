@@ -18,9 +18,10 @@ refused, naming that job (--allow-concurrent submits it anyway). A job NVFlare c
 the scheduler's reason as soon as NVFlare records it, and aborted. A job that ends abnormally is summarised by
 its cause, as far as the server and Docker know (fl_deploy/diagnose.py), with the next step.
 
-Its steps, one module each: preflight (the job complete, its sites connected and free), staging (generate or copy
-the job into the admin console, submit it), following (the job's events as they happen), download (results/<job_id>
-with the export), summary (what the results hold, --timeline), abnormal_end (cause and next step).
+Its steps, one module each: preflight (the job complete, its sites connected and free), sizing (will it fit the
+server), staging (generate the job, or stream a --job-folder in: job_folder, into the admin console; submit it),
+following (the job's events as they happen; reattach: --follow JOB_ID), download (results/<job_id> with the
+export), summary (what the results hold, --timeline), abnormal_end (cause and next step).
 """
 
 import argparse
@@ -29,14 +30,13 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from fl_deploy import ROOT
+from fl_deploy import ROOT, disk_usage
 from fl_deploy.check_job import check_job
 from fl_deploy.host import ADMIN_SERVICE, AdminConsole, HostError, check_docker, setting
 from fl_deploy.submit_job.abnormal_end import abnormal_end
 from fl_deploy.submit_job.download import download
 from fl_deploy.submit_job.following import JobInterrupted, NotScheduled, Reporter, follow
 from fl_deploy.submit_job.preflight import check_staged_job, require_free_sites, require_sites, site_status
-from fl_deploy import disk_usage
 from fl_deploy.submit_job import reattach, sizing, staging
 from fl_deploy.submit_job.staging import stage_job, submit
 from fl_deploy.submit_job.summary import print_timeline, summarize
