@@ -150,6 +150,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         if job_id is None:
             raise
-        print(f"\nerror: {reattach.how_to_reattach(job_id, console.service, 'interrupted (Ctrl-C)')}", file=sys.stderr)
+        print(f"\nerror: {reattach.how_to_reattach(job_id, console.service, 'interrupted (Ctrl-C or SIGTERM)')}", file=sys.stderr)
         return 130
     return 0

@@ -20,23 +20,25 @@ def download(job_id: str, console: AdminConsole, results_dir: str, sites: list, 
         raise HostError(f"could not download job {job_id}: {got.get('message')} {got.get('hint') or ''}".strip())
     # On the admin's volume, not its writable layer; NVFlare's <job_id>__N when <job_id> was taken; removed below.
     inside = disk_usage.download_path(got, disk_usage.ADMIN_DOWNLOADS, job_id)
-    # Before the copy, so that site_logs/ and site_errors/ land in results/<job_id> with the rest.
-    run = console.exec("python3", "-m", "fl_deploy.admin.job_errors", job_id, "--startup-kit", console.kit,
-                       "-o", inside, "--sites", ",".join(sites or []), check=False)
-    errors = (run.stdout or run.stderr).strip().splitlines() if failed else []
-    if resumed:  # one training run: the rounds of the jobs this one continues, next to it before the export
-        add_earlier_rounds(inside, resumed, results_dir, console)
-    # HF-format global model, metrics.csv and plots, made where torch and the model's tokenizer are at hand.
-    export = console.exec("python3", "/src/scripts/export_results.py", inside, check=False)
-    if export.returncode != 0 and not failed:
-        last = (export.stderr or "").strip().splitlines()[-1:]
-        print(f"warning: results exported without the HF model / plots: {' '.join(last)}", file=sys.stderr)
-    os.makedirs(results_dir, exist_ok=True)
-    dest = os.path.join(results_dir, job_id)
-    if os.path.exists(dest):
-        raise HostError(f"{dest} already exists; move it away to download again")
-    console.compose("cp", f"{console.service}:{inside}", dest)
-    disk_usage.remove_in_admin(inside, console.service, console.env_file, job_id=job_id)
+    try:  # whatever happens next (an error, Ctrl-C, SIGTERM), the admin volume keeps no copy of the job
+        # Before the copy, so that site_logs/ and site_errors/ land in results/<job_id> with the rest.
+        run = console.exec("python3", "-m", "fl_deploy.admin.job_errors", job_id, "--startup-kit", console.kit,
+                           "-o", inside, "--sites", ",".join(sites or []), check=False)
+        errors = (run.stdout or run.stderr).strip().splitlines() if failed else []
+        if resumed:  # one training run: the rounds of the jobs this one continues, next to it before the export
+            add_earlier_rounds(inside, resumed, results_dir, console)
+        # HF-format global model, metrics.csv and plots, made where torch and the model's tokenizer are at hand.
+        export = console.exec("python3", "/src/scripts/export_results.py", inside, check=False)
+        if export.returncode != 0 and not failed:
+            last = (export.stderr or "").strip().splitlines()[-1:]
+            print(f"warning: results exported without the HF model / plots: {' '.join(last)}", file=sys.stderr)
+        os.makedirs(results_dir, exist_ok=True)
+        dest = os.path.join(results_dir, job_id)
+        if os.path.exists(dest):
+            raise HostError(f"{dest} already exists; move it away to download again")
+        console.compose("cp", f"{console.service}:{inside}", dest)
+    finally:
+        disk_usage.remove_in_admin(inside, console.service, console.env_file, job_id=job_id)
     return dest, errors
 
 

@@ -66,6 +66,18 @@ class Stack:
         assert lines, f"nvflare {args}: {run.stderr[-1000:]}"
         return json.loads(lines[-1])
 
+    def live_jobs(self) -> set:
+        """The ids of the jobs the server's engine runs now (`nvflare system status`)."""
+        return {j.get("job_id") for j in (self.nvflare("system", "status").get("data") or {}).get("jobs") or []}
+
+    def abort_unfinished(self) -> list:
+        """Abort every job not FINISHED (a failed test's leftovers), so the next test finds the sites free."""
+        left = [j["job_id"] for j in self.nvflare("job", "list").get("data") or []
+                if not str(j.get("status", "")).startswith("FINISHED")]
+        for job_id in left:
+            self.nvflare("job", "abort", job_id, "--force")
+        return left
+
     def progress(self, job_id: str, poll=False):
         """checkpoints/<job_id>/progress.json on the server's volume, read as submit_job.py --resume reads it
         (docker compose exec), or with a plain docker exec when polling."""

@@ -596,17 +596,18 @@ def test_a_job_through_any_other_door_waits_for_the_running_one(stack, figures):
                             f"{ADMIN_KIT!r})(); print(s.submit_job('/workspace/door-job')); s.close()")
         api_id = api.stdout.strip().splitlines()[-1]
         waiting = follower.wait_for(rf"waiting for job {first_id} \(\S+\) to finish", 120)
-        samples = []  # (first's status, the server's live jobs, the CLI's and the API's job status)
+        # (the server's live jobs, the CLI's and the API's job status, the live jobs again): a sample counts while
+        # the first job is live on both sides of the read, since the queue may start the next one the moment it ends.
+        samples = []
         while len(samples) < 3:
-            state = stack.nvflare("job", "meta", first_id)["data"]["status"]
-            live = {j.get("job_id") for j in (stack.nvflare("system", "status").get("data") or {}).get("jobs") or []}
+            live = stack.live_jobs()
             others = [stack.nvflare("job", "meta", j)["data"]["status"] for j in (cli_id, api_id)]
-            samples.append((state, live, others))
-            if state != "RUNNING":
+            samples.append((live, others, stack.live_jobs()))
+            if first_id not in samples[-1][2]:
                 break
-        running = [s for s in samples if s[0] == "RUNNING"]
+        running = [s for s in samples if first_id in s[0] and first_id in s[2]]
         assert running, f"the first job was not seen running: {samples}"
-        for state, live, others in running:
+        for live, others, _ in running:
             assert others == ["SUBMITTED", "SUBMITTED"] and cli_id not in live and api_id not in live, samples
         stack.nvflare("job", "abort", api_id, "--force")
         assert first.wait(600) == 0, first.output[-3000:]
@@ -618,6 +619,7 @@ def test_a_job_through_any_other_door_waits_for_the_running_one(stack, figures):
         first.stop()
         if follower:
             follower.stop()
+        stack.abort_unfinished()  # a failure here must not leave jobs holding the sites for the next tests
     figures(f"second job by `nvflare job submit` and a third by a FLARE API session while submit_job.py followed "
             f"{first_id}: both SUBMITTED in {len(running)} samples while it ran; submit_job.py --follow printed: "
             f"{waiting[1].group(0)}; the CLI's job then FINISHED:COMPLETED")

@@ -1,6 +1,7 @@
 """A job that outlives submit_job.py (Ctrl-C, a dropped session, --timeout) is re-attached with --follow JOB_ID:
 the same follow, download, summary and abnormal-end report as for a job followed from its submission."""
 
+import importlib
 import subprocess
 import sys
 
@@ -73,7 +74,7 @@ def test_ctrl_c_while_following_says_how_to_reattach(monkeypatch, capsys):
     fake_host(monkeypatch, follow_error=KeyboardInterrupt())
     assert submit_job.main([]) == 130
     err = capsys.readouterr().err
-    assert "interrupted (Ctrl-C); job J1 keeps running on the server" in err
+    assert "interrupted (Ctrl-C or SIGTERM); job J1 keeps running on the server" in err
     assert "python3 scripts/submit_job.py --follow J1" in err and "nvflare job abort J1" in err
 
 
@@ -101,3 +102,28 @@ def test_follow_takes_no_job_making_flags(flags, capsys):
         submit_job.parse_args(["--follow", "J7", *flags])
     assert e.value.code == 2 and f"--follow re-attaches to job J7 as it was submitted: {flags[0]}" \
         in capsys.readouterr().err
+
+
+def test_an_interrupted_download_leaves_no_copy_in_the_admin_volume(monkeypatch, tmp_path):
+    """Ctrl-C (or SIGTERM, which scripts/submit_job.py turns into it) during the copy out of the admin container: the
+    job's download is still removed from the admin's volume and transfer folder, and the interrupt goes on up."""
+    download_mod = importlib.import_module("fl_deploy.submit_job.download")  # the package exports its function
+    removed = []
+
+    class Console:
+        service, env_file, kit = "admin", None, "/home/fl/admin-kit"
+
+        def nvflare(self, *args, check=True):
+            return {"status": "ok", "data": {"download_path": "/workspace/downloads/J9"}}
+
+        def exec(self, *cmd, check=True):
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+
+        def compose(self, *args, **kw):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(download_mod.disk_usage, "remove_in_admin",
+                        lambda path, admin, env_file=None, job_id=None: removed.append((path, admin, job_id)))
+    with pytest.raises(KeyboardInterrupt):
+        download_mod.download("J9", Console(), str(tmp_path), ["site-1"])
+    assert removed == [("/workspace/downloads/J9", "admin", "J9")]
