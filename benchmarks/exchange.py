@@ -112,6 +112,8 @@ CONFIGS["plain-offload-mmap"] = (["--transfer", "offload"], {"FL_GLIBC_TUNABLES"
 CONFIGS["plain-offload-part-full"] = (["--transfer", "offload", "--part_mib", "16.001"], {},
                                       "plain-offload with wte's row blocks of 5,462 rows (16 MiB + 2 KiB) in place "
                                       "of 5,461 (16 MiB - 1 KiB)")
+CONFIGS["plain-offload-poll2"] = (["--transfer", "offload", "--task_request_interval", "2"], {},
+                                  "plain-offload with NVFlare's default task request interval (2 s) in place of 0.5 s")
 DEFAULT_CONFIGS = "stream,plain,plain-offload-per-site,plain-offload"
 # Model sizes (--model): GPT-2's architectures, random init (the exchange does not care about the values), or the
 # tiny test model. gpt2-774m is gpt2-large.
