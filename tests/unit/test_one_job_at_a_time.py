@@ -12,20 +12,29 @@ from fl_deploy.admin import follow
 from fl_deploy.provision_builders import JOB_SCHEDULER, OneJobAtATime, limit_jobs
 
 
-def test_provisioning_gives_the_server_one_job_at_a_time(tmp_path):
-    """project.yml's builders, run by the real `nvflare provision`: the server kit's job scheduler (both the template
-    copy and the active resources.json the storage override writes) runs one job at once; NVFlare's own is 4."""
+@pytest.fixture(scope="module")
+def kits(tmp_path_factory):
+    """The kits of a two-site federation provisioned with project.yml's builders by the real `nvflare provision`."""
     from fl_deploy.harness import local_federation
     from fl_deploy.project import load_project
     from fl_deploy.provision import provision
 
-    local_federation.write_project(str(tmp_path / "project.yml"), 8002, ["site-1", "site-2"])
-    kits = provision(load_project(str(tmp_path / "project.yml")), str(tmp_path / "ws"), str(tmp_path / "store"),
-                     force=False, service_uid=0)
+    root = tmp_path_factory.mktemp("one-job")
+    local_federation.write_project(str(root / "project.yml"), 8002, ["site-1", "site-2"])
+    return provision(load_project(str(root / "project.yml")), str(root / "ws"), str(root / "store"), force=False,
+                     service_uid=0)
+
+
+def schedulers(kit: str, name: str) -> list:
+    with open(os.path.join(kit, "local", name)) as f:
+        return [c for c in json.load(f)["components"] if c["path"] == JOB_SCHEDULER]
+
+
+def test_provisioning_gives_the_server_one_job_at_a_time(kits):
+    """The server kit's job scheduler (both the template copy and the active resources.json the storage override
+    writes) runs one job at once; NVFlare's own is 4."""
     for name in ("resources.json.default", "resources.json"):
-        with open(os.path.join(kits["localhost"], "local", name)) as f:
-            schedulers = [c for c in json.load(f)["components"] if c["path"] == JOB_SCHEDULER]
-        assert [c["args"]["max_jobs"] for c in schedulers] == [1], name
+        assert [c["args"]["max_jobs"] for c in schedulers(kits["localhost"], name)] == [1], name
 
 
 def test_the_builder_takes_a_whole_number_of_jobs_and_needs_nvflares_scheduler():
@@ -80,3 +89,56 @@ def test_submit_job_prints_the_wait_in_words():
     line = Reporter().human({"event": "queued", "time": 0.0, "behind": [{"job_id": "j9", "name": "gpt2-fedavg"}]})
     assert line.endswith("waiting for job j9 (gpt2-fedavg) to finish: the server runs one training job at a time; "
                          "this one starts by itself after")
+
+
+def lifecycle(scheduler, event: str, job_id: str):
+    from nvflare.apis.fl_constant import FLContextKey
+    from nvflare.apis.fl_context import FLContext
+
+    ctx = FLContext()
+    ctx.set_prop(FLContextKey.EVENT_DATA, {"job_id": job_id}, private=True, sticky=False)
+    scheduler.handle_event(event, ctx)
+
+
+def test_nvflares_scheduler_from_the_kit_holds_a_job_then_starts_it(kits, tmp_path):
+    """NVFlare's own scheduler, built from the server kit's component: while one job runs, a job exported by
+    NVFlare's FedAvgRecipe (no resource_spec, @ALL: what any door submits) is not even tried (no schedule try
+    counted, so it never ends FINISHED_CANT_SCHEDULE); once that job completes it is scheduled on the next poll."""
+    from unittest import mock
+
+    from nvflare.apis.event_type import EventType
+    from nvflare.apis.fl_constant import ReservedKey
+    from nvflare.apis.fl_context import FLContext
+    from nvflare.apis.job_def import job_from_meta
+    from nvflare.apis.server_engine_spec import ServerEngineSpec
+    from nvflare.fuel.utils.class_utils import instantiate_class
+
+    import support
+
+    (config,) = schedulers(kits["localhost"], "resources.json")
+    scheduler = instantiate_class(config["path"], config["args"])
+    with open(os.path.join(support.stock_recipe_job(str(tmp_path)), "meta.json")) as f:
+        meta = dict(json.load(f), job_id="queued", submit_time=1.0)
+    assert not meta.get("resource_spec")
+    job = job_from_meta(meta)
+    engine = mock.MagicMock(spec=ServerEngineSpec)
+    engine.get_clients.return_value = [mock.Mock(), mock.Mock()]
+    for client, name in zip(engine.get_clients.return_value, ("site-1", "site-2")):
+        client.name = name
+    # What each site's resource manager answers for a job that asks for nothing.
+    engine.check_client_resources.side_effect = lambda job, reqs, ctx: {s: (True, None) for s in reqs}
+
+    def context():
+        ctx = FLContext()
+        ctx.set_prop(ReservedKey.ENGINE, engine, private=True, sticky=False)
+        return ctx
+
+    engine.new_context.return_value.__enter__.side_effect = lambda *a: context()
+    lifecycle(scheduler, EventType.JOB_STARTED, "running")
+    for _ in range(3):
+        assert scheduler.schedule_job(mock.Mock(), [job], context()) == (None, None)
+    assert "schedule_count" not in job.meta and "schedule_history" not in job.meta
+    lifecycle(scheduler, EventType.JOB_COMPLETED, "running")
+    ready, sites = scheduler.schedule_job(mock.Mock(), [job], context())
+    assert ready is job and sorted(sites) == ["server", "site-1", "site-2"]
+    assert job.meta["schedule_count"] == 1 and job.meta["schedule_history"][0].endswith(": scheduled")
