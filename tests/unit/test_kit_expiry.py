@@ -1,0 +1,127 @@
+"""Issue 24 cases 1, 2: a kit's certificate dates, read with a shifted clock instead of waiting a year.
+
+Kits of short validity are made here with `cryptography` (a root CA and a participant certificate, as NVFlare's
+CertBuilder makes them); the container's start check (docker/kit_check.py validity) runs against them as a process,
+with this machine's real clock."""
+
+import datetime
+import importlib.util
+import os
+import subprocess
+import sys
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from fl_deploy import kit_expiry
+from fl_deploy.harness import local_federation
+
+SCRIPT = os.path.join(local_federation.ROOT, "docker", "kit_check.py")
+UTC = datetime.timezone.utc
+NOW = datetime.datetime.now(UTC).replace(microsecond=0)
+
+
+def _cert(name, key, issuer_name, issuer_key, start, end, ca=False):
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name or subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(start).not_valid_after(end)
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_kit(folder, name="site-1", start=None, days=360.0, root_days=360.0, server=False):
+    """A kit folder (startup/ with the participant's certificate and rootCA.pem) valid from ``start`` (default
+    now) for ``days``; the root CA from the same start for ``root_days``."""
+    start = start or NOW
+    root_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    root = _cert("gpt2-fl", root_key, None, root_key, start, start + datetime.timedelta(days=root_days), ca=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = _cert(name, key, root.subject, root_key, start, start + datetime.timedelta(days=days))
+    startup = folder / name / "startup"
+    startup.mkdir(parents=True)
+    (startup / "rootCA.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    (startup / ("server.crt" if server else "client.crt")).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (startup / ("fed_server.json" if server else "fed_client.json")).write_text("{}")
+    return folder / name
+
+
+def test_both_decoders_read_the_same_dates(tmp_path, monkeypatch):
+    """A host's python3 without `cryptography` decodes with CPython's own decoder: the same dates and name."""
+    kit = make_kit(tmp_path, days=0.5)
+    with_cryptography = kit_expiry.kit_certificates(str(kit))
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # `import cryptography` now raises ImportError
+    assert kit_expiry.kit_certificates(str(kit)) == with_cryptography
+    assert with_cryptography[0].subject == "site-1" and with_cryptography[0].not_after == NOW + datetime.timedelta(hours=12)
+
+
+def test_expiry_line_warns_within_30_days_at_a_shifted_now(tmp_path):
+    certs = kit_expiry.kit_certificates(str(make_kit(tmp_path, days=360)))
+    line = kit_expiry.expiry_line("site-1", certs, NOW)
+    assert line.startswith("site-1: certificate until ") and "(360 days left)" in line and "WARNING" not in line
+    later = kit_expiry.expiry_line("site-1", certs, NOW + datetime.timedelta(days=340))
+    assert later.startswith("WARNING site-1: certificate until ") and "(20 days left)" in later, later
+    gone = kit_expiry.expiry_line("site-1", certs, NOW + datetime.timedelta(days=365))
+    assert "(expired 5 days ago)" in gone
+
+
+def test_an_expired_certificate_names_the_participant_the_date_and_renew_kit(tmp_path):
+    certs = kit_expiry.kit_certificates(str(make_kit(tmp_path, days=10, root_days=720)))
+    assert kit_expiry.validity_problem("site-1", certs, NOW + datetime.timedelta(days=9)) == ""
+    end = kit_expiry.when(NOW + datetime.timedelta(days=10))
+    problem = kit_expiry.validity_problem("site-1", certs, NOW + datetime.timedelta(days=11))
+    assert problem.startswith(f"site-1's certificate expired on {end}; fix: renew it on the provisioning host "
+                              "(scripts/renew_kit.py site-1)"), problem
+    # A job whose end falls after the expiry: refused before it starts, with the job's estimated end.
+    job_end = NOW + datetime.timedelta(days=12)
+    problem = kit_expiry.validity_problem("site-1", certs, NOW + datetime.timedelta(days=9), until=job_end)
+    assert problem.startswith(f"site-1's certificate expires on {end} before the job can end (about "
+                              f"{kit_expiry.when(job_end)})"), problem
+
+
+def test_an_expired_root_ca_says_every_kit_must_be_reprovisioned(tmp_path):
+    certs = kit_expiry.kit_certificates(str(make_kit(tmp_path, days=10, root_days=10)))
+    problem = kit_expiry.validity_problem("site-1", certs, NOW + datetime.timedelta(days=11))
+    assert problem.startswith("the root CA of site-1's kit expired on ") and "every kit re-provisioned" in problem
+
+
+def run_check(kit, *args):
+    env = dict(os.environ, FL_KIT=str(kit), FL_WORKSPACE=str(kit.parent / "ws"))
+    return subprocess.run([sys.executable, SCRIPT, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_host_clock_behind_the_provisioning_host_is_named_with_the_skew_and_the_fix(tmp_path):
+    """Case 2: a kit provisioned on a host whose clock is 2 hours ahead of this one (the kit's notBefore is 2 hours
+    in this clock's future): the start check stops the container with the skew and the NTP fix, in one sentence."""
+    kit = make_kit(tmp_path, start=NOW + datetime.timedelta(hours=2))
+    run = run_check(kit, "validity", "site")
+    err = run.stderr.strip()
+    assert run.returncode == 2 and len(err.splitlines()) == 1, (run.stdout, err)
+    start = NOW + datetime.timedelta(hours=2)
+    assert err.startswith(f"error: site-1's certificate is not valid before {start:%Y-%m-%d %H:%M:%S} UTC, but "
+                          "this clock says "), err
+    skew_s = float(err.split("it is ")[1].split(" s (")[0])
+    assert 7000 < skew_s <= 7200 and "(2.0 hours) behind the host that provisioned the kit" in err, err
+    assert "fix: sync the host's clock (timedatectl set-ntp true, or chrony/ntpd)" in err
+
+
+def test_the_start_check_and_the_health_output_show_the_kits_expiry(tmp_path):
+    kit = make_kit(tmp_path, name="fl-server", days=20, root_days=720, server=True)
+    run = run_check(kit, "validity", "server")
+    assert run.returncode == 0 and run.stdout.startswith("fl-kit-check: WARNING fl-server: certificate until "), run
+    assert "(20 days left), root CA until" in run.stdout
+    # The healthcheck's own function, at a faked now past the certificate's end.
+    spec = importlib.util.spec_from_file_location("kit_check", SCRIPT)
+    kc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kc)
+    line, problem = kc.kit_validity(NOW + datetime.timedelta(days=21), kit=str(kit))
+    assert "(expired 1 days ago)" in line and problem.startswith("fl-server's certificate expired on "), problem
+
+
+def test_a_kit_without_certificates_is_left_to_nvflare(tmp_path):
+    kit = make_kit(tmp_path)
+    (kit / "startup" / "client.crt").unlink()
+    run = run_check(kit, "validity", "site")
+    assert run.returncode == 0 and "cannot read the kit's certificates" in run.stdout
