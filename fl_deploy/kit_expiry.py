@@ -74,12 +74,17 @@ def _left(t: datetime.datetime, now: datetime.datetime) -> str:
     return f"{days:.0f} days left" if days >= 0 else f"expired {-days:.0f} days ago"
 
 
+def ends_soon(certs: list, now: datetime.datetime) -> bool:
+    """Whether a certificate of the kit ends within WARN_DAYS of ``now`` (or has ended)."""
+    return any(c.not_after - now < datetime.timedelta(days=WARN_DAYS) for c in certs)
+
+
 def expiry_line(name: str, certs: list, now: datetime.datetime) -> str:
-    """'NAME: certificate until DATE (N days left), root CA until DATE (N days left)' (a WARNING prefix when one
-    ends within WARN_DAYS or has ended)."""
-    soon = any(c.not_after - now < datetime.timedelta(days=WARN_DAYS) for c in certs)
+    """'NAME: certificate until DATE (N days left), root CA until DATE (N days left)', with '; WARNING: ...' when
+    one ends within WARN_DAYS."""
     parts = ", ".join(f"{c.what} until {when(c.not_after)} ({_left(c.not_after, now)})" for c in certs)
-    return f"{'WARNING ' if soon else ''}{name}: {parts}"
+    soon = min(c.not_after for c in certs) > now and ends_soon(certs, now)
+    return f"{name}: {parts}{f'; WARNING: ends within {WARN_DAYS} days' if soon else ''}"
 
 
 def skew(certs: list, now: datetime.datetime) -> str:
@@ -115,3 +120,27 @@ def validity_problem(name: str, certs: list, now: datetime.datetime, until: date
         job = f" before the job can end (about {when(until)})" if c.not_after > now else ""
         return f"{name}'s {c.what} {ended} {when(c.not_after)}{job}; fix: {renew_fix(name)}"
     return ""
+
+
+def report(kits_dir: str, now: datetime.datetime = None, until: datetime.datetime = None, names: list = None) -> tuple:
+    """(one expiry_line per kit under ``kits_dir`` (only ``names`` when given), those of kits ending within
+    WARN_DAYS, the problems: validity_problem of each kit at ``now``, or ending before ``until``). A kit whose
+    certificates cannot be read is a problem too."""
+    now = now or datetime.datetime.now(UTC)
+    lines, soon, problems = [], [], []
+    for kit in find_kits(kits_dir):
+        name = os.path.basename(kit)
+        if names is not None and name not in names:
+            continue
+        try:
+            certs = kit_certificates(kit)
+        except (OSError, ValueError) as e:
+            problems.append(f"cannot read {name}'s certificates in {kit}/startup ({e}); re-provision it")
+            continue
+        lines.append(expiry_line(name, certs, now))
+        if ends_soon(certs, now):
+            soon.append(lines[-1])
+        problem = validity_problem(name, certs, now, until)
+        if problem:
+            problems.append(problem)
+    return lines, soon, problems

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -62,7 +63,7 @@ def test_expiry_line_warns_within_30_days_at_a_shifted_now(tmp_path):
     line = kit_expiry.expiry_line("site-1", certs, NOW)
     assert line.startswith("site-1: certificate until ") and "(360 days left)" in line and "WARNING" not in line
     later = kit_expiry.expiry_line("site-1", certs, NOW + datetime.timedelta(days=340))
-    assert later.startswith("WARNING site-1: certificate until ") and "(20 days left)" in later, later
+    assert "(20 days left)" in later and later.endswith("; WARNING: ends within 30 days"), later
     gone = kit_expiry.expiry_line("site-1", certs, NOW + datetime.timedelta(days=365))
     assert "(expired 5 days ago)" in gone
 
@@ -110,8 +111,8 @@ def test_a_host_clock_behind_the_provisioning_host_is_named_with_the_skew_and_th
 def test_the_start_check_and_the_health_output_show_the_kits_expiry(tmp_path):
     kit = make_kit(tmp_path, name="fl-server", days=20, root_days=720, server=True)
     run = run_check(kit, "validity", "server")
-    assert run.returncode == 0 and run.stdout.startswith("fl-kit-check: WARNING fl-server: certificate until "), run
-    assert "(20 days left), root CA until" in run.stdout
+    assert run.returncode == 0 and run.stdout.startswith("fl-kit-check: fl-server: certificate until "), run
+    assert "(20 days left), root CA until" in run.stdout and "WARNING: ends within 30 days" in run.stdout
     # The healthcheck's own function, at a faked now past the certificate's end.
     spec = importlib.util.spec_from_file_location("kit_check", SCRIPT)
     kc = importlib.util.module_from_spec(spec)
@@ -125,3 +126,48 @@ def test_a_kit_without_certificates_is_left_to_nvflare(tmp_path):
     (kit / "startup" / "client.crt").unlink()
     run = run_check(kit, "validity", "site")
     assert run.returncode == 0 and "cannot read the kit's certificates" in run.stdout
+
+
+def test_check_host_prints_one_line_per_kit_and_stops_on_an_expired_one(tmp_path, capsys):
+    from fl_deploy import check_host
+    from fl_deploy.host import HostError
+
+    make_kit(tmp_path, name="fl-server", days=400, root_days=400, server=True)
+    make_kit(tmp_path, name="site-1", days=20, root_days=400)
+    check_host.check_kit_expiry(str(tmp_path), now=NOW)
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == ["kit fl-server", "kit site-1"], out
+    assert out[1].endswith("WARNING: ends within 30 days") and "WARNING" not in out[0]
+    with pytest.raises(HostError, match=r"^site-1's certificate expired on .*scripts/renew_kit.py site-1"):
+        check_host.check_kit_expiry(str(tmp_path), now=NOW + datetime.timedelta(days=21))
+
+
+def test_preflight_warns_within_30_days_and_refuses_a_job_that_would_outlive_a_certificate(tmp_path, capsys):
+    from fl_deploy.host import HostError
+    from fl_deploy.submit_job.preflight import require_valid_kits
+
+    make_kit(tmp_path, name="fl-server", days=400, root_days=400, server=True)
+    make_kit(tmp_path, name="site-1", days=20, root_days=400)
+    make_kit(tmp_path, name="site-2", days=5, root_days=400)  # not in the job: neither warned about nor refused
+    lines = require_valid_kits(["site-1"], rounds=3, round_s=60.0, kits_dir=str(tmp_path), now=NOW)
+    assert [line.split(":")[0] for line in lines] == ["fl-server", "site-1"]
+    out = capsys.readouterr().out
+    assert out.startswith("warning: kit site-1: certificate until ") and "site-2" not in out, out
+    # 10 rounds of 60 s from 5 minutes before site-1's certificate ends: the job cannot end in time.
+    start = NOW + datetime.timedelta(days=20, minutes=-5)
+    with pytest.raises(HostError) as refused:
+        require_valid_kits(["site-1"], rounds=10, round_s=60.0, kits_dir=str(tmp_path), now=start)
+    assert str(refused.value) == (
+        f"site-1's certificate expires on {kit_expiry.when(NOW + datetime.timedelta(days=20))} before the job can end "
+        f"(about {kit_expiry.when(start + datetime.timedelta(minutes=10))}); fix: {kit_expiry.renew_fix('site-1')} "
+        "(nothing was submitted)")
+    # No prediction (a --job-folder, a hub model): the round's measured fixed latency (2.79 s) bounds the end.
+    require_valid_kits(["site-1"], rounds=10, round_s=None, kits_dir=str(tmp_path), now=start)
+
+
+def test_check_job_reports_the_rounds_the_preflight_estimates_the_job_from():
+    from fl_deploy.check_job import check_job
+    from fl_deploy.make_job import JobSettings
+
+    needs, problems = check_job(os.path.join(local_federation.ROOT, "jobs", "gpt2-fedavg-stream"))
+    assert not problems and needs["rounds"] == JobSettings().rounds
