@@ -216,9 +216,10 @@ def reach_problem(host: str, port: int, context=None) -> tuple:
             return address, ""
     except ssl.SSLCertVerificationError as e:
         if e.verify_code in (9, 10):  # X509_V_ERR_CERT_NOT_YET_VALID / _HAS_EXPIRED: the right server, out of date
-            return address, (f"the server's certificate (or the root CA) {e.verify_message} by this container's "
-                             f"clock; fix: if it expired, renew the server's kit on the provisioning host (scripts/renew_kit.py "
-                             f"{host}) and restart the server; if it is not valid yet, {kit_expiry.NTP_FIX}")
+            return address, (f"the server's certificate chain is out of date by this container's clock "
+                             f"({e.verify_message}); fix: if it expired, renew the server's kit on the provisioning "
+                             "host (scripts/renew_kit.py SERVER, its name in project.yml) and restart the server; if "
+                             f"it is not valid yet, {kit_expiry.NTP_FIX}")
         return address, (f"something answers there but not this federation's server ({e.verify_message}: its "
                          "certificate is not signed by this kit's root CA for that name)")
     except (ssl.SSLError, OSError) as e:

@@ -30,21 +30,35 @@ def _cert(name, key, issuer_name, issuer_key, start, end, ca=False):
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(start).not_valid_after(end)
                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_kit(folder, name="site-1", start=None, days=360.0, root_days=360.0, server=False):
-    """A kit folder (startup/ with the participant's certificate and rootCA.pem) valid from ``start`` (default
-    now) for ``days``; the root CA from the same start for ``root_days``."""
+def _key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def make_kit(folder, name="site-1", start=None, days=360.0, root_days=360.0, server=False, root=None):
+    """A kit folder (startup/ with the participant's certificate, key and rootCA.pem) valid from ``start``
+    (default now) for ``days``; the root CA (``root``: (certificate, key) of another kit's, else a new one from the
+    same start for ``root_days``) in make_kit.root."""
     start = start or NOW
-    root_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    root = _cert("gpt2-fl", root_key, None, root_key, start, start + datetime.timedelta(days=root_days), ca=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = _cert(name, key, root.subject, root_key, start, start + datetime.timedelta(days=days))
+    if root is None:
+        root_key = _key()
+        root = _cert("gpt2-fl", root_key, None, root_key, start, start + datetime.timedelta(days=root_days), ca=True), \
+            root_key
+    make_kit.root = root
+    key = _key()
+    cert = _cert(name, key, root[0].subject, root[1], start, start + datetime.timedelta(days=days))
     startup = folder / name / "startup"
     startup.mkdir(parents=True)
-    (startup / "rootCA.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
-    (startup / ("server.crt" if server else "client.crt")).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    base = "server" if server else "client"
+    (startup / "rootCA.pem").write_bytes(root[0].public_bytes(serialization.Encoding.PEM))
+    (startup / f"{base}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (startup / f"{base}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                            serialization.PrivateFormat.TraditionalOpenSSL,
+                                                            serialization.NoEncryption()))
     (startup / ("fed_server.json" if server else "fed_client.json")).write_text("{}")
     return folder / name
 
@@ -165,9 +179,50 @@ def test_preflight_warns_within_30_days_and_refuses_a_job_that_would_outlive_a_c
     require_valid_kits(["site-1"], rounds=10, round_s=None, kits_dir=str(tmp_path), now=start)
 
 
-def test_check_job_reports_the_rounds_the_preflight_estimates_the_job_from():
-    from fl_deploy.check_job import check_job
-    from fl_deploy.make_job import JobSettings
+def test_check_job_reports_the_rounds_the_preflight_estimates_the_job_from(tmp_path):
+    import json
+    import shutil
 
-    needs, problems = check_job(os.path.join(local_federation.ROOT, "jobs", "gpt2-fedavg-stream"))
-    assert not problems and needs["rounds"] == JobSettings().rounds
+    from fl_deploy.check_job import check_job
+
+    job = tmp_path / "job"
+    shutil.copytree(os.path.join(local_federation.ROOT, "jobs", "gpt2-fedavg-stream"), job)
+    config = job / "app_server" / "config" / "config_fed_server.json"
+    server = json.loads(config.read_text())
+    server["workflows"][0]["args"]["num_rounds"] = 7
+    config.write_text(json.dumps(server))
+    needs, problems = check_job(str(job))
+    assert not problems and needs["rounds"] == 7
+
+
+def test_a_site_reaching_a_server_whose_certificate_expired_is_told_so_not_another_federation(tmp_path, monkeypatch):
+    """Before: an expired server certificate read 'something answers there but not this federation's server'."""
+    import socket
+    import ssl
+    import threading
+
+    server = make_kit(tmp_path, name="fl-server", start=NOW - datetime.timedelta(days=400), days=360,
+                      root_days=800, server=True)
+    site = make_kit(tmp_path, name="site-1", root=make_kit.root)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(server / "startup" / "server.crt", server / "startup" / "server.key")
+    ctx.load_verify_locations(server / "startup" / "rootCA.pem")
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = listener.accept()
+        try:
+            ctx.wrap_socket(conn, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    spec = importlib.util.spec_from_file_location("kit_check", SCRIPT)
+    kc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kc)
+    monkeypatch.setattr(kc, "KIT", str(site))
+    _, reason = kc.reach_problem("localhost", listener.getsockname()[1])
+    listener.close()
+    assert reason.startswith("the server's certificate chain is out of date by this container's clock (certificate "
+                             "has expired); fix: if it expired, renew the server's kit"), reason
