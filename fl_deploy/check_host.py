@@ -72,11 +72,11 @@ def check_assets(uid: int):
 def check_kit_expiry(kits_dir: str = os.path.join(ROOT, "workspace", "kits"), now=None):
     """Print until when each kit of the deployment's kits folder works (its certificate and root CA, one line per
     kit); HostError naming the first kit that is expired, or not valid yet by this host's clock (issue 24)."""
-    lines, _, problems = kit_expiry.report(kits_dir, now)
-    for line in lines:
+    kits = kit_expiry.report(kits_dir, now)
+    for line in kits.lines:
         print(f"kit {line}")
-    if problems:
-        raise HostError(problems[0])
+    if kits.problems:
+        raise HostError(kits.problems[0])
 
 
 def published_ports(model: dict) -> list:

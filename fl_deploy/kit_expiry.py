@@ -122,12 +122,20 @@ def validity_problem(name: str, certs: list, now: datetime.datetime, until: date
     return ""
 
 
-def report(kits_dir: str, now: datetime.datetime = None, until: datetime.datetime = None, names: list = None) -> tuple:
-    """(one expiry_line per kit under ``kits_dir`` (only ``names`` when given), those of kits ending within
-    WARN_DAYS, the problems: validity_problem of each kit at ``now``, or ending before ``until``). A kit whose
-    certificates cannot be read is a problem too."""
+
+@dataclass
+class Report:
+    lines: list  # one expiry_line per kit
+    soon: list  # the lines of kits ending within WARN_DAYS
+    problems: list  # one validity_problem sentence per kit that is not valid (or ends before the job)
+    first_end: tuple = None  # (kit name, datetime) of the earliest notAfter
+
+
+def report(kits_dir: str, now: datetime.datetime = None, until: datetime.datetime = None, names: list = None) -> Report:
+    """The kits under ``kits_dir`` (only ``names`` when given) at ``now``; a problem also where a certificate ends
+    before ``until``, and where a kit's certificates cannot be read."""
     now = now or datetime.datetime.now(UTC)
-    lines, soon, problems = [], [], []
+    r = Report([], [], [])
     for kit in find_kits(kits_dir):
         name = os.path.basename(kit)
         if names is not None and name not in names:
@@ -135,12 +143,15 @@ def report(kits_dir: str, now: datetime.datetime = None, until: datetime.datetim
         try:
             certs = kit_certificates(kit)
         except (OSError, ValueError) as e:
-            problems.append(f"cannot read {name}'s certificates in {kit}/startup ({e}); re-provision it")
+            r.problems.append(f"cannot read {name}'s certificates in {kit}/startup ({e}); re-provision it")
             continue
-        lines.append(expiry_line(name, certs, now))
+        r.lines.append(expiry_line(name, certs, now))
         if ends_soon(certs, now):
-            soon.append(lines[-1])
+            r.soon.append(r.lines[-1])
         problem = validity_problem(name, certs, now, until)
         if problem:
-            problems.append(problem)
-    return lines, soon, problems
+            r.problems.append(problem)
+        end = min(c.not_after for c in certs)
+        if r.first_end is None or end < r.first_end[1]:
+            r.first_end = (name, end)
+    return r

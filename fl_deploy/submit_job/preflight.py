@@ -107,7 +107,8 @@ def require_valid_kits(sites: list, rounds: int, round_s: float = None, kits_dir
     CA ends within 30 days; refuse a job that would outlive one. The job's end is estimated as now + rounds x
     round_s: the round predicted by sizing.py (its exchange only), else the measured fixed latency of a round
     (sizing_slopes.json's intercept). Training comes on top, so the estimate is a lower bound and a refusal is never
-    wrong; a job that may still outlive a certificate is what the 30-day warning is for. Returns the kits' lines."""
+    wrong; a job that may still outlive a certificate is what the 30-day warning is for. Prints when the first kit
+    ends; returns the kits' expiry lines."""
     kits_dir = kits_dir or os.path.join(ROOT, "workspace", "kits")
     kits = kit_expiry.find_kits(kits_dir)
     if not kits:
@@ -119,9 +120,12 @@ def require_valid_kits(sites: list, rounds: int, round_s: float = None, kits_dir
     round_s = round_s or sizing.load_slopes()["round"]["intercept_s"]
     until = now + datetime.timedelta(seconds=max(rounds or 1, 1) * round_s)
     names = [os.path.basename(k) for k in kits if os.path.basename(k) not in other_sites]
-    lines, soon, problems = kit_expiry.report(kits_dir, now, until, names)
-    for line in soon:
+    kits = kit_expiry.report(kits_dir, now, until, names)
+    for line in kits.soon:
         print(f"warning: kit {line}", flush=True)
-    if problems:
-        raise HostError(f"{problems[0]} (nothing was submitted)")
-    return lines
+    if kits.problems:
+        raise HostError(f"{kits.problems[0]} (nothing was submitted)")
+    if kits.first_end:
+        print(f"kits: {len(kits.lines)} valid until {kit_expiry.when(kits.first_end[1])} at least (the first to end: "
+              f"{kits.first_end[0]}'s)", flush=True)
+    return kits.lines

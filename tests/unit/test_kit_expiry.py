@@ -165,8 +165,10 @@ def test_preflight_warns_within_30_days_and_refuses_a_job_that_would_outlive_a_c
     make_kit(tmp_path, name="site-2", days=5, root_days=400)  # not in the job: neither warned about nor refused
     lines = require_valid_kits(["site-1"], rounds=3, round_s=60.0, kits_dir=str(tmp_path), now=NOW)
     assert [line.split(":")[0] for line in lines] == ["fl-server", "site-1"]
-    out = capsys.readouterr().out
-    assert out.startswith("warning: kit site-1: certificate until ") and "site-2" not in out, out
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("warning: kit site-1: certificate until ") and "site-2" not in "".join(out), out
+    assert out[1] == f"kits: 2 valid until {kit_expiry.when(NOW + datetime.timedelta(days=20))} at least (the first " \
+        "to end: site-1's)"
     # 10 rounds of 60 s from 5 minutes before site-1's certificate ends: the job cannot end in time.
     start = NOW + datetime.timedelta(days=20, minutes=-5)
     with pytest.raises(HostError) as refused:
