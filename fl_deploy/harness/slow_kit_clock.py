@@ -24,16 +24,18 @@ import tempfile
 
 LIBFAKETIME = "libfaketime.so.1"
 
-# The server thread and the site's check of it, inside the container (kit_check's reach_problem: the health output).
+# A TLS server holding the server's kit (mutual TLS, as NVFlare's), and the site's check of it (kit_check's
+# reach_problem: the health output) with the kit in FL_KIT; prints the reason, or "handshake accepted".
 HANDSHAKE = """
-import importlib.machinery, importlib.util, socket, ssl, sys, threading
-sys.path.insert(0, "/usr/local/bin")
-loader = importlib.machinery.SourceFileLoader("kc", "/usr/local/bin/fl-kit-check")
+import importlib.machinery, importlib.util, os, socket, ssl, sys, threading
+script, server = {script!r}, {server!r}
+sys.path.insert(0, os.path.dirname(script))
+loader = importlib.machinery.SourceFileLoader("kc", script)
 kc = importlib.util.module_from_spec(importlib.util.spec_from_loader("kc", loader))
 loader.exec_module(kc)
-s = "/kits/fl-server/startup/"
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(s + "server.crt", s + "server.key"); ctx.load_verify_locations(s + "rootCA.pem")
+ctx.load_cert_chain(os.path.join(server, "server.crt"), os.path.join(server, "server.key"))
+ctx.load_verify_locations(os.path.join(server, "rootCA.pem"))
 ctx.verify_mode = ssl.CERT_REQUIRED
 listener = socket.create_server(("127.0.0.1", 0))
 def serve():
@@ -46,6 +48,7 @@ def serve():
 threading.Thread(target=serve, daemon=True).start()
 print(kc.reach_problem("localhost", listener.getsockname()[1])[1] or "handshake accepted")
 """
+IN_IMAGE = HANDSHAKE.format(script="/usr/local/bin/fl-kit-check", server="/kits/fl-server/startup")
 
 CHECKS = [  # (what, FAKETIME, command, exit code, words the output must hold)
     ("now", "", ["fl-kit-check", "validity", "site"], 0, ["site-1: certificate until", "(360 days left)"]),
@@ -53,9 +56,9 @@ CHECKS = [  # (what, FAKETIME, command, exit code, words the output must hold)
     ("+365 days", "+365d", ["fl-kit-check", "validity", "site"], 2, ["expired on", "fix: a new root CA"]),
     ("-2 hours", "-2h", ["fl-kit-check", "validity", "site"], 2,
      ["hours) behind the host that provisioned the kit", "timedatectl set-ntp true"]),
-    ("+365 days, mutual TLS", "+365d", ["python3", "-c", HANDSHAKE], 0,
+    ("+365 days, mutual TLS", "+365d", ["python3", "-c", IN_IMAGE], 0,
      ["out of date by this container's clock (certificate has expired)", "scripts/renew_kit.py SERVER"]),
-    ("now, mutual TLS", "", ["python3", "-c", HANDSHAKE], 0, ["handshake accepted"]),
+    ("now, mutual TLS", "", ["python3", "-c", IN_IMAGE], 0, ["handshake accepted"]),
 ]
 
 

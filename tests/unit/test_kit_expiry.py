@@ -197,34 +197,21 @@ def test_check_job_reports_the_rounds_the_preflight_estimates_the_job_from(tmp_p
     assert not problems and needs["rounds"] == 7
 
 
-def test_a_site_reaching_a_server_whose_certificate_expired_is_told_so_not_another_federation(tmp_path, monkeypatch):
-    """Before: an expired server certificate read 'something answers there but not this federation's server'."""
-    import socket
-    import ssl
-    import threading
+def test_a_site_reaching_a_server_whose_certificate_expired_is_told_so_not_another_federation(tmp_path):
+    """Before: an expired server certificate read 'something answers there but not this federation's server'. The
+    handshake of the kit-clock slow case, here with a server certificate that ended 40 days ago."""
+    from fl_deploy.harness.slow_kit_clock import HANDSHAKE
 
     server = make_kit(tmp_path, name="fl-server", start=NOW - datetime.timedelta(days=400), days=360,
                       root_days=800, server=True)
     site = make_kit(tmp_path, name="site-1", root=make_kit.root)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(server / "startup" / "server.crt", server / "startup" / "server.key")
-    ctx.load_verify_locations(server / "startup" / "rootCA.pem")
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve():
-        conn, _ = listener.accept()
-        try:
-            ctx.wrap_socket(conn, server_side=True).close()
-        except (ssl.SSLError, OSError):
-            conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    spec = importlib.util.spec_from_file_location("kit_check", SCRIPT)
-    kc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kc)
-    monkeypatch.setattr(kc, "KIT", str(site))
-    _, reason = kc.reach_problem("localhost", listener.getsockname()[1])
-    listener.close()
-    assert reason.startswith("the server's certificate chain is out of date by this container's clock (certificate "
-                             "has expired); fix: if it expired, renew the server's kit"), reason
+    code = HANDSHAKE.format(script=SCRIPT, server=str(server / "startup"))
+    run = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, FL_KIT=str(site)), capture_output=True,
+                         text=True, timeout=60)
+    assert run.stdout.startswith("the server's certificate chain is out of date by this container's clock "
+                                 "(certificate has expired); fix: if it expired, renew the server's kit"), run
+    fresh = make_kit(tmp_path / "fresh", name="fl-server", server=True, root=make_kit.root)
+    code = HANDSHAKE.format(script=SCRIPT, server=str(fresh / "startup"))
+    run = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, FL_KIT=str(site)), capture_output=True,
+                         text=True, timeout=60)
+    assert run.stdout.strip() == "handshake accepted", run
