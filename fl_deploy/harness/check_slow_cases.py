@@ -268,7 +268,7 @@ def main(argv=None) -> int:
                         f"{BASE_IMAGE})")
     p.add_argument("--volume-full-s", type=int, default=30,
                    help="volume-full: seconds within which the job must end once the server's volume is full")
-    p.add_argument("--kit-image", default=None, help="kit-clock: the image to run (default: FL_IMAGE, gpt2-fl:2.9.0)")
+    p.add_argument("--kit-image", default=None, help="kit-clock: the image to run (default: FL_IMAGE, the deployment's image)")
     p.add_argument("--work", default=None, help="where the copies go (default: the system's temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the work folders")
     args = p.parse_args(argv)

@@ -12,8 +12,8 @@ image's copies) with Debian's libfaketime preloaded (FAKETIME: the container's c
                   check of the dates, as NVFlare's connection makes it): refused, and fl-kit-check names the expiry
 
 libfaketime comes from the host: its installed copy, else `apt-get download libfaketime` (a Debian/Ubuntu host
-whose glibc the image's matches; the image is not changed). The image is --kit-image (default FL_IMAGE, or
-gpt2-fl:2.9.0: `docker compose build` makes it).
+whose glibc the image's matches; the image is not changed). The image is --kit-image (default FL_IMAGE, else
+fl_deploy.IMAGE: `docker compose build` makes it).
 """
 
 import glob
