@@ -37,6 +37,7 @@ WORKSPACE = os.environ.get("FL_WORKSPACE", "/workspace")
 LOG_START = os.path.join(WORKSPACE, "tmp", "log_start")  # size of log.txt when the container started
 REGISTERED = b"Successfully registered client"
 HF_CACHE = os.environ.get("HF_HOME", "/hf-cache")
+KIT_DATES = os.path.join(WORKSPACE, "tmp", "kit_dates.json")  # the kit's certificate dates, read at the start
 WATCH_FIRST_S, WATCH_EVERY_S = 20, 60
 CONNECT_TIMEOUT_S = 2.5  # the healthcheck's own timeout is 5 s
 
@@ -176,16 +177,9 @@ def access_problem(role: str, uid: int = None, gids: set = None, kit: str = KIT,
 
 # --- validity: the kit's certificates by this container's clock (issue 24 cases 1, 2) -------------------------------
 
-def kit_validity(now=None, kit: str = KIT) -> tuple:
-    """(the kit's expiry line, the problem: one sentence, '' when its certificates are valid at ``now``, the
-    container's clock by default)."""
-    now = now or kit_expiry.datetime.datetime.now(kit_expiry.UTC)
-    try:
-        certs = kit_expiry.kit_certificates(kit)
-    except (OSError, ValueError) as e:  # no certificates to read: NVFlare's own start names the kit's fault
-        return f"cannot read the kit's certificates ({e})", ""
-    name = certs[0].subject or os.path.basename(kit)
-    return kit_expiry.expiry_line(name, certs, now), kit_expiry.validity_problem(name, certs, now)
+def kit_validity(now=None, kit: str = KIT, cache: str = KIT_DATES, refresh: bool = True) -> tuple:
+    """kit_expiry.check_kit of this container's kit: (expiry line, problem or ''); the dates kept in KIT_DATES."""
+    return kit_expiry.check_kit(kit, now, cache, refresh)
 
 
 # --- reach: a site that cannot connect says where it dials and why ---------------------------------------------
@@ -286,7 +280,7 @@ def main(argv) -> int:
             return 2
         return 0
     if argv[:1] == ["healthy"]:  # an expired (or not yet valid) kit is unhealthy, whatever its port says
-        line, problem = kit_validity()  # the health log shows the kit's expiry (docker inspect)
+        line, problem = kit_validity(refresh=False)  # the health log shows the kit's expiry (docker inspect)
         if problem:
             print(problem)
             return 1

@@ -11,6 +11,7 @@ All times are aware UTC datetimes.
 """
 
 import datetime
+import json
 import os
 import ssl
 from dataclasses import dataclass
@@ -122,6 +123,40 @@ def validity_problem(name: str, certs: list, now: datetime.datetime, until: date
     return ""
 
 
+
+
+def cached_certificates(cache: str):
+    """The certificate dates check_kit kept in ``cache``; None when not there."""
+    try:
+        with open(cache) as f:
+            return [Certificate(c["what"], c["subject"], *(datetime.datetime.fromisoformat(c[k])
+                                                           for k in ("not_before", "not_after"))) for c in json.load(f)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_kit(kit: str, now: datetime.datetime = None, cache: str = None, refresh: bool = True) -> tuple:
+    """(the kit's expiry_line, its validity_problem at ``now``, '' when valid). The dates are read from the kit and
+    kept in ``cache`` (refresh: a container's start check), or taken from ``cache`` when there (its healthcheck,
+    every 5 s: no certificate parsing). A kit without readable certificates: (why, '') -- NVFlare's own start
+    names that fault."""
+    now = now or datetime.datetime.now(UTC)
+    certs = None if refresh or not cache else cached_certificates(cache)
+    if certs is None:
+        try:
+            certs = kit_certificates(kit)
+        except (OSError, ValueError) as e:
+            return f"cannot read the kit's certificates ({e})", ""
+        try:
+            if cache:
+                os.makedirs(os.path.dirname(cache), exist_ok=True)
+                with open(cache, "w") as f:
+                    json.dump([dict(vars(c), not_before=c.not_before.isoformat(), not_after=c.not_after.isoformat())
+                               for c in certs], f)
+        except OSError:
+            pass  # no writable workspace (the admin console): each check reads the kit
+    name = certs[0].subject or os.path.basename(kit)
+    return expiry_line(name, certs, now), validity_problem(name, certs, now)
 
 @dataclass
 class Report:
