@@ -11,6 +11,9 @@ image's copies) with Debian's libfaketime preloaded (FAKETIME: the container's c
     +365 days     a mutual-TLS handshake of the site's kit with a server holding the server's kit (OpenSSL's own
                   check of the dates, as NVFlare's connection makes it): refused, and fl-kit-check names the expiry
 
+and scripts/renew_kit.py site-1 while a container runs with site-1's kit mounted as compose mounts it: that
+container keeps the old kit until it is restarted, and holds the new one after `docker restart`.
+
 libfaketime comes from the host: its installed copy, else `apt-get download libfaketime` (a Debian/Ubuntu host
 whose glibc the image's matches; the image is not changed). The image is --kit-image (default FL_IMAGE, else
 fl_deploy.IMAGE: `docker compose build` makes it).
@@ -103,7 +106,35 @@ def kit_clock(args) -> list:
             out = " ".join((run.stdout + run.stderr).split())
             ok = run.returncode == code and all(w in out for w in words)
             results.append((ok, what, f"exit {run.returncode}: {out[-700:]}"))
-        return results
+        return results + [renewed_while_running(image, work)]
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def renewed_while_running(image: str, work: str) -> tuple:
+    """(passed, what, detail) of renewing site-1's kit while a container has it mounted."""
+    from fl_deploy import renew_kit
+
+    kit = os.path.join(work, "ws", "kits", "site-1")
+    cid = subprocess.run(["docker", "run", "-d", "--entrypoint", "sleep", "-v", f"{kit}:/kit:ro", image, "600"],
+                         capture_output=True, text=True, timeout=120).stdout.strip()
+
+    def mounted() -> str:
+        return subprocess.run(["docker", "exec", cid, "cat", "/kit/startup/client.crt"], capture_output=True,
+                              text=True, timeout=60).stdout
+
+    try:
+        with open(os.path.join(kit, "startup", "client.crt")) as f:
+            old = f.read()
+        renew_kit.renew_kit(os.path.join(work, "project.yml"), os.path.join(work, "ws"), "site-1", service_uid=0)
+        with open(os.path.join(kit, "startup", "client.crt")) as f:
+            new = f.read()
+        before = mounted()
+        subprocess.run(["docker", "restart", "-t", "1", cid], capture_output=True, timeout=120)
+        after = mounted()
+        ok = new != old and before == old and after == new
+        return ok, "renewed while running", (f"the running container kept the old certificate: {before == old}; "
+                                             f"after docker restart it holds the new one: {after == new}")
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=120)
