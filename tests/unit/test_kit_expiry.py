@@ -158,6 +158,9 @@ def test_check_host_prints_one_line_per_kit_and_stops_on_an_expired_one(tmp_path
     assert out[1].endswith("WARNING: ends within 30 days") and "WARNING" not in out[0]
     with pytest.raises(HostError, match=r"^site-1's certificate expired on .*scripts/renew_kit.py site-1"):
         check_host.check_kit_expiry(str(tmp_path), now=NOW + datetime.timedelta(days=21))
+    (tmp_path / "site-1" / "startup" / "client.crt").write_text("not a certificate")  # or unreadable to this user
+    check_host.check_kit_expiry(str(tmp_path), now=NOW)
+    assert "kit site-1: its certificates cannot be read here (" in capsys.readouterr().out
 
 
 def test_preflight_warns_within_30_days_and_refuses_a_job_that_would_outlive_a_certificate(tmp_path, capsys):
