@@ -1,6 +1,7 @@
 """Issue 24 case 1: one command renews one participant's certificate under the same root CA, as a freshly signed
 kit, and touches no other kit (a real `nvflare provision` of project.yml in a temporary workspace)."""
 
+import datetime
 import json
 import os
 import subprocess
@@ -9,7 +10,8 @@ import sys
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from fl_deploy import ROOT
+from fl_deploy import ROOT, provision
+from fl_deploy.project import load_project
 from tests.unit.test_add_site import provisioned_copy
 
 
@@ -37,6 +39,7 @@ def test_renew_kit_signs_a_fresh_kit_for_one_participant_under_the_same_root(tmp
     run = renew(project, ws, "site-1")
     assert run.returncode == 0, run.stderr
     assert "roll it: docker compose up -d --force-recreate site-1" in run.stdout, run.stdout
+    assert "(capped at the root CA's expiry" in run.stdout  # NVFlare's defaults: the root ends with the first kits
     new = cert(kits / "site-1" / "startup" / "client.crt")
     root = cert(kits / "fl-server" / "startup" / "rootCA.pem")
     new.verify_directly_issued_by(root)  # signed by the running federation's root CA
@@ -66,3 +69,23 @@ def test_renew_kit_refuses_in_one_line_what_it_cannot_renew(tmp_path):
     assert run.returncode == 2 and len(err.splitlines()) == 1 and "state/cert.json (the root CA's private key) is " \
         "missing, so site-2's new certificate could not be signed" in err, err
     assert not (ws / "kits-replaced").exists()
+
+
+def test_under_a_longer_lived_root_renewal_extends_the_certificate(tmp_path):
+    """docs/reliability.md's advice: CertBuilder's root_valid_days in project.yml before the first provisioning;
+    then a renewed certificate ends 360 days after its renewal, not at the root CA's end."""
+    project = tmp_path / "project.yml"
+    text = open(os.path.join(ROOT, "project.yml")).read()
+    builder = "  - path: nvflare.lighter.impl.cert.CertBuilder\n"
+    assert builder in text
+    project.write_text(text.replace(builder, builder + "    args: {root_valid_days: 3650}\n"))
+    provision.provision(load_project(str(project)), str(tmp_path / "ws"), storage_root=str(tmp_path / "store"),
+                        force=False, service_uid=0)
+    kit = tmp_path / "ws" / "kits" / "site-1" / "startup"
+    old = cert(kit / "client.crt")
+    run = renew(project, tmp_path / "ws", "site-1")
+    assert run.returncode == 0 and "capped" not in run.stdout, (run.stdout, run.stderr)
+    new = cert(kit / "client.crt")
+    assert new.not_valid_after_utc > old.not_valid_after_utc
+    assert new.not_valid_after_utc - new.not_valid_before_utc == datetime.timedelta(days=360)
+    assert cert(kit / "rootCA.pem").not_valid_after_utc - new.not_valid_after_utc > datetime.timedelta(days=3000)
