@@ -18,6 +18,7 @@ case "$role" in
   server|site)
     need_kit
     fl-kit-check access "$role" || exit 2   # kit readable, volumes writable by this uid: else one line with the fix
+    fl-kit-check validity "$role" || exit 2   # its certificates' dates: expired, or this host's clock behind
     mkdir -p /workspace/tmp
     export TMPDIR=/workspace/tmp   # on the volume: large tensors spill here, not to a RAM-backed /tmp
     # No job runs yet: a disk-offload spool here was left by a killed job (NVFlare removes it only at a job's end).
@@ -39,6 +40,7 @@ case "$role" in
   admin)
     need_kit
     fl-kit-check access admin || exit 2
+    fl-kit-check validity admin || exit 2
     # The CLI writes into the kit's transfer/ folder: work on a private copy of the read-only mount.
     rm -rf "$HOME/admin-kit" && cp -r /kit "$HOME/admin-kit" && chmod -R go-rwx "$HOME/admin-kit"
     echo "admin kit ready: docker compose exec admin nvflare job list --startup-kit $HOME/admin-kit"

@@ -6,6 +6,9 @@
     fl-kit-check resolves        a site: the server name its kit dials resolves here (entrypoint, before start)
     fl-kit-check watch site      a site, in the background: while it is not connected, says every minute (first
                                  after WATCH_FIRST_S) which address it dials and why that fails
+    fl-kit-check validity ROLE   the kit's certificate and root CA are valid by this container's clock (entrypoint,
+                                 before start): prints until when; else one line (a clock behind the provisioning
+                                 host's: the skew and the fix; an expired certificate: renew_kit.py) and exit 2
     fl-kit-check healthy server  the server's FL port accepts connections (compose healthcheck)
     fl-kit-check healthy site    the site is connected to the server now and has registered since this container
                                  started (compose healthcheck; a log line from before a restart does not count);
@@ -24,11 +27,17 @@ import stat
 import sys
 import time
 
+try:
+    from fl_deploy import kit_expiry  # the project's checkout (tests, the admin container's /src)
+except ImportError:
+    import kit_expiry  # the image: docker/Dockerfile copies fl_deploy/kit_expiry.py beside fl-kit-check
+
 KIT = os.environ.get("FL_KIT", "/kit")
 WORKSPACE = os.environ.get("FL_WORKSPACE", "/workspace")
 LOG_START = os.path.join(WORKSPACE, "tmp", "log_start")  # size of log.txt when the container started
 REGISTERED = b"Successfully registered client"
 HF_CACHE = os.environ.get("HF_HOME", "/hf-cache")
+KIT_DATES = os.path.join(WORKSPACE, "tmp", "kit_dates.json")  # the kit's certificate dates, read at the start
 WATCH_FIRST_S, WATCH_EVERY_S = 20, 60
 CONNECT_TIMEOUT_S = 2.5  # the healthcheck's own timeout is 5 s
 
@@ -166,6 +175,13 @@ def access_problem(role: str, uid: int = None, gids: set = None, kit: str = KIT,
     return ""
 
 
+# --- validity: the kit's certificates by this container's clock (issue 24 cases 1, 2) -------------------------------
+
+def kit_validity(now=None, kit: str = KIT, cache: str = KIT_DATES, refresh: bool = True) -> tuple:
+    """kit_expiry.check_kit of this container's kit: (expiry line, problem or ''); the dates kept in KIT_DATES."""
+    return kit_expiry.check_kit(kit, now, cache, refresh)
+
+
 # --- reach: a site that cannot connect says where it dials and why ---------------------------------------------
 
 def tls_context() -> ssl.SSLContext:
@@ -193,6 +209,11 @@ def reach_problem(host: str, port: int, context=None) -> tuple:
         with (context or tls_context()).wrap_socket(sock, server_hostname=host):
             return address, ""
     except ssl.SSLCertVerificationError as e:
+        if e.verify_code in (9, 10):  # X509_V_ERR_CERT_NOT_YET_VALID / _HAS_EXPIRED: the right server, out of date
+            return address, (f"the server's certificate chain is out of date by this container's clock "
+                             f"({e.verify_message}); fix: if it expired, renew the server's kit on the provisioning "
+                             "host (scripts/renew_kit.py SERVER, its name in project.yml) and restart the server; if "
+                             f"it is not valid yet, {kit_expiry.NTP_FIX}")
         return address, (f"something answers there but not this federation's server ({e.verify_message}: its "
                          "certificate is not signed by this kit's root CA for that name)")
     except (ssl.SSLError, OSError) as e:
@@ -251,14 +272,28 @@ def main(argv) -> int:
                   file=sys.stderr)
             return 2
         return 0
+    if argv[:1] == ["validity"] and len(argv) == 2:
+        line, problem = kit_validity()
+        print(f"fl-kit-check: {line}", flush=True)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        return 0
+    if argv[:1] == ["healthy"]:  # an expired (or not yet valid) kit is unhealthy, whatever its port says
+        line, problem = kit_validity(refresh=False)  # the health log shows the kit's expiry (docker inspect)
+        if problem:
+            print(problem)
+            return 1
     if argv[:1] == ["healthy"] and argv[1:] == ["server"]:
         _, port = server_target("server")
         socket.create_connection(("127.0.0.1", port), 3).close()
+        print(line)
         return 0
     if argv[:1] == ["healthy"] and argv[1:] == ["site"]:
         host, port = server_target("site")
         if connected_to(port):
             if registered_since_start():
+                print(line)
                 return 0
             print(f"connected to {host}:{port}, not registered yet")
             return 1

@@ -5,7 +5,8 @@ On the host (standard library only where submit_job.py and check_host.py need it
     project          project.yml read and checked once (Project)
     provision        nvflare provision -> workspace/kits/; provision_builders: project.yml's own builder (the sites
                      stream their job logs); compose_files: compose.participants.yaml / compose.cpu.yaml
-    add_site         one more site with the same root CA
+    add_site         one more site with the same root CA; renew_kit: one participant's kit signed again, same root CA
+    kit_expiry       each kit's certificate dates (check_host, the job preflight, the containers' fl-kit-check)
     export_bundles   one bundle per site host (several hosts)
     check_host       Docker, Compose v2, the GPU runtime, a free port; huge_pages: the host's THP mode (a warning)
     host             .env, `docker compose` calls, the admin console (AdminConsole: service, .env, kit path)
@@ -30,7 +31,8 @@ In the admin container only (python3 -m fl_deploy.admin.<name>):
 Test and benchmark harness, not used by the product:
     harness/local_federation   a federation from provisioned kits as local processes
     harness/compose_stack      an isolated copy of the project as its own compose stack
-    harness/check_slow_cases   fault cases too slow for CI (a throttled link, repeated cold starts): PASS / FAIL
+    harness/check_slow_cases   fault cases too slow for CI (a throttled link, repeated cold starts, a shifted
+                               clock: slow_kit_clock): PASS / FAIL
 
 The job's own code (what runs on the server and at the sites) is in app_code/, not here.
 """

@@ -74,6 +74,20 @@ def running_root_ca(project: Project, kits_dir: str) -> tuple:
                        "(scripts/provision.py)")
 
 
+def require_state(project: Project, workspace: str, running_ca: str, what: str, command: str) -> str:
+    """NVFlare's provisioning state folder of ``workspace`` (the root CA's key, state/cert.json), or ProjectError
+    when it is missing: ``what`` ("a new site") could then not be signed by the running kits' root CA."""
+    state = state_dir(workspace, project)
+    if not os.path.isfile(os.path.join(state, "cert.json")):
+        # Without it, nvflare provision mints a new root CA: a kit no running participant would trust.
+        raise ProjectError(
+            f"NVFlare's provisioning state {state}/cert.json (the root CA's private key) is missing, so {what} "
+            f"could not be signed by the root CA the running kits trust ({running_ca}); run {command} where the "
+            f"federation was provisioned, or copy that machine's {os.path.relpath(state, workspace)}/ into "
+            f"{os.path.join(workspace, 'provision', project.name)}/ (keep it as secret as the kits' keys)")
+    return state
+
+
 def add_site(project_path: str, workspace: str, site: str, org: str, service_uid: int,
              for_containers: bool = False) -> tuple:
     """Add the site to project.yml and install its kit; (its kit folder, the new Project). The new kit must trust
@@ -87,14 +101,7 @@ def add_site(project_path: str, workspace: str, site: str, org: str, service_uid
         raise ProjectError(f"no kits in {kits_dir}: provision the federation first (scripts/provision.py)")
     check_same_scheme(project, kits_dir)
     running_ca, running_pem = running_root_ca(project, kits_dir)
-    state = state_dir(workspace, project)
-    if not os.path.isfile(os.path.join(state, "cert.json")):
-        # Without it, nvflare provision mints a new root CA: a kit no running participant would trust.
-        raise ProjectError(
-            f"NVFlare's provisioning state {state}/cert.json (the root CA's private key) is missing, so a new site "
-            f"could not be signed by the root CA the running kits trust ({running_ca}); run add_site.py where the "
-            f"federation was provisioned, or copy that machine's {os.path.relpath(state, workspace)}/ into "
-            f"{os.path.join(workspace, 'provision', project.name)}/ (keep it as secret as the kits' keys)")
+    state = require_state(project, workspace, running_ca, "a new site", "add_site.py")
     with open(project_path) as f:
         backup = f.read()
     new_text, new_project = with_site(project, backup, site, org)

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 
-from fl_deploy import IMAGE_UID, ROOT, huge_pages
+from fl_deploy import IMAGE_UID, ROOT, huge_pages, kit_expiry
 from fl_deploy.host import HostError, check_docker, compose, running_services
 
 
@@ -69,6 +69,16 @@ def check_assets(uid: int):
         )
 
 
+def check_kit_expiry(kits_dir: str = os.path.join(ROOT, "workspace", "kits"), now=None):
+    """Print until when each kit of the deployment's kits folder works (its certificate and root CA, one line per
+    kit); HostError naming the first kit that is expired, or not valid yet by this host's clock (issue 24)."""
+    kits = kit_expiry.report(kits_dir, now)
+    for line in kits.lines:
+        print(f"kit {line}")
+    if kits.problems:
+        raise HostError(kits.problems[0])
+
+
 def published_ports(model: dict) -> list:
     """(host address, port) of every port the server service publishes."""
     return [(p.get("host_ip") or "0.0.0.0", int(p["published"]))
@@ -100,6 +110,7 @@ def main(argv=None) -> int:
         if not args.cpu:
             check_gpu_runtime()
         check_assets(container_uid())
+        check_kit_expiry()
         if args.kits or args.port:
             model = compose_model()
             if args.kits:

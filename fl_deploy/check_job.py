@@ -53,17 +53,17 @@ def _load_json(path: str, problems: list):
     return None
 
 
-def _values(config, key: str):
-    """Every string value of ``key`` anywhere in a job config (components, workflows, executors, filters...)."""
+def _values(config, key: str, kind: type = str):
+    """Every ``kind`` (string) value of ``key`` anywhere in a job config (components, workflows, executors...)."""
     if isinstance(config, dict):
         for k, value in config.items():
-            if k == key and isinstance(value, str):
+            if k == key and isinstance(value, kind):
                 yield value
             else:
-                yield from _values(value, key)
+                yield from _values(value, key, kind)
     elif isinstance(config, list):
         for item in config:
-            yield from _values(item, key)
+            yield from _values(item, key, kind)
 
 
 def _imports(py_file: str) -> set:
@@ -167,10 +167,19 @@ def client_site_list(job: str, app: str) -> list:
     return []
 
 
+def server_rounds(job: str, app: str) -> list:
+    """The num_rounds values of the app's server config (the rounds this job runs, resumed ones not counted)."""
+    try:
+        with open(os.path.join(job, app, "config", "config_fed_server.json")) as f:
+            return list(_values(json.load(f), "num_rounds", int))
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
 def check_job(job: str, imports: bool = False) -> tuple:
     """(what the job needs: {"sites": names it needs, "all_sites": deploys to every connected site (@ALL),
-    "min_sites": meta.json's min_clients}, problems found)."""
-    needs = {"sites": [], "all_sites": False, "min_sites": 0}
+    "min_sites": meta.json's min_clients, "rounds": the rounds it runs, 0 unknown}, problems found)."""
+    needs = {"sites": [], "all_sites": False, "min_sites": 0, "rounds": 0}
     if not os.path.isdir(job):
         return needs, [f"{job} is not a folder"]
     problems = []
@@ -195,6 +204,8 @@ def check_job(job: str, imports: bool = False) -> tuple:
             problems.append(f"{app}: deploy_map sends the app to {', '.join(deployed) or 'no site'} but its client "
                             f"is started with --sites {','.join(named)}: both must name the same sites")
         sites += deployed + named
+        if "server" in targets:
+            needs["rounds"] = max([needs["rounds"], *server_rounds(job, app)])
     try:
         needs["min_sites"] = int(meta.get("min_clients") or 0)
     except (TypeError, ValueError):

@@ -17,6 +17,9 @@ cold-starts  Every site on one host starting cold together (issue 15, case 12; N
              must be in its own volume (HF_DATASETS_CACHE) and nothing in the shared Hugging Face cache.
 volume-full  The server's volume fills during a job (fl_deploy/harness/slow_volume_full.py: a tmpfs as the server's
              workspace, filled after round 1; needs root).
+kit-clock    A kit's certificates under a shifted clock (issue 24 cases 1, 2; fl_deploy/harness/slow_kit_clock.py):
+             libfaketime in a container of the image, the start check and a mutual-TLS handshake a year on, and a
+             clock 2 hours behind the provisioning host's.
 
 Needs the project's venv; cold-starts also a Docker engine with Compose v2 (the image is built from docker/wheels
 on --base-image). Exit 0 when every case passed, 1 otherwise.
@@ -245,8 +248,9 @@ def cold_starts(args) -> list:
 
 
 from fl_deploy.harness.slow_volume_full import volume_full  # noqa: E402
+from fl_deploy.harness.slow_kit_clock import kit_clock  # noqa: E402
 
-CASES = {"slow-link": slow_link, "cold-starts": cold_starts, "volume-full": volume_full}
+CASES = {"slow-link": slow_link, "cold-starts": cold_starts, "volume-full": volume_full, "kit-clock": kit_clock}
 
 
 def main(argv=None) -> int:
@@ -264,6 +268,7 @@ def main(argv=None) -> int:
                         f"{BASE_IMAGE})")
     p.add_argument("--volume-full-s", type=int, default=30,
                    help="volume-full: seconds within which the job must end once the server's volume is full")
+    p.add_argument("--kit-image", default=None, help="kit-clock: the image to run (default: FL_IMAGE, the deployment's image)")
     p.add_argument("--work", default=None, help="where the copies go (default: the system's temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the work folders")
     args = p.parse_args(argv)

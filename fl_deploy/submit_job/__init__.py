@@ -36,7 +36,8 @@ from fl_deploy.host import ADMIN_SERVICE, AdminConsole, HostError, check_docker,
 from fl_deploy.submit_job.abnormal_end import abnormal_end
 from fl_deploy.submit_job.download import download
 from fl_deploy.submit_job.following import JobInterrupted, NotScheduled, Reporter, follow
-from fl_deploy.submit_job.preflight import check_staged_job, require_free_sites, require_sites, site_status
+from fl_deploy.submit_job.preflight import (check_staged_job, require_free_sites, require_sites, require_valid_kits,
+                                           site_status)
 from fl_deploy.submit_job import reattach, sizing, staging
 from fl_deploy.submit_job.staging import stage_job, submit
 from fl_deploy.submit_job.summary import print_timeline, summarize
@@ -112,11 +113,13 @@ def main(argv=None) -> int:
                 connected = pool.submit(site_status, console)
                 job_dir, checked, first_round = stage_job(console, args.job_folder, args.job_flags, args.resume)
             try:
-                sites = require_sites(check_staged_job(checked), console, connected.result())
+                needs = check_staged_job(checked)
+                sites = require_sites(needs, console, connected.result())
                 if not args.allow_concurrent:
                     require_free_sites(sites, console)
                 prediction = sizing.check(console, sites, args.job_flags, args.job_folder)  # refuses what won't fit
                 report.predicted_exchange_s = prediction and prediction.round_exchange_s
+                require_valid_kits(sites, needs["rounds"], report.predicted_exchange_s)  # no kit ends before the job
                 since = time.time()
                 job_id = submit(job_dir, console)
             finally:  # submitted (the server holds the job) or refused: the staged copy has served

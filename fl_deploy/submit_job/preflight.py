@@ -1,11 +1,16 @@
 """Checks before a job is submitted, each refusing with one sentence that says what to do: the staged job is
-complete (check_job.py's report), the sites it needs are connected, and no other job holds them (one training job
-at a time). Host side, standard library only."""
+complete (check_job.py's report), the sites it needs are connected, no other job holds them (one training job
+at a time), and no participant's certificate ends before the job can (kit_expiry). Host side, standard library
+only."""
 
+import datetime
 import json
+import os
 import time
 
+from fl_deploy import ROOT, kit_expiry
 from fl_deploy.host import AdminConsole, HostError
+from fl_deploy.submit_job import sizing
 
 SILENT_S = 45  # a site not heard from for this long is down (sites heartbeat every 10 s)
 
@@ -25,7 +30,7 @@ def check_staged_job(report: dict) -> dict:
     if report["problems"]:
         raise HostError("the job is incomplete, nothing was submitted:\n  " + "\n  ".join(report["problems"])
                         + "\n  fix: regenerate it (scripts/make_job.py) or restore the missing files")
-    return {k: report.get(k) for k in ("sites", "all_sites", "min_sites")}
+    return {k: report.get(k) for k in ("sites", "all_sites", "min_sites", "rounds")}
 
 
 def site_status(console: AdminConsole) -> dict:
@@ -95,3 +100,32 @@ def require_free_sites(sites: list, console: AdminConsole):
             f"{', '.join(h['sites'])}{others}; nothing was submitted. Wait for it to finish, abort it "
             f"(docker compose exec {console.service} nvflare job abort {h['job_id']} --startup-kit {console.kit}), "
             "or pass --allow-concurrent to put it in the server's queue behind that job (it starts when that job ends)")
+
+
+def require_valid_kits(sites: list, rounds: int, round_s: float = None, kits_dir: str = None, now=None) -> list:
+    """Warn about every kit of the job's participants (the server, its sites, the admins) whose certificate or root
+    CA ends within 30 days; refuse a job that would outlive one. The job's end is estimated as now + rounds x
+    round_s: the round predicted by sizing.py (its exchange only), else the measured fixed latency of a round
+    (sizing_slopes.json's intercept). Training comes on top, so the estimate is a lower bound and a refusal is never
+    wrong; a job that may still outlive a certificate is what the 30-day warning is for. Prints when the first kit
+    ends; returns the kits' expiry lines."""
+    kits_dir = kits_dir or os.path.join(ROOT, "workspace", "kits")
+    kits = kit_expiry.find_kits(kits_dir)
+    if not kits:
+        print(f"kit expiry: no kits in {kits_dir} to check", flush=True)
+        return []
+    other_sites = {os.path.basename(k) for k in kits if os.path.isfile(os.path.join(k, "startup", "fed_client.json"))
+                   and os.path.basename(k) not in sites}
+    now = now or datetime.datetime.now(kit_expiry.UTC)
+    round_s = round_s or sizing.load_slopes()["round"]["intercept_s"]
+    until = now + datetime.timedelta(seconds=max(rounds or 1, 1) * round_s)
+    names = [os.path.basename(k) for k in kits if os.path.basename(k) not in other_sites]
+    kits = kit_expiry.report(kits_dir, now, until, names)
+    for line in kits.soon:
+        print(f"warning: kit {line}", flush=True)
+    if kits.problems:
+        raise HostError(f"{kits.problems[0]} (nothing was submitted)")
+    if kits.first_end:
+        print(f"kits: {len(kits.lines)} valid until {kit_expiry.when(kits.first_end[1])} at least (the first to end: "
+              f"{kits.first_end[0]}'s)", flush=True)
+    return kits.lines

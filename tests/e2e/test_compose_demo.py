@@ -311,6 +311,22 @@ def test_containers_ran_hardened(demo):
         assert list(published) == ([f"{demo['port']}/tcp"] if service == "server" else []), service
 
 
+def test_kit_expiry_shown_by_the_preflight_the_start_check_and_the_health_output(demo):
+    """Issue 24 case 1: until when each kit works, where a user looks (checked on the running containers)."""
+    assert re.search(r"kits: 4 valid until \d{4}-\d\d-\d\d \d\d:\d\d UTC at least", demo["output"]), demo["output"][-3000:]
+    names = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={demo['project']}"],
+                           capture_output=True, text=True).stdout.split()
+    for cid in names:
+        info = json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True, text=True).stdout)[0]
+        logs = subprocess.run(["docker", "logs", cid], capture_output=True, text=True)
+        service = info["Config"]["Labels"]["com.docker.compose.service"]
+        assert re.search(r"fl-kit-check: \S+: certificate until .* \(3\d\d days left\), root CA until",
+                         logs.stdout + logs.stderr), service
+        if service != "admin":  # the admin console has no healthcheck
+            health = [h["Output"] for h in info["State"]["Health"]["Log"] if h["ExitCode"] == 0]
+            assert health and "certificate until" in health[-1], (service, info["State"]["Health"])
+
+
 @pytest.fixture(scope="module")
 def tensorboard(demo):
     """The TensorBoard profile, started as the README says, on the downloaded results; its URL."""
