@@ -204,7 +204,7 @@ def check_job(job: str, imports: bool = False) -> tuple:
             problems.append(f"{app}: deploy_map sends the app to {', '.join(deployed) or 'no site'} but its client "
                             f"is started with --sites {','.join(named)}: both must name the same sites")
         sites += deployed + named
-        if "server" in targets:
+        if targets & {"server", ALL_SITES}:  # @ALL deploys to the server too
             needs["rounds"] = max([needs["rounds"], *server_rounds(job, app)])
     try:
         needs["min_sites"] = int(meta.get("min_clients") or 0)
@@ -220,7 +220,8 @@ def main(argv=None) -> int:
     p.add_argument("job", help="job folder (meta.json + app folders)")
     p.add_argument("--imports", action="store_true", help="also resolve the imports of app/custom/*.py here")
     p.add_argument("--json", action="store_true",
-                   help='print {"sites": [...], "all_sites": bool, "min_sites": N, "problems": [...]} and exit 0')
+                   help='print {"sites": [...], "all_sites": bool, "min_sites": N, "rounds": N, "problems": [...]} and '
+                        'exit 0')
     args = p.parse_args(argv)
     needs, problems = check_job(args.job, imports=args.imports)
     if args.json:

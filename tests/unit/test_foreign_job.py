@@ -28,7 +28,8 @@ def test_check_job_reads_all_as_every_connected_site(tmp_path):
         assert json.load(f)["deploy_map"] == {"app": ["@ALL"]}  # what NVFlare's exporter writes
     needs, problems = check_job(job, imports=True)
     assert problems == []
-    assert needs == {"sites": [], "all_sites": True, "min_sites": 2}  # "@ALL" is not a site
+    # "@ALL" is not a site; it deploys to the server too, whose config runs the recipe's one round
+    assert needs == {"sites": [], "all_sites": True, "min_sites": 2, "rounds": 1}
 
 
 def test_submit_checks_an_all_sites_job_against_the_connected_sites(tmp_path, monkeypatch, capsys):
