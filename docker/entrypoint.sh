@@ -9,7 +9,7 @@ role=${1:---help}
 
 need_kit() {
   if [ ! -f /kit/startup/sub_start.sh ] && [ ! -f /kit/startup/fed_admin.json ]; then
-    echo "error: no startup kit at /kit. Provision first (python scripts/provision.py) and mount the kit." >&2
+    fl-kit-present /kit   # missing, or there but closed to this uid (umask, SELinux, rootless): which, and the fix
     exit 2
   fi
 }

@@ -1,0 +1,102 @@
+"""docker/kit_present.py (fl-kit-present): a kit that is missing vs one that is there but closed to the container's
+user (a hardened umask, SELinux, rootless Docker's uid mapping), never the one reported as the other."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from fl_deploy import IMAGE_UID
+from fl_deploy.harness import local_federation
+
+SCRIPT = os.path.join(local_federation.ROOT, "docker", "kit_present.py")
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("kit_present", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def site_kit(top: str, umask: int) -> str:
+    """A site kit as `nvflare provision` lays it out, made under ``umask``."""
+    old = os.umask(umask)
+    try:
+        startup = os.path.join(top, "kit", "startup")
+        os.makedirs(startup)
+        for name in ("sub_start.sh", "fed_client.json", "client.key"):
+            with open(os.path.join(startup, name), "w") as f:
+                f.write("x")
+    finally:
+        os.umask(old)
+    return os.path.join(top, "kit")
+
+
+@pytest.fixture
+def open_dir():
+    """A folder any uid may enter (pytest's tmp_path is private to root)."""
+    top = tempfile.mkdtemp(prefix="kit-present-")
+    os.chmod(top, 0o755)
+    yield top
+    shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to run as 10001")
+def test_a_kit_made_under_umask_077_is_named_closed_not_missing(open_dir):
+    """The real thing: a kit provisioned under umask 077 by root, checked as the image's uid by the kernel."""
+    kit = site_kit(open_dir, 0o077)
+    as_image_user = ["setpriv", f"--reuid={IMAGE_UID}", f"--regid={IMAGE_UID}", "--clear-groups", "/usr/bin/python3",
+                     SCRIPT, kit]
+    run = subprocess.run(as_image_user, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2
+    assert "no startup kit" not in run.stderr
+    assert run.stderr.startswith(f"error: the startup kit is there but this container (uid {IMAGE_UID}) cannot "
+                                 f"read {kit}: it belongs to uid 0 (mode 0700; a umask like 077"), run.stderr
+    assert f"sudo chown -R {IMAGE_UID}:{IMAGE_UID}" in run.stderr and "FL_UID=0" in run.stderr
+    os.chmod(kit, 0o755)  # the folder opened, startup/ still 0700: named as the one it cannot enter
+    run = subprocess.run(as_image_user, capture_output=True, text=True, timeout=30)
+    assert f"cannot read {kit}/startup: it belongs to uid 0 (mode 0700" in run.stderr, run.stderr
+    for path in (kit + "/startup", kit + "/startup/sub_start.sh"):
+        os.chmod(path, 0o755)
+    assert subprocess.run(as_image_user, capture_output=True, text=True, timeout=30).returncode == 0
+
+
+def test_missing_kits_are_named_missing(tmp_path):
+    kp = load()
+    assert kp.kit_problem(str(tmp_path / "none"), uid=0, gids={0}).startswith(
+        f"error: no startup kit at {tmp_path / 'none'} ({tmp_path / 'none'} does not exist): provision first")
+    (tmp_path / "empty").mkdir()  # what Docker creates for a bind mount whose host folder does not exist
+    assert "the folder mounted there, the kit folder, is empty" in kp.kit_problem(str(tmp_path / "empty"))
+    (tmp_path / "other" / "startup").mkdir(parents=True)
+    (tmp_path / "other" / "startup" / "readme").write_text("x")
+    assert "holds neither sub_start.sh nor fed_admin.json" in kp.kit_problem(str(tmp_path / "other"))
+    assert kp.kit_problem(site_kit(str(tmp_path), 0o022)) == ""
+
+
+def test_mode_bits_that_allow_what_the_kernel_refused_name_selinux():
+    """SELinux cannot be switched on here: the classifier gets the stat a labelled-out kit shows (0755, open to all)."""
+    kp = load()
+    st = os.stat_result((0o40755, 0, 0, 0, 1000, 1000, 0, 0, 0, 0))
+    line = kp.closed_message("/kit", st, "read", IMAGE_UID, {IMAGE_UID}, "/srv/fl/workspace/kits/site-1")
+    assert "its mode 0755 allows it, so a security label refuses it (SELinux" in line
+    assert "chcon -Rt container_file_t /srv/fl/workspace/kits/site-1" in line and ":/kit:ro,z" in line
+
+
+def test_rootless_docker_names_the_host_uid_to_chown_to():
+    """Rootless Docker: container root is the user running dockerd (uid 1000), other uids map onto its subuid range
+    (100000 + n - 1). Files of that user show as root inside; the chown on the host must name the mapped uid."""
+    kp = load()
+    uid_map = "         0       1000          1\n         1     100000      65536\n"
+    assert kp.host_id(0, uid_map) == 1000 and kp.host_id(IMAGE_UID, uid_map) == 100000 + IMAGE_UID - 1
+    assert kp.host_id(70000, uid_map) is None and kp.identity_map("0 0 4294967295\n")
+    st = os.stat_result((0o40700, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    line = kp.closed_message("/kit/startup", st, "read", IMAGE_UID, {IMAGE_UID}, "/home/ann/fl/workspace/kits/site-1",
+                             uid_map=uid_map)
+    host_uid = 100000 + IMAGE_UID - 1
+    assert f"it belongs to your own uid (root here) (mode 0700) and Docker runs rootless" in line
+    assert f"sudo chown -R {host_uid}:{host_uid} /home/ann/fl/workspace/kits/site-1" in line
+    assert f"-u 0 -v /home/ann/fl/workspace/kits/site-1:/k --entrypoint chown IMAGE -R {IMAGE_UID}:{IMAGE_UID}" in line
