@@ -11,18 +11,22 @@ import socket
 import subprocess
 import sys
 
-from fl_deploy import IMAGE_UID, ROOT, huge_pages
-from fl_deploy.host import HostError, check_docker, compose, running_services
+from fl_deploy import IMAGE, IMAGE_UID, ROOT, docker_engine, huge_pages
+from fl_deploy.host import HostError, check_docker, compose, running_services, setting
 
 
 def check_gpu_runtime():
-    info = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True)
-    runtimes = json.loads(info.stdout or "{}")
-    if "nvidia" not in runtimes and not os.environ.get("FL_SKIP_GPU_CHECK"):
-        raise HostError(
-            "GPUs are requested but Docker has no 'nvidia' runtime: install nvidia-container-toolkit "
-            "(nvidia-ctk runtime configure --runtime=docker, then restart Docker), or run on CPU with --cpu"
-        )
+    """GPUs need one working path from Docker to the containers (docker_engine.gpu_choice: NVIDIA's hook, the nvidia
+    runtime, or CDI), not the runtime entry alone."""
+    if os.environ.get("FL_SKIP_GPU_CHECK"):
+        return
+    info = docker_engine.engine_info()
+    if docker_engine.podman(subprocess.run(["docker", "--version"], capture_output=True, text=True).stdout, info):
+        raise HostError("GPUs through Podman are not checked by this project (it passes GPUs through CDI, not "
+                        "Compose's driver: nvidia): run on CPU with --cpu, or FL_SKIP_GPU_CHECK=1 to try")
+    code, line = docker_engine.gpu_choice(info)
+    if code:
+        raise HostError(line if code == 2 else f"GPUs are requested but {line}: run on CPU with --cpu")
 
 
 def compose_model() -> dict:
@@ -97,6 +101,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         check_docker()
+        problem, notes = docker_engine.host_findings(container_uid(), setting("FL_IMAGE", IMAGE))  # Compose, Podman..
+        if problem:
+            raise HostError(problem)
         if not args.cpu:
             check_gpu_runtime()
         check_assets(container_uid())
@@ -109,8 +116,8 @@ def main(argv=None) -> int:
     except HostError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    warning = huge_pages.thp_warning(huge_pages.thp_mode())
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    for warning in notes + [huge_pages.thp_warning(huge_pages.thp_mode())]:
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     print("host ok")
     return 0
