@@ -82,7 +82,7 @@ def published_ports(model: dict) -> list:
 def check_port(bind: str, port: int):
     if "server" in running_services():
         return  # ours already holds it
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET) as s:  # "::" on an IPv6-only host
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((bind, port))
