@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 
+from fl_deploy import ROOT
+
 # Compose features the compose files use, with the Compose release that brought each (Docker's Compose release
 # notes, docs.docker.com/compose/releases/release-notes/): `include` in 2.20.0 ("Added support for the include and
 # attach attributes"); `!reset` shipped in 2.18.0 (compose-go v1.13.5's ResetProcessor, the compose-go 2.18.0 pins;
@@ -207,11 +209,32 @@ def podman_note(version: str) -> str:
             "as the compose provider does not read include/!reset the same way (use docker-compose)")
 
 
-def host_findings(container_uid: int, image: str = "IMAGE", info: dict = None) -> tuple:
+def selinux_warning(folder: str, enforce_path: str = "/sys/fs/selinux/enforce") -> str:
+    """One line when SELinux enforces and ``folder`` (the project: kits, assets and code are bind-mounted from it)
+    lacks the container_file_t label the containers need to read it; '' otherwise."""
+    try:
+        with open(enforce_path) as f:
+            if f.read().strip() != "1":
+                return ""
+    except OSError:
+        return ""
+    try:
+        label = os.getxattr(folder, "security.selinux").decode(errors="replace").strip("\0")
+    except OSError:
+        label = "no label readable"
+    if "container_file_t" in label:
+        return ""
+    return (f"SELinux is enforcing and {folder} is labelled {label}, not container_file_t: the containers would be "
+            f"refused the kits, assets and code mounted from it (fl-kit-present names it at start); fix: chcon -Rt "
+            f"container_file_t {folder} (kept across a relabel: semanage fcontext -a -t container_file_t "
+            f"'{folder}(/.*)?' && restorecon -R {folder})")
+
+
+def host_findings(container_uid: int, image: str = "IMAGE", info: dict = None, folder: str = ROOT) -> tuple:
     """(problem, notes) for scripts/check_host.py: a Compose it must refuse ('' when none), and one line each for
-    Podman and rootless Docker (what works, the chown the bind mounts need)."""
+    Podman, rootless Docker (what works, the chown the bind mounts need) and SELinux (the label they need)."""
     info = engine_info() if info is None else info
-    notes = []
+    notes = [selinux_warning(folder)]
     version = podman(_run("docker", "--version"), info)
     if version:
         notes.append(podman_note(version))
@@ -222,7 +245,7 @@ def host_findings(container_uid: int, image: str = "IMAGE", info: dict = None) -
         except OSError:
             subuid = ""
         notes.append(rootless_warning(container_uid, subuid, image=image))
-    return compose_problem(_run("docker", "compose", "version", "--short")), notes
+    return compose_problem(_run("docker", "compose", "version", "--short")), [n for n in notes if n]
 
 
 def main(argv=None) -> int:

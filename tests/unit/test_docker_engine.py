@@ -122,3 +122,15 @@ def test_podman_behind_the_docker_command_is_named_with_what_works(tmp_path):
     # The Docker CLI on Podman's socket: `docker --version` is Docker's, `docker info` is Podman's.
     assert docker_engine.podman("Docker version 27.3.1, build ce12230", PODMAN_INFO) == "5.2.2"
     assert docker_engine.podman("Docker version 27.3.1, build ce12230", {"ServerVersion": "27.3.1"}) == ""
+
+
+def test_selinux_enforcing_names_the_label_the_bind_mounts_need(tmp_path):
+    """SELinux cannot be switched on here: the enforce flag is a file the check is pointed at; this filesystem has
+    no label on the folder, as an unlabelled one reads."""
+    (tmp_path / "enforce").write_text("1\n")
+    line = docker_engine.selinux_warning(str(tmp_path), enforce_path=str(tmp_path / "enforce"))
+    assert line.startswith(f"SELinux is enforcing and {tmp_path} is labelled ") and "not container_file_t" in line
+    assert f"chcon -Rt container_file_t {tmp_path}" in line and "semanage fcontext" in line
+    (tmp_path / "enforce").write_text("0\n")  # permissive
+    assert docker_engine.selinux_warning(str(tmp_path), enforce_path=str(tmp_path / "enforce")) == ""
+    assert docker_engine.selinux_warning(str(tmp_path), enforce_path=str(tmp_path / "none")) == ""  # no SELinux
