@@ -91,9 +91,11 @@ def closed_message(path: str, st, what: str, uid: int, gids: set, host: str, uid
         return (f"{head}: it belongs to {seen} (mode {mode:04o}) and Docker runs rootless (a user namespace), so "
                 f"uid {uid} here is uid {h_uid} on the host; fix: on the host, sudo chown -R {h_uid}:{h_gid} {host} "
                 f"(or without sudo: docker run --rm -u 0 -v {host}:/k --entrypoint chown IMAGE -R {uid}:{uid} /k)")
+    as_owner = "" if owner == 0 else (f", or run the containers as uid {owner} (FL_UID={owner} in .env, then docker "
+                                      "compose build)")  # never as root: the image's user is unprivileged
     return (f"{head}: it belongs to uid {owner} (mode {mode:04o}; a umask like 077 or another user's unpacking made "
-            f"it private); fix: on the host, sudo chown -R {uid}:{uid} {host} (the keys stay private to that owner), "
-            f"or run the containers as uid {owner} (FL_UID={owner} in .env, then docker compose build)")
+            f"it private); fix: on the host, sudo chown -R {uid}:{uid} {host} (the keys stay private to that "
+            f"owner){as_owner}")
 
 
 def kit_problem(kit: str = KIT, uid: int = None, gids: set = None) -> str:

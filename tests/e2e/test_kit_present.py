@@ -37,8 +37,9 @@ def test_a_kit_the_container_cannot_read_is_not_reported_missing(tmp_path):
     assert run.stderr.strip() == (
         f"error: the startup kit is there but this container (uid {IMAGE_UID}) cannot read /kit: it belongs to uid "
         f"{owner} (mode 0700; a umask like 077 or another user's unpacking made it private); fix: on the host, sudo "
-        f"chown -R {IMAGE_UID}:{IMAGE_UID} {tmp_path / 'kit'} (the keys stay private to that owner), or run the "
-        f"containers as uid {owner} (FL_UID={owner} in .env, then docker compose build)"), run.stderr
+        f"chown -R {IMAGE_UID}:{IMAGE_UID} {tmp_path / 'kit'} (the keys stay private to that owner)"
+        + ("" if owner == 0 else f", or run the containers as uid {owner} (FL_UID={owner} in .env, then docker "
+                                 "compose build)")), run.stderr
 
     run = start_site(str(tmp_path / "never-provisioned"))  # Docker creates the missing host folder, empty
     assert run.returncode == 2
