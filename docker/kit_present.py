@@ -13,12 +13,29 @@ A kit that is there but closed is never reported as missing. Three hosts close i
 Standard library only: it runs in the image, beside fl-kit-check.
 """
 
+import importlib.util
 import os
 import stat
 import sys
+from importlib.machinery import SourceFileLoader
 
 KIT = os.environ.get("FL_KIT", "/kit")
 START_FILES = ("sub_start.sh", "fed_admin.json")  # a server or site kit; an admin kit
+
+
+def _load_kit_check():
+    """fl-kit-check beside this script (the image's /usr/local/bin; docker/kit_check.py here): its mode rule and its
+    reading of the mount table, shared."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = next(p for p in (os.path.join(here, "fl-kit-check"), os.path.join(here, "kit_check.py"))
+                if os.path.isfile(p))
+    loader = SourceFileLoader("kit_check", path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("kit_check", loader))
+    loader.exec_module(module)
+    return module
+
+
+kit_check = _load_kit_check()
 
 
 def host_id(container_id: int, id_map: str):
@@ -47,29 +64,6 @@ def identity_map(id_map: str) -> bool:
     return not rows or all(r[0] == r[1] for r in rows)
 
 
-def mount_source(path: str) -> str:
-    """The host folder bind-mounted at ``path`` (/proc/self/mountinfo's root field), '' when unknown."""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 4 and fields[4] == path:
-                    return fields[3]
-    except OSError:
-        pass
-    return ""
-
-
-def mode_allows(st, uid: int, gids: set, bits: int) -> bool:
-    """Whether the mode bits give uid (in gids) the rwx ``bits``, as the kernel's owner/group/other classes do."""
-    mode = st.st_mode
-    if st.st_uid == uid:
-        return (mode >> 6) & bits == bits
-    if st.st_gid in gids:
-        return (mode >> 3) & bits == bits
-    return mode & bits == bits
-
-
 def closed_message(path: str, st, what: str, uid: int, gids: set, host: str, uid_map: str = "",
                    gid_map: str = "") -> str:
     """One line: ``path`` (stat ``st``) is there but this uid cannot ``what`` ('read' or 'enter') it; why, and the
@@ -77,7 +71,7 @@ def closed_message(path: str, st, what: str, uid: int, gids: set, host: str, uid
     bits = 1 if what == "enter" else 4
     mode = stat.S_IMODE(st.st_mode)
     head = f"error: the startup kit is there but this container (uid {uid}) cannot {what} {path}"
-    if mode_allows(st, uid, gids, bits):
+    if kit_check.allowed(st, uid, gids, bits):
         return (f"{head}: its mode {mode:04o} allows it, so a security label refuses it (SELinux enforcing on the "
                 f"host: the kit folder lacks the container_file_t label); fix: on the host, chcon -Rt "
                 f"container_file_t {host} (or add :z to the kit's volume, e.g. ...:/kit:ro,z), then docker compose "
@@ -103,7 +97,7 @@ def kit_problem(kit: str = KIT, uid: int = None, gids: set = None) -> str:
     file), or a kit this uid cannot read, named by closed_message."""
     uid = os.getuid() if uid is None else uid
     gids = set(os.getgroups()) | {os.getgid()} if gids is None else gids
-    host = mount_source(kit) or "the kit folder"
+    host = kit_check.mount_source(kit) or "the kit folder"
     maps = dict(uid_map=read_map("uid_map"), gid_map=read_map("gid_map"))
     missing = (f"error: no startup kit at {kit} ({{}}): provision first (python3 scripts/provision.py) and mount "
                f"the participant's kit folder there")

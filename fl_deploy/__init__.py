@@ -7,7 +7,8 @@ On the host (standard library only where submit_job.py and check_host.py need it
                      stream their job logs); compose_files: compose.participants.yaml / compose.cpu.yaml
     add_site         one more site with the same root CA
     export_bundles   one bundle per site host (several hosts)
-    check_host       Docker, Compose v2, the GPU runtime, a free port; huge_pages: the host's THP mode (a warning)
+    check_host       Docker, Compose, the GPUs, a free port; huge_pages: the host's THP mode (a warning);
+                     docker_engine: the GPU path (hook, runtime, CDI), Compose's minimum, rootless, Podman, SELinux
     host             .env, `docker compose` calls, the admin console (AdminConsole: service, .env, kit path)
     make_job         the job's settings (JobSettings + the sites' TrainSettings) and the job folder (NVFlare recipe)
     check_job        a job folder checked before submission (on the host and in the admin container)

@@ -19,6 +19,7 @@ def start_site(kit_source: str) -> subprocess.CompletedProcess:
         ["docker", "run", "--rm", "-u", f"{IMAGE_UID}:{IMAGE_UID}", "--entrypoint", "fl-entrypoint",
          "-v", f"{ROOT}/docker/entrypoint.sh:/usr/local/bin/fl-entrypoint:ro",
          "-v", f"{ROOT}/docker/kit_present.py:/usr/local/bin/fl-kit-present:ro",
+         "-v", f"{ROOT}/docker/kit_check.py:/usr/local/bin/fl-kit-check:ro",
          "-v", f"{kit_source}:/kit:ro", IMAGE, "site"], capture_output=True, text=True, timeout=120)
 
 

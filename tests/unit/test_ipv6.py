@@ -4,7 +4,6 @@ FL_SERVER_ADDRESS (extra_hosts), the site's network needs IPv6 for it (FL_IPV6),
 checks resolve and connect over AF_INET6. No IPv6 route leaves this machine: what needs one is in the reliability
 record as not run."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -20,16 +19,7 @@ import yaml
 from fl_deploy import ROOT, check_host, provision
 from fl_deploy.host import HostError
 from fl_deploy.project import ProjectError, check_deployable, load_project
-
-KIT_CHECK = os.path.join(ROOT, "docker", "kit_check.py")
-
-
-def kit_check():
-    spec = importlib.util.spec_from_file_location("kit_check", KIT_CHECK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from test_kit_check import load_kit_check
 
 def test_an_ipv6_address_as_the_servers_name_is_refused_naming_the_fix(tmp_path):
     raw = yaml.safe_load(open(os.path.join(ROOT, "project.yml")))
@@ -57,7 +47,7 @@ def test_the_port_check_binds_ipv6_addresses(monkeypatch):
 def test_a_site_reaches_and_names_an_ipv6_server_address():
     """The site's reach check resolves and connects over AF_INET6: something that answers on [::1] but is not the
     server is named with the IPv6 address; an unreachable IPv6 address names FL_IPV6."""
-    kc = kit_check()
+    kc = load_kit_check()
     listener = socket.socket(socket.AF_INET6)
     listener.bind(("::1", 0))
     listener.listen(1)
