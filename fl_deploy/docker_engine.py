@@ -254,7 +254,7 @@ def main(argv=None) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     code, line = gpu_choice(engine_info())
-    print(line, file=sys.stdout if code != 2 else sys.stderr)
+    print(f"error: {line}" if code == 2 else line, file=sys.stderr if code == 2 else sys.stdout)
     return code
 
 

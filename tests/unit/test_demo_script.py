@@ -142,5 +142,6 @@ def test_a_cdi_gpu_host_is_never_run_on_cpu_silently(clone, tmp_path, version, r
     run, out, calls = demo(clone, FAKE_INFO=info)
     assert run.returncode == rc, out[-3000:]
     assert said.format(spec=cdi / "nvidia.yaml") in out, out[-3000:]
+    assert rc != 2 or run.stderr.startswith("error: Docker 28.5.1 reads NVIDIA's CDI spec"), run.stderr
     assert "running on CPU (the overlay" not in out
     assert read_env_file(str(clone["work"] / ".env"))["COMPOSE_FILE"] == "compose.yaml"  # .env.example's: GPUs
