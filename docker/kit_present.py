@@ -92,13 +92,13 @@ def closed_message(path: str, st, what: str, uid: int, gids: set, host: str, uid
             f"owner){as_owner}")
 
 
-def kit_problem(kit: str = KIT, uid: int = None, gids: set = None) -> str:
-    """'' when the kit's start file can be read; else one line: no kit (nothing mounted, an empty folder, no start
-    file), or a kit this uid cannot read, named by closed_message."""
+def kit_problem(kit: str = KIT, uid: int = None, gids: set = None, maps: dict = None) -> str:
+    """'' when the kit's start file can be read (under a user namespace: every file of startup/); else one line: no
+    kit (nothing mounted, an empty folder, no start file), or a kit this uid cannot read, named by closed_message."""
     uid = os.getuid() if uid is None else uid
     gids = set(os.getgroups()) | {os.getgid()} if gids is None else gids
     host = kit_check.mount_source(kit) or "the kit folder"
-    maps = dict(uid_map=read_map("uid_map"), gid_map=read_map("gid_map"))
+    maps = maps or dict(uid_map=read_map("uid_map"), gid_map=read_map("gid_map"))
     missing = (f"error: no startup kit at {kit} ({{}}): provision first (python3 scripts/provision.py) and mount "
                f"the participant's kit folder there")
     parent, parent_st = None, None
@@ -120,12 +120,19 @@ def kit_problem(kit: str = KIT, uid: int = None, gids: set = None) -> str:
     start = next((n for n in START_FILES if n in names), None)
     if start is None:
         return missing.format(f"{parent} holds neither {' nor '.join(START_FILES)}")
-    path = os.path.join(parent, start)
-    try:
-        with open(path, "rb"):
-            return ""
-    except PermissionError:
-        return closed_message(path, os.stat(path), "read", uid, gids, host, **maps)
+    # The start file; under a user namespace every file of startup/ (the keys too), whose fix must name the host uid
+    # (fl-kit-check access names the rest, with the container's uid).
+    userns = not identity_map(maps["uid_map"])
+    for name in [start] + (sorted(set(names) - {start}) if userns else []):
+        path = os.path.join(parent, name)
+        try:
+            with open(path, "rb"):
+                pass
+        except PermissionError:
+            return closed_message(path, os.stat(path), "read", uid, gids, host, **maps)
+        except (IsADirectoryError, FileNotFoundError):
+            pass
+    return ""
 
 
 def main(argv) -> int:

@@ -103,3 +103,25 @@ def test_rootless_docker_names_the_host_uid_to_chown_to():
     assert f"it belongs to your own uid (root here) (mode 0700) and Docker runs rootless" in line
     assert f"sudo chown -R {host_uid}:{host_uid} /home/ann/fl/workspace/kits/site-1" in line
     assert f"-u 0 -v /home/ann/fl/workspace/kits/site-1:/k --entrypoint chown IMAGE -R {IMAGE_UID}:{IMAGE_UID}" in line
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to run as 10001")
+def test_under_a_user_namespace_a_private_key_is_named_with_the_host_uid(open_dir):
+    """Rootless: the start file is readable, client.key (0600, the host user = root in the container) is not. Under
+    an identity map that is fl-kit-check access's to name; under a user namespace map this check names it, with the
+    host uid the chown must give it to. The map is given; the kernel's refusal is real (setpriv to 10001)."""
+    kit = site_kit(open_dir, 0o022)
+    os.chmod(os.path.join(kit, "startup", "client.key"), 0o600)
+    probe = (f"import importlib.util, sys; s = importlib.util.spec_from_file_location('kp', {SCRIPT!r}); "
+             "kp = importlib.util.module_from_spec(s); s.loader.exec_module(kp); "
+             f"print(kp.kit_problem({kit!r}, maps=dict(uid_map=sys.argv[1], gid_map=sys.argv[1])))")
+    as_image_user = ["setpriv", f"--reuid={IMAGE_UID}", f"--regid={IMAGE_UID}", "--clear-groups", "/usr/bin/python3",
+                     "-c", probe]
+    identity = subprocess.run(as_image_user + ["0 0 4294967295"], capture_output=True, text=True, timeout=30)
+    assert identity.stdout.strip() == "", identity.stderr
+    rootless = subprocess.run(as_image_user + ["0 1000 1\n1 100000 65536"], capture_output=True, text=True,
+                              timeout=30)
+    host_uid = 100000 + IMAGE_UID - 1
+    assert f"cannot read {kit}/startup/client.key: it belongs to your own uid (root here) (mode 0600) and Docker " \
+           f"runs rootless" in rootless.stdout and f"sudo chown -R {host_uid}:{host_uid}" in rootless.stdout, \
+        rootless.stdout + rootless.stderr
