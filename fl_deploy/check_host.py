@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 
@@ -37,11 +38,21 @@ def compose_model() -> dict:
 def check_kits(model: dict):
     """Every kit a service mounts at /kit must be provisioned (stdlib only: this runs before any venv)."""
     missing = sorted({os.path.relpath(v["source"], ROOT) for svc in model.get("services", {}).values()
-                      for v in svc.get("volumes") or [] if v.get("target") == "/kit"
-                      and not os.path.isdir(os.path.join(v["source"], "startup"))})
+                      for v in svc.get("volumes") or [] if v.get("target") == "/kit" and kit_missing(v["source"])})
     if missing:
         raise HostError(f"no startup kit in {', '.join(missing)}: provision first (scripts/demo.sh does it, or "
                         "scripts/in_image.sh scripts/provision.py)")
+
+
+def kit_missing(folder: str) -> bool:
+    """No startup/ in ``folder``; one this user may not enter is there (a kit closed by umask 077 or given to the
+    containers' uid), and the containers' own start check (fl-kit-present) says whether they can read it."""
+    try:
+        return not stat.S_ISDIR(os.stat(os.path.join(folder, "startup")).st_mode)
+    except PermissionError:
+        return False
+    except OSError:
+        return True
 
 
 def container_uid() -> int:

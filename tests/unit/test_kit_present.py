@@ -125,3 +125,20 @@ def test_under_a_user_namespace_a_private_key_is_named_with_the_host_uid(open_di
     assert f"cannot read {kit}/startup/client.key: it belongs to your own uid (root here) (mode 0600) and Docker " \
            f"runs rootless" in rootless.stdout and f"sudo chown -R {host_uid}:{host_uid}" in rootless.stdout, \
         rootless.stdout + rootless.stderr
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to run as 10001")
+def test_check_host_does_not_call_a_kit_it_cannot_enter_missing(open_dir):
+    """On the host too: a kit closed to the user running check_host.py --kits (umask 077, or given to the
+    containers' uid) is there; only one with no startup/ is missing."""
+    kit = site_kit(open_dir, 0o077)
+    model = {"services": {"site-1": {"volumes": [{"target": "/kit", "source": kit}]},
+                          "site-2": {"volumes": [{"target": "/kit", "source": os.path.join(open_dir, "none")}]}}}
+    probe = f"from fl_deploy.check_host import check_kits; check_kits({model!r})"
+    run = subprocess.run(["setpriv", f"--reuid={IMAGE_UID}", f"--regid={IMAGE_UID}", "--clear-groups",
+                          "/usr/bin/python3", "-c", probe], capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, PYTHONPATH=local_federation.ROOT))
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("fl_deploy.host.HostError: no startup kit in "), run.stderr
+    named = last.split("no startup kit in ")[1].split(": provision")[0].split(", ")
+    assert len(named) == 1 and named[0].endswith("/none"), last  # the closed kit is not named
