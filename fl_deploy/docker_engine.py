@@ -118,7 +118,9 @@ def gpu_paths(info: dict, which=shutil.which, cdi_specs=nvidia_cdi_specs) -> lis
         paths.append(f"NVIDIA's hook {hook} (Docker's built-in nvidia device driver)")
     if "nvidia" in (info.get("Runtimes") or {}):
         paths.append("the nvidia runtime registered in Docker")
-    specs = cdi_specs(info.get("CDISpecDirs") or [])
+    # Docker 29 lists the CDI devices it found (`docker info` DiscoveredDevices), also where we cannot read the specs
+    found = [d.get("ID", "") for d in info.get("DiscoveredDevices") or [] if isinstance(d, dict)]
+    specs = cdi_specs(info.get("CDISpecDirs") or []) or [i for i in found if i.startswith("nvidia.com/gpu")][:1]
     if specs and version_tuple(info.get("ServerVersion")) >= CDI_FOR_NVIDIA_DRIVER:
         paths.append(f"CDI ({specs[0]}; Docker {info.get('ServerVersion')} maps driver: nvidia onto it)")
     return paths
@@ -132,7 +134,7 @@ def gpu_choice(info: dict, which=shutil.which, cdi_specs=nvidia_cdi_specs, drive
         return 0, f"GPUs through {paths[0]}" + (f" (also: {'; '.join(paths[1:])})" if paths[1:] else "")
     toolkit = ("install nvidia-container-toolkit (its hook; nvidia-ctk runtime configure --runtime=docker, then "
                "restart Docker)")
-    specs = cdi_specs(["/etc/cdi", "/var/run/cdi"] + list(info.get("CDISpecDirs") or []))
+    specs = cdi_specs(list(dict.fromkeys(["/etc/cdi", "/var/run/cdi", *(info.get("CDISpecDirs") or [])])))
     version = info.get("ServerVersion") or "?"
     if specs and not info.get("CDISpecDirs"):
         return 2, (f"NVIDIA's CDI spec {specs[0]} is here but Docker {version} has CDI switched off (docker info "
@@ -143,6 +145,9 @@ def gpu_choice(info: dict, which=shutil.which, cdi_specs=nvidia_cdi_specs, drive
                    f"(driver: nvidia) through CDI only from Docker Engine {dotted(CDI_FOR_NVIDIA_DRIVER)} "
                    f"(moby/moby#50228): upgrade Docker, or {toolkit}; or run on CPU with --cpu")
     gpu = driver()
+    if gpu and info.get("CDISpecDirs") and version_tuple(version) >= CDI_FOR_NVIDIA_DRIVER and which("nvidia-ctk"):
+        return 2, (f"this host has an NVIDIA GPU ({gpu[:60]}) and Docker {version} reads CDI, but no NVIDIA CDI spec "
+                   "is there: sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml; or run on CPU with --cpu")
     if gpu:
         return 2, (f"this host has an NVIDIA GPU ({gpu[:60]}) but Docker cannot pass it to containers (no nvidia "
                    f"runtime, no {NVIDIA_HOOK}, no NVIDIA CDI spec): {toolkit}; or run on CPU with --cpu")

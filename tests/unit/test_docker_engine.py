@@ -88,6 +88,15 @@ def test_each_gpu_path_docker_serves_is_taken(tmp_path):
     code, line = docker_engine.gpu_choice({}, which=lambda n: None, driver=lambda: "NVRM version: 580.65.06")
     assert code == 2 and "this host has an NVIDIA GPU (NVRM version: 580.65.06) but Docker cannot pass it" in line
     assert docker_engine.gpu_choice({}, **nothing)[0] == 3  # no GPU at all: the demo's CPU overlay
+    # Docker 29's own list of the CDI devices it found; a GPU host whose CDI-reading Docker lacks the spec.
+    found = {"ServerVersion": "29.3.0", "CDISpecDirs": ["/nonexistent"],
+             "DiscoveredDevices": [{"Source": "cdi", "ID": "nvidia.com/gpu=0"}]}
+    assert docker_engine.gpu_choice(found, **nothing) == (
+        0, "GPUs through CDI (nvidia.com/gpu=0; Docker 29.3.0 maps driver: nvidia onto it)")
+    code, line = docker_engine.gpu_choice({"ServerVersion": "29.3.0", "CDISpecDirs": ["/nonexistent"]},
+                                          which=lambda n: "/usr/bin/nvidia-ctk" if n == "nvidia-ctk" else None,
+                                          driver=lambda: "NVRM version: 580.65.06")
+    assert code == 2 and "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml" in line
 
 
 def test_check_host_accepts_a_cdi_host_without_the_nvidia_runtime(tmp_path):
