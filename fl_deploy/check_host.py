@@ -21,11 +21,8 @@ def check_gpu_runtime():
     runtime, or CDI), not the runtime entry alone."""
     if os.environ.get("FL_SKIP_GPU_CHECK"):
         return
-    info = docker_engine.engine_info()
-    if docker_engine.podman(subprocess.run(["docker", "--version"], capture_output=True, text=True).stdout, info):
-        raise HostError("GPUs through Podman are not checked by this project (it passes GPUs through CDI, not "
-                        "Compose's driver: nvidia): run on CPU with --cpu, or FL_SKIP_GPU_CHECK=1 to try")
-    code, line = docker_engine.gpu_choice(info)
+    version = subprocess.run(["docker", "--version"], capture_output=True, text=True).stdout  # Podman says so
+    code, line = docker_engine.gpu_choice(docker_engine.engine_info(), docker_version=version)
     if code:
         raise HostError(line if code == 2 else f"GPUs are requested but {line}: run on CPU with --cpu")
 

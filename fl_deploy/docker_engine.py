@@ -126,9 +126,14 @@ def gpu_paths(info: dict, which=shutil.which, cdi_specs=nvidia_cdi_specs) -> lis
     return paths
 
 
-def gpu_choice(info: dict, which=shutil.which, cdi_specs=nvidia_cdi_specs, driver=host_gpu) -> tuple:
+def gpu_choice(info: dict, which=shutil.which, cdi_specs=nvidia_cdi_specs, driver=host_gpu,
+               docker_version: str = "") -> tuple:
     """(exit code, one line): 0 and the path GPUs take; 3 and why the demo runs on CPU (this host shows no NVIDIA
-    GPU); 2 and the fix (a GPU, or NVIDIA's CDI spec, that Docker cannot use)."""
+    GPU); 2 and the fix (a GPU, or NVIDIA's CDI spec, that Docker cannot use; Podman, unchecked). ``docker_version``:
+    `docker --version`, which tells podman-docker's wrapper."""
+    if podman(docker_version, info):
+        return 2, ("GPUs through Podman are not checked by this project (it passes GPUs through CDI, not Compose's "
+                   "driver: nvidia): run on CPU with --cpu, or FL_SKIP_GPU_CHECK=1 to try")
     paths = gpu_paths(info, which, cdi_specs)
     if paths:
         return 0, f"GPUs through {paths[0]}" + (f" (also: {'; '.join(paths[1:])})" if paths[1:] else "")
@@ -258,7 +263,7 @@ def main(argv=None) -> int:
     if argv != ["gpu"]:
         print(__doc__, file=sys.stderr)
         return 2
-    code, line = gpu_choice(engine_info())
+    code, line = gpu_choice(engine_info(), docker_version=_run("docker", "--version"))
     print(f"error: {line}" if code == 2 else line, file=sys.stderr if code == 2 else sys.stdout)
     return code
 

@@ -128,6 +128,7 @@ def test_podman_behind_the_docker_command_is_named_with_what_works(tmp_path):
     assert "warning: Docker runs rootless" in run.stderr  # Podman's own rootless marker
     run = check_host(tmp_path, info=PODMAN_INFO, version="podman version 5.2.2")  # GPUs requested
     assert run.returncode == 2 and "GPUs through Podman are not checked by this project" in run.stderr
+    assert docker_engine.gpu_choice(PODMAN_INFO)[0] == 2  # the demo stops too, never a Docker fix for Podman
     # The Docker CLI on Podman's socket: `docker --version` is Docker's, `docker info` is Podman's.
     assert docker_engine.podman("Docker version 27.3.1, build ce12230", PODMAN_INFO) == "5.2.2"
     assert docker_engine.podman("Docker version 27.3.1, build ce12230", {"ServerVersion": "27.3.1"}) == ""
