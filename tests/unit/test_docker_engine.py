@@ -144,3 +144,29 @@ def test_selinux_enforcing_names_the_label_the_bind_mounts_need(tmp_path):
     (tmp_path / "enforce").write_text("0\n")  # permissive
     assert docker_engine.selinux_warning(str(tmp_path), enforce_path=str(tmp_path / "enforce")) == ""
     assert docker_engine.selinux_warning(str(tmp_path), enforce_path=str(tmp_path / "none")) == ""  # no SELinux
+
+
+@pytest.mark.parametrize("security, user", [('["name=seccomp,profile=builtin"]', "1000:1000"),
+                                            ('["name=seccomp,profile=builtin","name=rootless"]', "0:0")])
+def test_the_tools_run_in_the_image_as_you_under_rootless_docker_too(tmp_path, security, user):
+    """scripts/in_image.sh runs the project's tools as you. Under rootless Docker your uid inside the container maps
+    to a subordinate uid that cannot write this folder; the container's root is you: it runs as 0:0 there."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    (bin_dir / "docker").write_text(f"""#!/bin/sh
+echo "docker $*" >> {log}
+case "$*" in
+  "compose config --images") echo "gpt2-fl:2.9.0";;
+  "info --format"*) echo '{security}';;
+esac
+exit 0
+""")
+    (bin_dir / "docker").chmod(0o755)
+    (bin_dir / "id").write_text("#!/bin/sh\necho 1000\n")  # you: uid and gid 1000
+    (bin_dir / "id").chmod(0o755)
+    run = subprocess.run(["bash", os.path.join(local_federation.ROOT, "scripts", "in_image.sh"), "scripts/x.py"],
+                         env=dict(os.environ, PATH=f"{bin_dir}:/usr/bin:/bin"), capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr
+    assert f"docker run --rm -u {user} -e HOME=/tmp" in log.read_text(), log.read_text()
