@@ -3,7 +3,7 @@ version`): the way GPUs reach the containers, Compose against what the compose f
 
     python3 -m fl_deploy.docker_engine gpu    one line: the GPU path Docker takes (exit 0), or why the demo runs on
                                               CPU (exit 3: no NVIDIA GPU here), or the fix (exit 2: a GPU host whose
-                                              Docker cannot pass its GPUs)
+                                              Docker cannot pass its GPUs); exit 4: `docker info` did not answer
 
 Standard library only: scripts/check_host.py and scripts/demo.sh run it before any venv exists.
 """
@@ -263,7 +263,11 @@ def main(argv=None) -> int:
     if argv != ["gpu"]:
         print(__doc__, file=sys.stderr)
         return 2
-    code, line = gpu_choice(engine_info(), docker_version=_run("docker", "--version"))
+    info = engine_info()
+    if not info:  # no answer (Docker down, no permission): no choice; scripts/check_host.py names the problem
+        print("`docker info` gave no answer", file=sys.stderr)
+        return 4
+    code, line = gpu_choice(info, docker_version=_run("docker", "--version"))
     print(f"error: {line}" if code == 2 else line, file=sys.stderr if code == 2 else sys.stdout)
     return code
 

@@ -37,6 +37,7 @@ if [ "$cpu" = 0 ]; then  # the GPU path Docker takes (hook, runtime or CDI); CPU
   case $gpu_rc in
     0) say "$gpu_path" ;;
     3) say "$gpu_path: running on CPU (the overlay compose.cpu.yaml), as with --cpu"; cpu=1 ;;
+    4) ;;  # Docker did not answer: check_host.py below names why
     *) exit 2 ;;  # a GPU Docker cannot pass: the line above says the fix (or --cpu)
   esac
 fi

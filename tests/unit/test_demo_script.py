@@ -145,3 +145,11 @@ def test_a_cdi_gpu_host_is_never_run_on_cpu_silently(clone, tmp_path, version, r
     assert rc != 2 or run.stderr.startswith("error: Docker 28.5.1 reads NVIDIA's CDI spec"), run.stderr
     assert "running on CPU (the overlay" not in out
     assert read_env_file(str(clone["work"] / ".env"))["COMPOSE_FILE"] == "compose.yaml"  # .env.example's: GPUs
+
+
+def test_docker_down_is_named_by_the_host_check_not_taken_for_a_cpu_host(clone):
+    """`docker info` without an answer makes no GPU/CPU choice: the host check names the daemon."""
+    run, out, calls = demo(clone, FAKE_INFO="not json: Cannot connect to the Docker daemon")
+    assert "running on CPU (the overlay" not in out and "GPUs through" not in out, out[-3000:]
+    assert read_env_file(str(clone["work"] / ".env"))["COMPOSE_FILE"] == "compose.yaml"  # no CPU overlay chosen
+    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("error: "), run.stderr
