@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Why a participant container finds no usable startup kit at /kit (entrypoint, when the kit's start files are not
-there to read): missing, or there but closed to this container's user, and the fix for each.
+"""Whether a participant container has a usable startup kit at /kit (the entrypoint, at every start): missing, or
+there but closed to this container's user, and the fix for each.
 
-    fl-kit-present [KIT]     one line on stderr, exit 2; exit 0 when KIT's start file can be read
+    fl-kit-present [KIT]     exit 0 when KIT's start file can be read (under a user namespace: every file of
+                             startup/); else one line on stderr, exit 2
 
 A kit that is there but closed is never reported as missing. Three hosts close it:
   * a hardened umask (077) or a kit unpacked by another user: the mode bits and owner keep this uid out;
@@ -84,7 +85,8 @@ def closed_message(path: str, st, what: str, uid: int, gids: set, host: str, uid
             "a host uid outside this container's map" if host_id(owner, uid_map) is None else f"uid {owner}")
         return (f"{head}: it belongs to {seen} (mode {mode:04o}) and Docker runs rootless (a user namespace), so "
                 f"uid {uid} here is uid {h_uid} on the host; fix: on the host, sudo chown -R {h_uid}:{h_gid} {host} "
-                f"(or without sudo: docker run --rm -u 0 -v {host}:/k --entrypoint chown IMAGE -R {uid}:{uid} /k)")
+                f"(or without sudo: docker run --rm -u 0 -v {host}:/k --entrypoint chown "
+                f"{os.environ.get('FL_IMAGE', 'IMAGE')} -R {uid}:{uid} /k)")
     as_owner = "" if owner == 0 else (f", or run the containers as uid {owner} (FL_UID={owner} in .env, then docker "
                                       "compose build)")  # never as root: the image's user is unprivileged
     return (f"{head}: it belongs to uid {owner} (mode {mode:04o}; a umask like 077 or another user's unpacking made "

@@ -89,9 +89,10 @@ def test_mode_bits_that_allow_what_the_kernel_refused_name_selinux():
     assert "chcon -Rt container_file_t /srv/fl/workspace/kits/site-1" in line and ":/kit:ro,z" in line
 
 
-def test_rootless_docker_names_the_host_uid_to_chown_to():
+def test_rootless_docker_names_the_host_uid_to_chown_to(monkeypatch):
     """Rootless Docker: container root is the user running dockerd (uid 1000), other uids map onto its subuid range
     (100000 + n - 1). Files of that user show as root inside; the chown on the host must name the mapped uid."""
+    monkeypatch.setenv("FL_IMAGE", "IMAGE")  # services.yaml passes the image's name
     kp = load()
     uid_map = "         0       1000          1\n         1     100000      65536\n"
     assert kp.host_id(0, uid_map) == 1000 and kp.host_id(IMAGE_UID, uid_map) == 100000 + IMAGE_UID - 1
