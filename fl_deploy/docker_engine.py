@@ -211,13 +211,14 @@ def podman(version_text: str, info: dict) -> str:
 
 
 def podman_note(version: str) -> str:
-    return (f"`docker` here is Podman {version}: what works is Docker Compose v2 on Podman's Docker-API socket "
-            "(systemctl --user start podman.socket; DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/podman.sock), rootless "
-            "(see the chown line); not checked by this project: healthchecks run only where Podman has systemd "
-            "timers (without them the server never turns healthy and `up --wait` waits), GPUs come through CDI "
-            "(nvidia-ctk cdi generate) and Podman's mapping of Compose's driver: nvidia is untested, and podman-compose "
-            "as the compose provider (its --profile \"*\", the README's teardown, selects nothing: "
-            "containers/podman-compose#1431; use docker-compose)")
+    return (f"`docker` here is Podman {version}: what is meant to work (Podman's documentation) is Docker Compose v2 "
+            "on Podman's Docker-API socket (systemctl --user start podman.socket; "
+            "DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/podman.sock), rootless (see the chown line); not checked by "
+            "this project: healthchecks run only where Podman has systemd timers (without them the server never "
+            "turns healthy and `up --wait` waits), GPUs come through CDI (nvidia-ctk cdi generate) and Podman's "
+            "mapping of Compose's driver: nvidia is untested, and podman-compose as the compose provider (its "
+            "--profile \"*\", the README's teardown, selects nothing: containers/podman-compose#1431; use "
+            "docker-compose)")
 
 
 def selinux_warning(folder: str, enforce_path: str = "/sys/fs/selinux/enforce") -> str:

@@ -123,8 +123,9 @@ def test_rootless_docker_prints_the_chown_to_the_mapped_uid(tmp_path):
 def test_podman_behind_the_docker_command_is_named_with_what_works(tmp_path):
     run = check_host(tmp_path, "--cpu", info=PODMAN_INFO, version="podman version 5.2.2")
     assert run.returncode == 0, run.stderr
-    assert "warning: `docker` here is Podman 5.2.2: what works is Docker Compose v2 on Podman's Docker-API socket" \
-        in run.stderr and "healthchecks run only where Podman has systemd timers" in run.stderr
+    assert "warning: `docker` here is Podman 5.2.2: what is meant to work (Podman's documentation) is Docker " \
+           "Compose v2 on Podman's Docker-API socket" in run.stderr, run.stderr
+    assert "healthchecks run only where Podman has systemd timers" in run.stderr
     assert "warning: Docker runs rootless" in run.stderr  # Podman's own rootless marker
     run = check_host(tmp_path, info=PODMAN_INFO, version="podman version 5.2.2")  # GPUs requested
     assert run.returncode == 2 and "GPUs through Podman are not checked by this project" in run.stderr
