@@ -7,11 +7,8 @@
 set -euo pipefail
 role=${1:---help}
 
-need_kit() {
-  if [ ! -f /kit/startup/sub_start.sh ] && [ ! -f /kit/startup/fed_admin.json ]; then
-    echo "error: no startup kit at /kit. Provision first (python scripts/provision.py) and mount the kit." >&2
-    exit 2
-  fi
+need_kit() {  # missing, or there but closed to this uid (umask, SELinux, rootless): which, and the fix
+  fl-kit-present /kit || exit 2
 }
 
 case "$role" in

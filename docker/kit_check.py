@@ -28,9 +28,13 @@ import sys
 import time
 
 try:
-    from fl_deploy import kit_expiry  # the project's checkout (tests, the admin container's /src)
+    from fl_deploy import kit_expiry  # the project's checkout on the import path (tests, the admin container's /src)
 except ImportError:
-    import kit_expiry  # the image: docker/Dockerfile copies fl_deploy/kit_expiry.py beside fl-kit-check
+    # The image: docker/Dockerfile copies fl_deploy/kit_expiry.py beside fl-kit-check; a checkout run by path:
+    # docker/../fl_deploy (standard library only, so it imports alone).
+    _here = os.path.dirname(os.path.realpath(__file__))
+    sys.path[:0] = [_here, os.path.join(os.path.dirname(_here), "fl_deploy")]
+    import kit_expiry
 
 KIT = os.environ.get("FL_KIT", "/kit")
 WORKSPACE = os.environ.get("FL_WORKSPACE", "/workspace")
@@ -222,6 +226,16 @@ def reach_problem(host: str, port: int, context=None) -> tuple:
         sock.close()
 
 
+def ipv6_hint(address: str, reason: str) -> str:
+    """Why an IPv6 server address is unreachable from a container on an IPv4-only network ('' otherwise): the
+    site's compose network has IPv6 only with FL_IPV6=true (docker/site-host.yaml)."""
+    if ":" not in address or "unreachable" not in reason.lower():
+        return ""
+    return ("; the server's address is IPv6 and this container's network has no IPv6 route: set FL_IPV6=true in .env "
+            "(Docker Engine 27+ picks the subnet; older engines need \"ipv6\": true and \"fixed-cidr-v6\" in "
+            "daemon.json), then docker compose down and up -d (the network is made anew)")
+
+
 def reach_message(host: str, port: int, address: str, reason: str) -> str:
     at = f" at {address}" if address else ""
     configured = os.environ.get("FL_SERVER_ADDRESS")
@@ -234,7 +248,7 @@ def reach_message(host: str, port: int, address: str, reason: str) -> str:
                f"or host-gateway when the server runs on this very host (it is {configured!r} in .env"
                + ("; a loopback address is this container itself" if loopback else "")
                + "; then docker compose up -d)")
-    return f"cannot reach {host}:{port}{at}: {reason}; {fix}"
+    return f"cannot reach {host}:{port}{at}: {reason}{ipv6_hint(address, reason)}; {fix}"
 
 
 def watch(first_s: float = WATCH_FIRST_S, every_s: float = WATCH_EVERY_S):

@@ -8,7 +8,8 @@ On the host (standard library only where submit_job.py and check_host.py need it
     add_site         one more site with the same root CA; renew_kit: one participant's kit signed again, same root CA
     kit_expiry       each kit's certificate dates (check_host, the job preflight, the containers' fl-kit-check)
     export_bundles   one bundle per site host (several hosts)
-    check_host       Docker, Compose v2, the GPU runtime, a free port; huge_pages: the host's THP mode (a warning)
+    check_host       Docker, Compose, the GPUs, a free port; huge_pages: the host's THP mode (a warning);
+                     docker_engine: the GPU path (hook, runtime, CDI), Compose's minimum, rootless, Podman, SELinux
     host             .env, `docker compose` calls, the admin console (AdminConsole: service, .env, kit path)
     make_job         the job's settings (JobSettings + the sites' TrainSettings) and the job folder (NVFlare recipe)
     check_job        a job folder checked before submission (on the host and in the admin container)

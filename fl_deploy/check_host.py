@@ -8,21 +8,23 @@ import argparse
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 
-from fl_deploy import IMAGE_UID, ROOT, huge_pages, kit_expiry
-from fl_deploy.host import HostError, check_docker, compose, running_services
+from fl_deploy import IMAGE, IMAGE_UID, ROOT, docker_engine, huge_pages, kit_expiry
+from fl_deploy.host import HostError, check_docker, compose, running_services, setting
 
 
 def check_gpu_runtime():
-    info = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True)
-    runtimes = json.loads(info.stdout or "{}")
-    if "nvidia" not in runtimes and not os.environ.get("FL_SKIP_GPU_CHECK"):
-        raise HostError(
-            "GPUs are requested but Docker has no 'nvidia' runtime: install nvidia-container-toolkit "
-            "(nvidia-ctk runtime configure --runtime=docker, then restart Docker), or run on CPU with --cpu"
-        )
+    """GPUs need one working path from Docker to the containers (docker_engine.gpu_choice: NVIDIA's hook, the nvidia
+    runtime, or CDI), not the runtime entry alone."""
+    if os.environ.get("FL_SKIP_GPU_CHECK"):
+        return
+    version = subprocess.run(["docker", "--version"], capture_output=True, text=True).stdout  # Podman says so
+    code, line = docker_engine.gpu_choice(docker_engine.engine_info(), docker_version=version)
+    if code:
+        raise HostError(line if code == 2 else f"GPUs are requested but {line}: run on CPU with --cpu")
 
 
 def compose_model() -> dict:
@@ -33,11 +35,21 @@ def compose_model() -> dict:
 def check_kits(model: dict):
     """Every kit a service mounts at /kit must be provisioned (stdlib only: this runs before any venv)."""
     missing = sorted({os.path.relpath(v["source"], ROOT) for svc in model.get("services", {}).values()
-                      for v in svc.get("volumes") or [] if v.get("target") == "/kit"
-                      and not os.path.isdir(os.path.join(v["source"], "startup"))})
+                      for v in svc.get("volumes") or [] if v.get("target") == "/kit" and kit_missing(v["source"])})
     if missing:
         raise HostError(f"no startup kit in {', '.join(missing)}: provision first (scripts/demo.sh does it, or "
                         "scripts/in_image.sh scripts/provision.py)")
+
+
+def kit_missing(folder: str) -> bool:
+    """No startup/ in ``folder``; one this user may not enter is there (a kit closed by umask 077 or given to the
+    containers' uid), and the containers' own start check (fl-kit-present) says whether they can read it."""
+    try:
+        return not stat.S_ISDIR(os.stat(os.path.join(folder, "startup")).st_mode)
+    except PermissionError:
+        return False
+    except OSError:
+        return True
 
 
 def container_uid() -> int:
@@ -88,7 +100,7 @@ def published_ports(model: dict) -> list:
 def check_port(bind: str, port: int):
     if "server" in running_services():
         return  # ours already holds it
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET) as s:  # "::" on an IPv6-only host
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((bind, port))
@@ -107,6 +119,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         check_docker()
+        problem, notes = docker_engine.host_findings(container_uid(), setting("FL_IMAGE", IMAGE))  # Compose, Podman..
+        if problem:
+            raise HostError(problem)
         if not args.cpu:
             check_gpu_runtime()
         check_assets(container_uid())
@@ -120,8 +135,8 @@ def main(argv=None) -> int:
     except HostError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    warning = huge_pages.thp_warning(huge_pages.thp_mode())
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+    for warning in notes + [huge_pages.thp_warning(huge_pages.thp_mode())]:
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     print("host ok")
     return 0

@@ -79,15 +79,17 @@ def check_server_address(address: str) -> str:
     (Docker's extra_hosts takes no names; a loopback or unspecified address is the site's own container)."""
     if address == FILL_IN:  # not given: the site's operator fills it in
         return address
-    fix = ("give the server host's IP address as the sites reach it (ip -4 addr on the server host), or "
+    fix = ("give the server host's IP address as the sites reach it (ip addr on the server host), or "
            "host-gateway when a site runs on the server's own host")
     if address == "host-gateway":
         return address
+    address = address[1:-1] if address.startswith("[") and address.endswith("]") else address  # [IPv6] as in URLs
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         raise ExportError(f"--server-address {address!r} is not an IP address (Docker's extra_hosts takes no names "
-                          f"or placeholders): {fix}; resolve a name first: getent ahostsv4 NAME") from None
+                          f"or placeholders): {fix}; resolve a name first: getent ahostsv4 NAME (IPv6: getent "
+                          "ahostsv6 NAME)") from None
     if ip.is_loopback or ip.is_unspecified:
         kind = "a loopback" if ip.is_loopback else "the unspecified"
         raise ExportError(f"--server-address {address} is {kind} address: inside a site's container it never "
@@ -121,8 +123,10 @@ FL_SERVER_NAME={server}
 # FILL IN: IP address of the server host (the operator of the server tells you; port {port} must be reachable from
 # here), or host-gateway when the server runs on this very host. Not 127.0.0.1 or 0.0.0.0: inside the container
 # that is the container itself. Docker's extra_hosts takes no DNS names: resolve one first, e.g.
-# getent ahostsv4 fl.example.org | awk 'NR==1{{print $1}}'
+# getent ahostsv4 fl.example.org | awk 'NR==1{{print $1}}'   (an IPv6-only server: ahostsv6, and FL_IPV6=true)
 FL_SERVER_ADDRESS={address}
+# true: the site's network gets IPv6, to reach an IPv6 FL_SERVER_ADDRESS (Docker Engine 27+ picks the subnet itself)
+FL_IPV6={"true" if ":" in address else "false"}
 
 # --- how ---------------------------------------------------------------------------------------------------
 # The image (docker load -i ... or docker pull ...); its user (uid {IMAGE_UID} unless built with FL_UID) reads ./kit.
@@ -225,7 +229,7 @@ def export(project_path: str, workspace: str, out: str, sites: list = None, admi
            make_archives: bool = False) -> dict:
     project = load_project(project_path)
     check_deployable(project)
-    check_server_address(server_address)
+    server_address = check_server_address(server_address)
     server, port = project.server_host, project.port
     kits_dir = os.path.join(workspace, "kits")
     if not os.path.isdir(kits_dir):

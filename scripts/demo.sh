@@ -2,8 +2,8 @@
 # The whole demo: build the image, provision the kits, start the federation, submit the job, show the results.
 #
 #   scripts/demo.sh            GPUs, GPT-2 and IMDB from the Hugging Face hub
-#   scripts/demo.sh --cpu      no GPU: the CPU overlay (compose.cpu.yaml); chosen by itself when Docker has no
-#                              NVIDIA runtime
+#   scripts/demo.sh --cpu      no GPU: the CPU overlay (compose.cpu.yaml); chosen by itself on a host with no
+#                              NVIDIA GPU
 #   scripts/demo.sh --tiny     offline: a tiny GPT-2 and IMDB-shaped data made on this host, a short job
 #
 # Needs only Docker Engine with Compose v2 and python3 (plus nvidia-container-toolkit for GPUs). Settings come
@@ -32,10 +32,14 @@ say() { printf '\n[demo %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 # (as root: the image's own uid 10001).
 chosen=()
 if [ "$(id -u)" != 0 ]; then chosen+=("FL_UID=$(id -u)"); fi
-if [ "$cpu" = 0 ] && runtimes=$(docker info --format '{{json .Runtimes}}' 2>/dev/null) \
-   && ! grep -q '"nvidia"' <<<"$runtimes"; then
-  say "Docker has no NVIDIA runtime on this host: running on CPU (the overlay compose.cpu.yaml), as with --cpu"
-  cpu=1
+if [ "$cpu" = 0 ]; then  # the GPU path Docker takes (hook, runtime or CDI); CPU only on a host with no NVIDIA GPU
+  gpu_rc=0; gpu_path=$(python3 -m fl_deploy.docker_engine gpu) || gpu_rc=$?
+  case $gpu_rc in
+    0) say "$gpu_path" ;;
+    3) say "$gpu_path: running on CPU (the overlay compose.cpu.yaml), as with --cpu"; cpu=1 ;;
+    4) ;;  # Docker did not answer: check_host.py below names why
+    *) exit 2 ;;  # a GPU Docker cannot pass: the line above says the fix (or --cpu)
+  esac
 fi
 if [ "$cpu" = 1 ]; then chosen+=(COMPOSE_FILE=compose.yaml:compose.cpu.yaml); fi
 if [ "$tiny" = 1 ]; then

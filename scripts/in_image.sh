@@ -10,4 +10,6 @@ cd "$(dirname "$0")/.."
 image=$(docker compose config --images | sort -u | head -n1)  # sort reads all: no SIGPIPE for compose
 docker image inspect "$image" >/dev/null 2>&1 || { echo "error: image $image not built: docker compose build server" >&2; exit 2; }
 tty=(); [ -t 0 ] && tty=(-it)
-exec docker run --rm "${tty[@]}" -u "$(id -u):$(id -g)" -e HOME=/tmp -v "$PWD:/src" -w /src --entrypoint python3 "$image" "$@"
+user="$(id -u):$(id -g)"  # as you; under rootless Docker you are the container's root (your uid maps elsewhere)
+if docker info --format '{{json .SecurityOptions}}' 2>/dev/null | grep -q rootless; then user=0:0; fi
+exec docker run --rm "${tty[@]}" -u "$user" -e HOME=/tmp -v "$PWD:/src" -w /src --entrypoint python3 "$image" "$@"

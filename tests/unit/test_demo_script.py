@@ -3,7 +3,7 @@
 * case 8: the image build cannot reach PyPI from inside Docker (pip's CERTIFICATE_VERIFY_FAILED behind a
   TLS-intercepting proxy): the demo builds the wheelhouse on the host (scripts/build_wheelhouse.sh, CPU torch for the
   CPU overlay) and the image from it, or, when the host cannot either, says in one sentence how;
-* case 16: what the demo chose (the CPU overlay, by flag or because Docker has no NVIDIA runtime; the tiny offline
+* case 16: what the demo chose (the CPU overlay, by flag or because the host has no NVIDIA GPU; the tiny offline
   job) is recorded in .env, so every later command on the host does the same, and the demo says where.
 
 The stand-in answers what the real engine would up to `docker compose up`, where it stops the demo: the real build,
@@ -42,6 +42,8 @@ def clone(tmp_path):
 echo "docker $*" >> {log}
 case "$*" in
   "info --format {{{{json .Runtimes}}}}") echo "${{FAKE_RUNTIMES:-{{\\"runc\\":{{}}}}}}";;
+  "info --format {{{{json .}}}}") if [ -n "$FAKE_INFO" ]; then echo "$FAKE_INFO"; else
+    rt=${{FAKE_RUNTIMES:-'{{"runc":{{}}}}'}}; echo "{{\\"ServerVersion\\": \\"28.0.0\\", \\"Runtimes\\": $rt}}"; fi;;
   "info --format"*) echo '"28.0.0"';;
   "compose version"*) echo "v2.40.3";;
   "compose config --images") echo "gpt2-fl:2.9.0";;
@@ -99,10 +101,11 @@ def test_when_the_host_cannot_build_the_wheelhouse_either_it_says_how(clone):
 
 
 def test_the_demos_choices_are_recorded_for_every_later_command(clone):
-    """No --cpu, but Docker has no NVIDIA runtime: the demo takes the CPU overlay, and with --tiny the offline job;
+    """No --cpu, on a host with no NVIDIA GPU (this one): the demo takes the CPU overlay, with --tiny the offline job;
     both stay in .env, where docker compose and submit_job.py read them."""
     run, out, _ = demo(clone, "--tiny")
-    assert "Docker has no NVIDIA runtime on this host: running on CPU" in out, out[-3000:]
+    assert "no NVIDIA GPU on this host (no /proc/driver/nvidia/version) and Docker has no nvidia runtime, hook or " \
+           "CDI spec: running on CPU" in out, out[-3000:]
     env = read_env_file(str(clone["work"] / ".env"))
     from fl_deploy.harness.compose_stack import tiny_job
 
@@ -121,4 +124,32 @@ def test_the_demos_choices_are_recorded_for_every_later_command(clone):
     run, out, _ = demo(clone, FAKE_RUNTIMES='{"nvidia":{},"runc":{}}')
     env = read_env_file(str(clone["work"] / ".env"))
     assert "COMPOSE_FILE" not in env and "FL_MODEL" not in env and "HF_HUB_OFFLINE" not in env, env
-    assert "Docker has no NVIDIA runtime" not in out
+    assert "GPUs through the nvidia runtime registered in Docker" in out and "running on CPU" not in out
+
+
+@pytest.mark.parametrize("version, rc, said", [
+    ("29.2.0", 7, "GPUs through CDI ({spec}; Docker 29.2.0 maps driver: nvidia onto it)"),
+    ("28.5.1", 2, "Docker 28.5.1 reads NVIDIA's CDI spec {spec} but serves Compose's GPU reservation (driver: nvidia) "
+                  "through CDI only from Docker Engine 29.2.0"),
+])
+def test_a_cdi_gpu_host_is_never_run_on_cpu_silently(clone, tmp_path, version, rc, said):
+    """A GPU host whose Docker serves GPUs through CDI (no nvidia runtime entry): the demo takes the GPU path when
+    this Docker maps Compose's driver: nvidia onto CDI, else stops with the fix; it never falls back to CPU."""
+    cdi = tmp_path / "cdi"
+    cdi.mkdir()
+    (cdi / "nvidia.yaml").write_text("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices: [{name: all}]\n")
+    info = f'{{"ServerVersion": "{version}", "Runtimes": {{"runc": {{}}}}, "CDISpecDirs": ["{cdi}"]}}'
+    run, out, calls = demo(clone, FAKE_INFO=info)
+    assert run.returncode == rc, out[-3000:]
+    assert said.format(spec=cdi / "nvidia.yaml") in out, out[-3000:]
+    assert rc != 2 or run.stderr.startswith("error: Docker 28.5.1 reads NVIDIA's CDI spec"), run.stderr
+    assert "running on CPU (the overlay" not in out
+    assert read_env_file(str(clone["work"] / ".env"))["COMPOSE_FILE"] == "compose.yaml"  # .env.example's: GPUs
+
+
+def test_docker_down_is_named_by_the_host_check_not_taken_for_a_cpu_host(clone):
+    """`docker info` without an answer makes no GPU/CPU choice: the host check names the daemon."""
+    run, out, calls = demo(clone, FAKE_INFO="not json: Cannot connect to the Docker daemon")
+    assert "running on CPU (the overlay" not in out and "GPUs through" not in out, out[-3000:]
+    assert read_env_file(str(clone["work"] / ".env"))["COMPOSE_FILE"] == "compose.yaml"  # no CPU overlay chosen
+    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("error: "), run.stderr
