@@ -9,6 +9,7 @@ workspace/bundles/, git-ignored like the kits: a bundle holds the site's private
 
   <site>/   kit/ (the site's signed kit, as it is), compose.yaml (docker/site-host.yaml), compose.cpu.yaml,
             services.yaml (docker/services.yaml, which compose.yaml extends), assets/ (mounted at /assets),
+            site-data/ (the site's own data, FL_SITE_DATA: mounted read-only at /data/site),
             .env (FL_SITE, FL_SERVER_NAME, FL_SERVER_ADDRESS= to fill in, FL_IMAGE, FL_GPUS, HF_HUB_OFFLINE, ...)
             and README.md: load the image, fill in .env, `docker compose up -d`.
   admin/    the admin's kit and a README on submitting jobs with the nvflare CLI from that machine.
@@ -139,6 +140,9 @@ FL_SITE_SHM_SIZE=8gb
 # 1 = never contact the Hugging Face hub: put model and data under FL_ASSETS_DIR (mounted read-only at /assets)
 HF_HUB_OFFLINE={offline}
 FL_ASSETS_DIR=./assets
+# The site's own data, for jobs with FL_DATA_SOURCE=site: a folder on this host holding train.parquet, .jsonl,
+# .json or .csv with a text column (test.* optional), mounted read-only at /data/site; no job ever names it.
+FL_SITE_DATA=./site-data
 # The compose project (containers, network and volumes are named after it).
 FL_SITE_PROJECT={project_name}-{site}
 """
@@ -150,7 +154,8 @@ def site_readme(site: str, server: str, port: int, image: str) -> str:
 
 This folder is all the site needs: `kit/` (the site's signed startup kit; `kit/startup/client.key` is its
 private key, keep it here), `compose.yaml` + `services.yaml` (the service), `compose.cpu.yaml` (no-GPU overlay),
-`.env` (settings) and `assets/` (mounted read-only at `/assets`, for offline models and data).
+`.env` (settings), `assets/` (mounted read-only at `/assets`, for offline models and data) and `site-data/`
+(this site's own data for jobs with `FL_DATA_SOURCE=site`: `train.parquet` with a `text` column; `FL_SITE_DATA`).
 
 Needs Docker Engine with Compose v2 and, for GPUs, the NVIDIA Container Toolkit. The server must accept
 connections on port {port} from this host; the site opens no port itself.
@@ -261,6 +266,7 @@ def export(project_path: str, workspace: str, out: str, sites: list = None, admi
         shutil.copy2(os.path.join(DOCKER, "site-host.cpu.yaml"), os.path.join(dest, "compose.cpu.yaml"))
         shutil.copy2(os.path.join(DOCKER, "services.yaml"), os.path.join(dest, "services.yaml"))
         os.makedirs(os.path.join(dest, "assets"))
+        os.makedirs(os.path.join(dest, "site-data"))
         with open(os.path.join(dest, ".env"), "w") as f:
             f.write(env_template(site, project.dials[site].host, port, project.name, image, server_address, offline))
         with open(os.path.join(dest, "README.md"), "w") as f:

@@ -6,6 +6,8 @@
 Writes:
   <out>/model/    a small GPT-2 (random init) + a byte-level BPE tokenizer trained here; load with from_pretrained
   <out>/imdb/     train.parquet and test.parquet with IMDB's columns (text, label)
+With --site-data DIR it writes only DIR/train.parquet and DIR/test.parquet: one site's own data (--data_source site),
+different per site through --seed and --label-mix (the share of positive reviews).
 
 By default a review is 2-6 templated sentences whose adjectives follow the label: a model learns all there is to
 learn in ~100 steps. With --films K each review first names one of K films of a fixed catalogue (title, year,
@@ -15,6 +17,7 @@ a site that never sees a film (a small shard, a skewed label mix) pays for it on
 """
 
 import argparse
+import math
 import os
 import random
 
@@ -51,7 +54,12 @@ def film_catalogue(rng: random.Random, k: int) -> list:
             for i, t in enumerate(titles)]
 
 
-def make_dataset(out: str, n_train: int, n_test: int, seed: int, films: int = 0):
+def mixed_labels(n: int, positive: float) -> list:
+    """n labels, a share ``positive`` of them 1, spread evenly (0.5: 0, 1, 0, 1, ...)."""
+    return [math.floor((i + 1) * positive) - math.floor(i * positive) for i in range(n)]
+
+
+def make_dataset(out: str, n_train: int, n_test: int, seed: int, films: int = 0, positive: float = 0.5):
     from datasets import Dataset
 
     rng = random.Random(seed)
@@ -59,7 +67,7 @@ def make_dataset(out: str, n_train: int, n_test: int, seed: int, films: int = 0)
     by_label = {y: [f for f in catalogue if f[3] == y] for y in (0, 1)}
     os.makedirs(out, exist_ok=True)
     for split, n in (("train", n_train), ("test", n_test)):
-        labels = [i % 2 for i in range(n)]
+        labels = mixed_labels(n, positive)
         texts = [review(rng, y) for y in labels]
         if catalogue:  # the film first, from its label's films, the i-th most popular with weight 1 / i
             for i, y in enumerate(labels):
@@ -132,14 +140,22 @@ def main(argv=None) -> int:
     p.add_argument("--vocab", type=int, default=400, help="tokenizer vocabulary size")
     p.add_argument("--films", type=int, default=0, help="name one of this many films in each review (0 = none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--site-data", metavar="DIR", help="write only a site's own data into DIR (no model)")
+    p.add_argument("--label-mix", type=float, default=0.5, help="share of positive reviews, 0..1")
     args = p.parse_args(argv)
+    if not 0 <= args.label_mix <= 1:
+        p.error("--label-mix must be in 0..1")
     if args.train < 2 or args.test < 1:
         p.error("--train must be >= 2 and --test >= 1")
     if not 0 <= args.films <= len(TITLE_WORDS) * (len(TITLE_WORDS) - 1) or args.films == 1:
         p.error(f"--films must be 0 or in 2..{len(TITLE_WORDS) * (len(TITLE_WORDS) - 1)}")
 
+    if args.site_data:
+        make_dataset(args.site_data, args.train, args.test, args.seed, args.films, args.label_mix)
+        print(f"site data: {args.site_data}")
+        return 0
     data_dir = os.path.join(args.out, "imdb")
-    make_dataset(data_dir, args.train, args.test, args.seed, args.films)
+    make_dataset(data_dir, args.train, args.test, args.seed, args.films, args.label_mix)
     from datasets import load_dataset
 
     corpus = load_dataset("parquet", data_files=os.path.join(data_dir, "train.parquet"))["train"]["text"]

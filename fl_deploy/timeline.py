@@ -9,7 +9,7 @@ Events, each from where it happens (standard library only: submit_job.py runs on
     job running on the server    the server job process's first log line (`nvflare job logs --sites server`)
     site job process up          each site's job process's first log line (NVFlare streams the sites' job logs
                                  to the server: `nvflare job logs`; else the site's container on this host)
-    site data loaded             the client's "shard i/n, N train rows" line
+    site data loaded             the client's "shard i/n (or own data), N train rows" line
     site data tokenised          the client's "trainer ready" line (earlier code: its "round 0 received" line)
     site global model received   the client's "round 0 received" line
     site first optimizer step    the first {'loss': ...} line of the site's trainer (logged when step 1 ends)
@@ -28,7 +28,7 @@ from fl_deploy.check_job import job_sites
 STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
 SITE_EVENTS = [  # (label, pattern of the site's job log message), in the order they happen
     ("site job process up", None),
-    ("site data loaded", re.compile(r": shard \d+/\d+, \d+ train rows")),
+    ("site data loaded", re.compile(r": (shard \d+/\d+|own data), \d+ train rows")),
     ("site data tokenised", re.compile(r": trainer ready")),
     ("site global model received", re.compile(r": round 0 received")),
     ("site first optimizer step", re.compile(r"^\{'loss': ")),

@@ -10,11 +10,12 @@ import sys
 import nvflare.client as flare
 from nvflare.client.tracking import SummaryWriter
 
+from fl_common.held_out import HELD_OUT_ROWS
 from fl_common.model import apply_lora, exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
 from fl_common.tensor_parts import join_parts, split_large
-from fl_site.data import fingerprint, load_site_data
 from fl_site.print_redirect import keep_print_destinations
 from fl_site.round_meter import RoundMeter
+from fl_site.site_data import site_rows
 from fl_site.training import begin_round, build_trainer, choose_precision, evaluate, job_rounds, parse_settings
 
 
@@ -23,19 +24,15 @@ def main(argv=None):
     keep_print_destinations()  # NVFlare's print-to-log drops print(file=...): dill's bytecode scan ended up in the log
     flare.init()
     site = flare.get_site_name()
-    site_index, num_sites = settings.shard_of(site)
+    settings.shard_of(site)  # a site outside the job's list stops here, whatever the data source
 
     model, tokenizer = load_model_and_tokenizer(settings.model)
     if settings.lora:
         model = apply_lora(model, **settings.lora_kwargs())
     trainer = None
     if not settings.exchange_only:
-        data = load_site_data(settings.dataset, site_index, num_sites, seed=settings.seed,
-                              max_train_samples=settings.max_train_samples, eval_samples=settings.eval_samples,
-                              partition=settings.partition, alpha=settings.dirichlet_alpha)
-        print(f"{site}: shard {site_index}/{num_sites}, {len(data.train)} train rows "
-              f"(fingerprint {fingerprint(data.train)}), {len(data.held_out)} held-out rows; partition "
-              f"{settings.partition}, labels {data.label_counts}", flush=True)
+        data, described = site_rows(settings, site)  # its shard of the shared dataset, or its own data
+        print(described, flush=True)
         print(f"{site}: training in {choose_precision(settings)[1]}; optimizer {settings.optimizer_state} per "
               f"round, lr schedule per {settings.lr_schedule}", flush=True)
         trainer = build_trainer(model, tokenizer, data.train, data.held_out, settings, os.path.join("outputs", site))
@@ -86,6 +83,7 @@ def main(argv=None):
                     "global_eval_loss": global_metrics["eval_loss"],
                     "eval_loss": local_metrics["eval_loss"],
                     "perplexity": local_metrics["perplexity"],
+                    HELD_OUT_ROWS: len(data.held_out),  # the weight of its losses in the server's mean
                 },
                 meta={"NUM_STEPS_CURRENT_ROUND": steps},
             )

@@ -17,19 +17,21 @@ and writes into RESULT_DIR:
   global_adapter/            LoRA jobs only: the adapter itself (peft format, a few MB), for
                              PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(--model), this folder).
   metrics.csv                one row per (round, site): round, site, train_loss, eval_loss, global_eval_loss,
-                             perplexity; then per round a row with site "global": the server's weighted averages.
+                             perplexity, held_out_rows; then per round a row with site "global": the server's.
                              ROUNDS ARE 1-BASED here (round 1 = the first round; NVFlare and round_metrics.jsonl
                              count from 0). global_eval_loss is the held-out loss of the global model each site
                              received at the start of the round, eval_loss / perplexity that of the site's model
-                             after its local training. An empty cell = not reported.
+                             after its local training, both on the site's held_out_rows rows (the shared split, or
+                             with --data_source site its own). The "global" row's global_eval_loss and eval_loss
+                             are the sites' values weighted by their held_out_rows (its held_out_rows: their sum),
+                             its train_loss the mean weighted by training steps. An empty cell = not reported.
   plots/train_loss.png       training loss per site (and the weighted mean) against the round.
   plots/global_perplexity.png
                              held-out perplexity of the global model, exp(global_eval_loss), against the number of
                              rounds completed: 0 = the initial model (evaluated at the start of round 1), k = the
                              global model after k rounds. The global model after the last round is never evaluated
                              by the job, so the last point (hollow marker) is exp(the server-aggregated eval_loss of
-                             the last round): the weighted mean over the sites' trained models, on the same
-                             held-out split.
+                             the last round): the sites' trained models, weighted by held-out rows as above.
   plots/round_time_and_bytes.png
                              per round: the server's round duration and each site's round time (receiving the
                              global model -> its result handed back), and the MB each site received and sent

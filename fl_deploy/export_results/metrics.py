@@ -9,7 +9,9 @@ import os
 import re
 
 ROUND_METRICS = os.path.join("metrics", "round_metrics.jsonl")
-METRICS = ("train_loss", "eval_loss", "global_eval_loss", "perplexity")
+# held_out_rows: the rows a site's held-out losses were measured on; in the "global" row their sum, the weights of
+# its global_eval_loss / eval_loss (app_code/fl_common/held_out.py).
+METRICS = ("train_loss", "eval_loss", "global_eval_loss", "perplexity", "held_out_rows")
 CSV_COLUMNS = ("round", "site") + METRICS
 GLOBAL = "global"  # the site name of the server-aggregated rows
 SYSTEM_CSV = "system_metrics.csv"

@@ -21,10 +21,10 @@ def global_perplexity_points(rows: list):
     points = []
     for rnd in rounds:
         loss = next((r["global_eval_loss"] for r in rows if r["round"] == rnd and r["site"] == GLOBAL), None)
-        if loss is None:  # no server aggregate: every site evaluated the same global model on the same split
-            site_losses = [r["global_eval_loss"] for r in rows
-                           if r["round"] == rnd and r["site"] != GLOBAL and r["global_eval_loss"] is not None]
-            loss = sum(site_losses) / len(site_losses) if site_losses else None
+        if loss is None:  # no server aggregate: the sites' losses weighted by their held-out rows, as the server's
+            site = [(r["global_eval_loss"], r["held_out_rows"] or 1) for r in rows
+                    if r["round"] == rnd and r["site"] != GLOBAL and r["global_eval_loss"] is not None]
+            loss = sum(v * n for v, n in site) / sum(n for _, n in site) if site else None
         if loss is not None:
             points.append((rnd - 1, perplexity(loss)))
     final = None
@@ -79,7 +79,8 @@ def plot_train_loss(rows: list, path: str, title: str):
 
 
 def plot_global_perplexity(rows: list, path: str, title: str):
-    plt, fig, ax = _figure(f"Global model held-out perplexity\njob {title}",
+    plt, fig, ax = _figure(f"Global model held-out perplexity\nexp(the sites' held-out losses weighted by their "
+                           f"held-out rows), job {title}",
                            "rounds of federated training completed (0 = initial model)", "perplexity")
     points, final = global_perplexity_points(rows)
     if points:

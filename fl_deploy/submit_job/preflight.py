@@ -13,6 +13,7 @@ from fl_deploy.host import AdminConsole, HostError
 from fl_deploy.submit_job import sizing
 
 SILENT_S = 45  # a site not heard from for this long is down (sites heartbeat every 10 s)
+FETCHED_AT = "fetched_at"  # site_status(): when the server's answer came
 
 
 def check_report(line: str) -> dict:
@@ -34,8 +35,10 @@ def check_staged_job(report: dict) -> dict:
 
 
 def site_status(console: AdminConsole) -> dict:
-    """`nvflare system status`: the sites the server lists, with when it last heard from each."""
-    return console.nvflare("system", "status")
+    """`nvflare system status`: the sites the server lists, with when it last heard from each; FETCHED_AT: when
+    the answer came (time.time()), what require_sites measures silence against, however long it waits to."""
+    status = console.nvflare("system", "status")
+    return {**status, FETCHED_AT: time.time()} if isinstance(status, dict) else status
 
 
 def require_sites(needs: dict, console: AdminConsole, status: dict = None) -> list:
@@ -46,7 +49,8 @@ def require_sites(needs: dict, console: AdminConsole, status: dict = None) -> li
     sites = list(needs.get("sites") or [])
     status = status if status is not None else site_status(console)
     # The server lists a lost site for 10 minutes (its heartbeat timeout); a live one heartbeats every 10 s.
-    now = time.time()
+    # Against the answer's time, not this one: the job may have been generated for a minute after it came.
+    now = status.get(FETCHED_AT) or time.time()
     connected = sorted(c.get("client_name") for c in (status.get("data") or {}).get("clients") or []
                        if now - float(c.get("client_last_conn_time") or now) < SILENT_S)
     missing = [s for s in sites if s not in connected]

@@ -2,7 +2,9 @@
 site from its exported bundle on its own "host" -- a separate compose project on its own network, with only
 its kit, the image, the bundle's compose files and .env -- reaching the server only through the port the
 server publishes on the Docker host (FL_SERVER_ADDRESS=host-gateway, mapped to the server's certificate name
-by extra_hosts). A tiny 2-round job is submitted through the admin; then everything is torn down.
+by extra_hosts). Each site host has its own dataset (SITE_DATA: its own label mix and size, made with
+make_tiny_assets.py --site-data) in a folder its bundle's .env names; a tiny 2-round job with site-local data
+(FL_DATA_SOURCE=site) is submitted through the admin; then everything is torn down.
 
 Where the server's port is published: a port published on 127.0.0.1 is not reachable from another container
 network (Docker DNATs only traffic addressed to the bound address; containers reach the host through its
@@ -14,12 +16,15 @@ Needs a Docker engine with Compose v2. Image: FL_TEST_IMAGE (an existing image o
 uid 10001) or one built here from the wheelhouse on FL_TEST_BASE_IMAGE, as test_compose_demo.py does.
 """
 
+import csv
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
@@ -36,7 +41,10 @@ PREFIX = f"mh-{os.getpid()}"
 SERVER_PROJECT = f"{PREFIX}-server"
 SITE_PROJECTS = {s: f"{PREFIX}-{s}" for s in SITES}
 REGISTERED = "Successfully registered client"
-JOB_ENV = dict(tiny_job(ROUNDS), FL_JOB_TIMEOUT="1500")
+JOB_ENV = dict(tiny_job(ROUNDS), FL_JOB_TIMEOUT="1500", FL_DATA_SOURCE="site")
+# Each site host's own data: different label mixes, sizes and seeds (so different rows and held-out row counts).
+SITE_DATA = {"site-1": ["--label-mix", "0.9", "--seed", "11", "--train", "120", "--test", "30"],
+             "site-2": ["--label-mix", "0.2", "--seed", "12", "--train", "200", "--test", "12"]}
 
 
 import docker_env  # noqa: E402
@@ -66,6 +74,11 @@ def site_env() -> dict:
             if not k.startswith(("FL_", "COMPOSE_", "HF_")) and k not in ("TOKENIZERS_PARALLELISM",)}
 
 
+def private_data(host: str, site: str) -> str:
+    """The folder of a site's own data on its host: a name that must never show up outside that host."""
+    return os.path.join(host, f"private-data-of-{site}-{os.getpid()}")
+
+
 def set_env_lines(path: str, values: dict):
     """Edit a bundle's .env as an operator would: replace KEY=... lines."""
     with open(path) as f:
@@ -82,6 +95,15 @@ def container(project: str, service: str) -> dict:
                "--filter", f"label=com.docker.compose.service={service}"]).stdout.split()
     assert len(cid) == 1, f"{project}/{service}: {cid}"
     return json.loads(must(["docker", "inspect", cid[0]]).stdout)[0]
+
+
+def workspace_files(work: str, env: dict, service: str) -> dict:
+    """{path: bytes} of the files in a service's /workspace, read through `docker compose exec` (tar)."""
+    r = subprocess.run(["docker", "compose", "exec", "-T", service, "tar", "-C", "/workspace", "-cf", "-", "."],
+                       cwd=work, env=env, capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with tarfile.open(fileobj=io.BytesIO(r.stdout)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
 
 
 def host_gateway_ip(image: str) -> str:
@@ -148,8 +170,11 @@ def multihost(tmp_path_factory):
             os.makedirs(host)
             must(["tar", "-xzf", os.path.join(work, "bundles", f"{site}.tar.gz"), "-C", host, "--strip-components", "1"])
             shutil.copytree(os.path.join(work, "assets", "tiny"), os.path.join(host, "assets", "tiny"))
+            # The site's own data, in a folder of its host that only its .env names.
+            must([sys.executable, "scripts/make_tiny_assets.py", "--site-data", private_data(host, site),
+                  *SITE_DATA[site]], cwd=work, env=checkout_env(work))
             # The operator's edits: the server's address, the image, CPU, offline; a unique project name here.
-            set_env_lines(os.path.join(host, ".env"), {
+            set_env_lines(os.path.join(host, ".env"), {"FL_SITE_DATA": private_data(host, site),
                 "FL_SERVER_ADDRESS": "host-gateway", "FL_IMAGE": image,
                 "COMPOSE_FILE": "compose.yaml:compose.cpu.yaml", "HF_HUB_OFFLINE": "1",
                 "FL_SITE_SHM_SIZE": "256m", "FL_SITE_PROJECT": SITE_PROJECTS[site]})
@@ -179,6 +204,9 @@ def multihost(tmp_path_factory):
                   timeout=1800)
         state["job_s"] = time.monotonic() - t0
         state["job"] = job
+        # What the server's host holds once the job is done: the job store (the job folder as submitted), the
+        # server's workspace, the admin's (staging, downloads).
+        state["host_files"] = {svc: workspace_files(work, server_env, svc) for svc in ("server", "admin")}
         yield state
     finally:
         for site, host in hosts.items():
@@ -194,13 +222,13 @@ def test_bundles_exported(multihost):
     for site in SITES:
         bundle = os.path.join(work, "bundles", site)
         assert sorted(os.listdir(bundle)) == [".env", "README.md", "assets", "compose.cpu.yaml", "compose.yaml",
-                                              "kit", "services.yaml"]
+                                              "kit", "services.yaml", "site-data"]
         with open(os.path.join(bundle, ".env")) as f:
             env = dict(line.split("=", 1) for line in f.read().splitlines() if line and not line.startswith("#"))
         assert env["FL_SITE"] == site and env["FL_SERVER_NAME"] == SERVER_NAME
         # FL_SERVER_ADDRESS is left for the site's operator: compose refuses to start while it is empty.
         assert env["FL_SERVER_ADDRESS"] == "" and env["FL_IMAGE"] == multihost["image"]
-        assert {"FL_GPUS", "HF_HUB_OFFLINE"} <= set(env)
+        assert {"FL_GPUS", "HF_HUB_OFFLINE"} <= set(env) and env["FL_SITE_DATA"] == "./site-data"
         with open(os.path.join(bundle, "README.md")) as f:
             readme = f.read()
         assert "docker load" in readme and "docker compose up -d" in readme and ".env" in readme
@@ -278,6 +306,79 @@ def test_job_completed_with_both_sites(multihost):
     assert [r["round"] for r in rounds] == list(range(ROUNDS))
     for r in rounds:
         assert sorted(s["name"] for s in r["sites"]) == SITES
+
+
+def result_dir(multihost) -> str:
+    job = multihost["job"]
+    m = re.search(r"results:\s+(\S+)", job.stdout)
+    assert job.returncode == 0 and m, (job.stdout + job.stderr)[-3000:]
+    return os.path.join(multihost["work"], m.group(1))
+
+
+def test_each_site_trained_on_its_own_data_only(multihost):
+    """Each site's log gives the row counts and fingerprints of exactly the rows in its own host's folder, mounted
+    read-only into that site only; the two sites' rows differ."""
+    from fl_site.data import fingerprint
+    from fl_site.site_data import DEFAULT_DIR, DIR_ENV, load_own_data
+
+    result, seen = result_dir(multihost), set()
+    for site in SITES:
+        folder = private_data(multihost["hosts"][site], site)
+        mount = [m for m in multihost["containers"][site]["Mounts"] if m["Destination"] == DEFAULT_DIR]
+        assert [(m["Source"], m["RW"]) for m in mount] == [(folder, False)], site
+        own = load_own_data(site, eval_samples=int(JOB_ENV["FL_EVAL_SAMPLES"]), environ={DIR_ENV: folder})
+        with open(os.path.join(result, "site_logs", site, "log.txt")) as f:
+            log = f.read()
+        line = (f"{site}: own data, {len(own.train)} train rows (fingerprint {fingerprint(own.train)}), "
+                f"{len(own.held_out)} held-out rows (fingerprint {fingerprint(own.held_out)}); data_source site")
+        assert line in log, [l for l in log.splitlines() if "train rows" in l]
+        seen.add(fingerprint(own.train))
+    assert len(seen) == len(SITES)
+    assert DEFAULT_DIR not in {m["Destination"] for m in multihost["server_container"]["Mounts"]}
+
+
+def test_global_held_out_loss_is_the_mean_weighted_by_held_out_rows(multihost):
+    with open(os.path.join(result_dir(multihost), "metrics.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows_of = {s: min(int(SITE_DATA[s][SITE_DATA[s].index("--test") + 1]), int(JOB_ENV["FL_EVAL_SAMPLES"]))
+               for s in SITES}
+    for rnd in range(1, ROUNDS + 1):
+        sites = {r["site"]: r for r in rows if r["round"] == str(rnd) and r["site"] in SITES}
+        total = next(r for r in rows if r["round"] == str(rnd) and r["site"] == "global")
+        assert {s: int(float(r["held_out_rows"])) for s, r in sites.items()} == rows_of
+        assert int(float(total["held_out_rows"])) == sum(rows_of.values())
+        for loss in ("global_eval_loss", "eval_loss"):
+            weighted = sum(rows_of[s] * float(r[loss]) for s, r in sites.items()) / sum(rows_of.values())
+            assert float(total[loss]) == pytest.approx(weighted, rel=1e-9), (rnd, loss, sites, total)
+        losses = [float(r["global_eval_loss"]) for r in sites.values()]
+        assert losses[0] != losses[1]  # each site evaluated the same global model on rows of its own
+
+
+def test_no_site_data_leaves_its_host(multihost):
+    """Neither a site's data path nor any of its rows is in the job folder (the server's job store), the server's
+    workspace, the admin's or the downloaded results."""
+    from fl_site.data import load_text_dataset
+
+    secrets, texts = [], set()
+    for site in SITES:
+        folder = private_data(multihost["hosts"][site], site)
+        secrets += [folder, os.path.basename(folder)]
+        ds = load_text_dataset(folder)
+        texts |= set(ds["train"]["text"]) | set(ds["test"]["text"])
+    result = result_dir(multihost)
+    places = dict(multihost["host_files"])
+    places["results"] = {}
+    for root, _, files in os.walk(result):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                places["results"][os.path.relpath(os.path.join(root, name), result)] = f.read()
+    assert places["server"] and places["results"]
+    for where, files in places.items():
+        for name, data in files.items():
+            text = data.decode("utf-8", "replace")
+            assert not any(s in name or s in text for s in secrets), (where, name)
+            leaked = [t for t in texts if t in text]
+            assert not leaked, (where, name, leaked[:2])
 
 
 def test_teardown_leaves_nothing(multihost, figures):

@@ -95,3 +95,21 @@ def test_corrupt_initial_checkpoint(fed, tiny_assets, tmp_path, figures):
     assert not os.path.exists(os.path.join(store, r["job_id"], "progress.json"))
     assert tree_digest(store, skip=r["job_id"]) == before
     figures(f"corrupt initial checkpoint: job {r['status']} {r['elapsed']:.0f}s after submission")
+
+
+def test_site_local_data_missing_at_the_sites(fed, tiny_assets, tmp_path, figures):
+    """--data_source site with no data folder at the sites (processes: FL_SITE_DATA_DIR unset, /data/site absent):
+    the job stops at the sites' start with one sentence naming the site, the path it looked at and the fix."""
+    from fl_site.site_data import DEFAULT_DIR, DIR_ENV
+
+    if os.environ.get(DIR_ENV) or os.path.exists(DEFAULT_DIR):
+        pytest.skip(f"this host has site data ({DIR_ENV} or {DEFAULT_DIR}): the sites would find it")
+    r = run_job(fed, tiny_assets, tmp_path, "--data_source", "site")
+    assert r["status"].startswith("FINISHED") and r["status"] != "FINISHED:COMPLETED", r["status"]
+    assert r["elapsed"] < BOUND_S
+    for site in SITES:
+        said = r["messages"][site]
+        assert f"{site}: its own data (--data_source site) at {DEFAULT_DIR} does not exist: put train.parquet" in said, \
+            said[-2000:]
+        assert "set FL_SITE_DATA in that host's .env" in said and "docker compose up -d" in said
+    figures(f"site-local data missing at both sites: job {r['status']} {r['elapsed']:.0f}s after submission")

@@ -151,7 +151,7 @@ def check_job_cli(*args):
 @pytest.mark.parametrize("remove, words", [
     # The venv and the admin container have app_code/ on their import path: a module missing from the job must
     # still be reported, not found there.
-    ("app_site/custom/fl_site/data.py", ["app_site/custom/fl_site/client.py imports 'fl_site.data'",
+    ("app_site/custom/fl_site/data.py", ["app_site/custom/fl_site/site_data.py imports 'fl_site.data'",
                                          "neither in app_site/custom nor installed"]),
     ("app_site/custom/fl_common/model.py", ["app_site/custom/fl_site/client.py imports 'fl_common.model'"]),
     ("app_server/custom/fl_server/persistor.py", ["uses fl_server.persistor.PretrainedModelPersistor",
@@ -196,6 +196,23 @@ def test_submit_refuses_a_job_whose_sites_are_not_connected(monkeypatch):
     assert "site-2, site-3 are not connected" in str(e.value), str(e.value)
     assert "docker compose up -d site-2 site-3" in str(e.value) and "nothing was submitted" in str(e.value)
     preflight.require_sites({"sites": ["site-1"]}, AdminConsole())  # the live site alone: accepted
+
+
+def test_site_silence_is_measured_at_the_servers_answer_not_after_the_job_is_generated(monkeypatch):
+    """submit_job fetches the status while the job is generated, which takes a minute on a loaded host: a site that
+    had heartbeated 5 s before the answer is connected, however long the generation took after it."""
+    import time
+
+    from fl_deploy import host
+    from fl_deploy.host import AdminConsole
+    from fl_deploy.submit_job import preflight
+
+    answered = time.time()
+    monkeypatch.setattr(host, "admin_nvflare", lambda *a, **k: {"status": "ok", "data": {"jobs": [], "clients": [
+        {"client_name": "site-1", "client_last_conn_time": answered - 5}]}})
+    status = preflight.site_status(AdminConsole())
+    monkeypatch.setattr(preflight.time, "time", lambda: answered + 120)  # generating the job took two minutes
+    assert preflight.require_sites({"sites": ["site-1"]}, AdminConsole(), status) == ["site-1"]
 
 
 def test_job_errors_keeps_the_cause_of_a_traceback():

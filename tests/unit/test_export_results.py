@@ -143,7 +143,7 @@ def _csv(exported):
 
 def test_metrics_csv_has_a_row_per_round_and_site_plus_global_with_the_jsonl_values(exported):
     header, rows = _csv(exported)
-    assert header == ["round", "site", "train_loss", "eval_loss", "global_eval_loss", "perplexity"]
+    assert header == ["round", "site", "train_loss", "eval_loss", "global_eval_loss", "perplexity", "held_out_rows"]
     assert len(rows) == len(exported["records"]) * (len(SITES) + 1)
     assert [(r["round"], r["site"]) for r in rows] == [
         (str(rnd + 1), site) for rnd in range(len(exported["records"])) for site in SITES + ["global"]

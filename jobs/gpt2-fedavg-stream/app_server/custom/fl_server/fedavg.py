@@ -6,7 +6,8 @@ What it adds to NVFlare's FedAvg, each switchable by its constructor argument (m
 * bfloat16 on the wire (``exchange_dtype``);
 * one shared download of the global model for all the round's sites (``broadcast_mode``, shared_broadcast.py);
 * large tensors as row blocks both ways (``part_mib``, fl_common/tensor_parts.py);
-* the round's mean written into the previous global model (``aggregation``, in_place_mean.py).
+* the round's mean written into the previous global model (``aggregation``, in_place_mean.py);
+* the global held-out loss as the mean of the sites' losses weighted by their held-out rows (fl_common/held_out.py).
 
 NVFlare's FedAvg sends each round's task with no timeout and waits for every sampled site. A site that dies
 mid-round (container killed, host lost) comes back without the job, so the round, and the job, would wait forever.
@@ -36,6 +37,7 @@ from nvflare.app_common.abstract.fl_model import ParamsType
 from nvflare.app_common.aggregators.weighted_aggregation_helper import WeightedAggregationHelper
 from nvflare.app_common.workflows.fedavg import FedAvg
 
+from fl_common.held_out import HeldOutMean
 from fl_common.tensor_parts import PART_MIB, join_parts, split_large
 from fl_server.in_place_mean import InPlaceMean
 from fl_server import disk_guard, spool
@@ -80,6 +82,7 @@ class LargeModelFedAvg(FedAvg):
         self.part_mib = part_mib
         self.aggregation = aggregation
         self._targets, self._answered, self._shared, self._into = [], set(), None, {}
+        self.held_out = HeldOutMean()  # the round's held-out losses, weighted by held-out rows
         self.round_stats = RoundStats(self)  # the round's summary line and system metrics (round_stats.py)
 
     def run(self):
@@ -105,6 +108,7 @@ class LargeModelFedAvg(FedAvg):
             self.panic(full)
             raise RuntimeError(full)
         self.round_stats.round_started()
+        self.held_out.reset()
         self._end_shared_broadcast()
         sent = cast = cast_model(data, self.exchange_dtype)
         sent = with_params(cast, lambda p: split_large(p, self.part_mib))
@@ -149,6 +153,8 @@ class LargeModelFedAvg(FedAvg):
     def _aggregate_one_result(self, result) -> bool:
         site = (result.meta or {}).get("client_name")
         self._answered.add(site)
+        if result.params:  # NVFlare skips an empty result
+            self.held_out.add(site, result.metrics)
         on_disk = sum(callable(getattr(v, "materialize", None)) for v in (result.params or {}).values())
         if on_disk:  # NVFlare's tensor disk offload says nothing itself
             self.info(f"result from {site}: {on_disk} of {len(result.params)} tensors spooled to disk (offload)")
@@ -178,6 +184,7 @@ class LargeModelFedAvg(FedAvg):
             self._into = {}
         if result.params:
             result.params = join_parts(result.params)
+        result.metrics = self.held_out.apply(result.metrics)  # before AFTER_AGGREGATION: round_metrics.jsonl
         self.round_stats.aggregated(result.metrics)
         return result
 

@@ -10,7 +10,10 @@ Scalars (step = the round, 0-based like the sites'), under the server's own Tens
 
   system/round_duration_s       the round's start (task sent) -> its global model saved
   system/server_peak_memory_bytes   peak resident memory of the server's job process during the round (VmHWM)
-  global/<metric>               the round's aggregated metrics (the sites' weighted means, as round_metrics.jsonl)
+  global/<metric>               the round's aggregated metrics, as round_metrics.jsonl: global/global_eval_loss,
+                                global/eval_loss (and perplexity) are the sites' held-out losses weighted by their
+                                held-out rows, global/held_out_rows their sum (fl_common/held_out.py); the others
+                                NVFlare's means weighted by training steps
 """
 
 import re

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from fl_site.data import DEFAULT_DATASET, PARTITIONS, TEXT_FIELD
+from fl_site.site_data import DATA_SOURCES
 from fl_common.model import DEFAULT_MODEL, EXCHANGE_DTYPES, LORA_DEFAULTS
 from fl_common.tensor_parts import PART_MIB
 
@@ -29,6 +30,9 @@ class TrainSettings:
                                                                 "the server and at every site."})
     dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "Hugging Face dataset name, or a path that "
                                                                     "exists at every site."})
+    data_source: str = field(default="shared", metadata={
+        "choices": list(DATA_SOURCES),
+        "help": "Where each site's rows come from: " + "; ".join(f"{k}: {v}" for k, v in DATA_SOURCES.items()) + "."})
     sites: str = field(
         default="", metadata={"help": "Comma-separated sites of the job; a site's shard is its position "
                                       "(make_job: default project.yml's sites)."}
