@@ -73,8 +73,10 @@ def renew_kit(project_path: str, workspace: str, name: str, service_uid: int, no
                 raise ProjectError(f"nvflare provision signed {name}'s kit with another root CA than the running "
                                    f"kits' ({running_ca}): {state} does not belong to this federation; nothing was "
                                    "installed")
-        new = kit_expiry.read_certificate(kit_expiry.participant_cert_path(fresh))
-        if new.not_before <= old.not_before:
+        new_path = kit_expiry.participant_cert_path(fresh)
+        new = kit_expiry.read_certificate(new_path)
+        # The same bytes, not a later notBefore: a renewal within the second of the provisioning has an equal one.
+        if _read(new_path) == _read(kit_expiry.participant_cert_path(kit)):
             raise ProjectError(f"nvflare provision kept {name}'s old certificate (valid from "
                                f"{kit_expiry.when(old.not_before)}): nothing was installed; report this")
         shutil.rmtree(os.path.join(fresh, "local"), ignore_errors=True)
@@ -117,3 +119,8 @@ def main(argv=None) -> int:
           f"roll it: docker compose up -d --force-recreate {service} (a site on another host: "
           f"scripts/export_bundles.py --sites {args.participant} --force, then install its kit/ there and restart)")
     return 0
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
