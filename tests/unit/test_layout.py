@@ -73,3 +73,14 @@ def test_a_deployment_fact_is_written_in_one_python_file(fact):
     files = subprocess.run(["git", "grep", "-lF", fact, "--", "*.py", ":!jobs", ":!tests"], cwd=ROOT,
                            capture_output=True, text=True).stdout.split()
     assert len(files) <= 1, (fact, files)
+
+
+def test_no_two_test_files_share_a_name():
+    """pytest.ini puts tests/ and tests/e2e on the path without packages: two test files of one basename break the
+    whole run at collection ("import file mismatch"), which a run of one folder does not show."""
+    names = {}
+    for folder, _, files in os.walk(os.path.join(ROOT, "tests")):
+        for name in files:
+            if name.startswith("test_") and name.endswith(".py"):
+                names.setdefault(name, []).append(os.path.relpath(os.path.join(folder, name), ROOT))
+    assert {n: p for n, p in names.items() if len(p) > 1} == {}
