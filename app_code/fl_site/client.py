@@ -10,6 +10,7 @@ import sys
 import nvflare.client as flare
 from nvflare.client.tracking import SummaryWriter
 
+from fl_common.lora_targets import LoraTargetError
 from fl_common.model import apply_lora, exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
 from fl_common.tensor_parts import join_parts, split_large
 from fl_site.data import fingerprint, load_site_data
@@ -27,7 +28,10 @@ def main(argv=None):
 
     model, tokenizer = load_model_and_tokenizer(settings.model)
     if settings.lora:
-        model = apply_lora(model, **settings.lora_kwargs())
+        try:
+            model = apply_lora(model, **settings.lora_kwargs())
+        except LoraTargetError as e:  # before any training: the admin reads it with the site's name
+            raise LoraTargetError(f"{site}: {e}") from None
     trainer = None
     if not settings.exchange_only:
         data = load_site_data(settings.dataset, site_index, num_sites, seed=settings.seed,
