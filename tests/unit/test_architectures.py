@@ -1,5 +1,5 @@
-"""Any Hugging Face causal LM: tiny random Llama (untied embeddings, grouped-query attention) and Qwen2 (tied
-embeddings, q/k/v biases) through LoRA's target choice, the exchange, the server's checkpoint and resume, and the
+"""Any Hugging Face causal LM: tiny random Llama (untied embeddings, grouped-query attention), Qwen2 (tied
+embeddings, q/k/v biases) and Mistral (untied) through LoRA's target choice, the exchange, the server's checkpoint and resume, and the
 exported model (fl_deploy/make_tiny_assets.py --arch makes them). The processes federation runs them as jobs:
 tests/integration/test_architectures_processes.py."""
 
@@ -11,7 +11,7 @@ from fl_common.lora_targets import LoraTargetError, resolve_lora_targets
 from fl_common.model import (apply_lora, exchange_state_dict, exchanged_keys, load_exchanged_state_dict, load_model,
                              tied_aliases)
 
-ARCHS = ["llama", "qwen2"]
+ARCHS = ["llama", "qwen2", "mistral"]
 
 
 @pytest.mark.parametrize("arch", ["gpt2", *ARCHS])
