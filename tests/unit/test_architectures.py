@@ -125,3 +125,18 @@ def test_checkpoint_resumes_and_exports_a_model_that_loads_and_generates(arch, l
     inputs = tokenizer(["I thought the film was"], return_tensors="pt")
     out = loaded.generate(**inputs, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 5
+
+
+def test_a_site_refuses_the_target_before_training_naming_itself(tiny_arch_model, monkeypatch):
+    """The FL client (app_code/fl_site/client.py) at its start: the same sentence, prefixed with the site's name."""
+    from types import SimpleNamespace
+
+    from fl_site import client
+
+    monkeypatch.setattr(client, "flare", SimpleNamespace(init=lambda: None, get_site_name=lambda: "site-2"))
+    monkeypatch.setattr(client, "keep_print_destinations", lambda: None)
+    monkeypatch.setattr(client, "load_site_data", lambda *a, **k: pytest.fail("data loaded before the refusal"))
+    with pytest.raises(LoraTargetError, match=r"^site-2: --lora_target_modules 'c_fc' names no module of "
+                                              r"LlamaForCausalLM \(llama\) .* some of: down_proj, "):
+        client.main(["--model", tiny_arch_model("llama"), "--sites", "site-1,site-2", "--lora",
+                     "--lora_target_modules", "c_fc"])
