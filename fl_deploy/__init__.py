@@ -22,7 +22,8 @@ On the host (standard library only where submit_job.py and check_host.py need it
                      why a job ended abnormally; the server's saved rounds (progress.json); a resumed run's
                      earlier rounds; where a job's start went
     fetch_assets     the model and data fetched once for offline hosts
-    make_tiny_assets the tiny offline stand-ins (tests, the offline demo), random-initialised GPT-2 sizes
+    make_tiny_assets the tiny offline stand-ins (tests, the offline demo; --arch gpt2, llama, qwen2, mistral),
+                     random-initialised GPT-2 sizes
 
 In the admin container only (python3 -m fl_deploy.admin.<name>):
     admin/follow     one job's events as JSON lines, from one admin session

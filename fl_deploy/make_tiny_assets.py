@@ -4,7 +4,8 @@
     python scripts/make_tiny_assets.py --out assets/tiny
 
 Writes:
-  <out>/model/    a small GPT-2 (random init) + a byte-level BPE tokenizer trained here; load with from_pretrained
+  <out>/model/    a small causal LM (random init; --arch: GPT-2 by default) + a byte-level BPE tokenizer trained
+                  here; load with from_pretrained
   <out>/imdb/     train.parquet and test.parquet with IMDB's columns (text, label)
 With --site-data DIR it writes only DIR/train.parquet and DIR/test.parquet: one site's own data (--data_source site),
 different per site through --seed and --label-mix (the share of positive reviews).
@@ -76,10 +77,30 @@ def make_dataset(out: str, n_train: int, n_test: int, seed: int, films: int = 0,
         Dataset.from_dict({"text": texts, "label": labels}).to_parquet(os.path.join(out, f"{split}.parquet"))
 
 
-def make_model(out: str, corpus: list, seed: int, vocab_size: int):
-    import torch
+# Tiny configs, 2 layers of width 64, per architecture: gpt2 (tied embeddings, Conv1D projections), llama (untied
+# embeddings, grouped-query attention, as Llama 2/3), qwen2 (tied embeddings, q/k/v biases, as Qwen2-0.5B), mistral
+# (untied, grouped-query attention). The transformers classes are the hub models' own (config.model_type).
+ARCHS = ("gpt2", "llama", "qwen2", "mistral")
+_DECODER = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "max_position_embeddings": 128}
+
+
+def tiny_config(arch: str, vocab_size: int, eos_token_id: int):
+    """The transformers config of a tiny random model of ``arch`` (one of ARCHS; KeyError otherwise)."""
+    from transformers import GPT2Config, LlamaConfig, MistralConfig, Qwen2Config
+
+    ids = {"vocab_size": vocab_size, "bos_token_id": eos_token_id, "eos_token_id": eos_token_id}
+    return {
+        "gpt2": lambda: GPT2Config(n_positions=128, n_embd=64, n_layer=2, n_head=2, **ids),
+        "llama": lambda: LlamaConfig(**_DECODER, tie_word_embeddings=False, **ids),
+        "qwen2": lambda: Qwen2Config(**_DECODER, tie_word_embeddings=True, **ids),
+        "mistral": lambda: MistralConfig(**_DECODER, tie_word_embeddings=False, **ids),
+    }[arch]()
+
+
+def make_model(out: str, corpus: list, seed: int, vocab_size: int, arch: str = "gpt2"):
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2TokenizerFast
 
     os.makedirs(out, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
@@ -88,15 +109,21 @@ def make_model(out: str, corpus: list, seed: int, vocab_size: int):
         tokenizer_object=bpe._tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS, model_max_length=128
     )
     tokenizer.save_pretrained(out)
+    save_random_model(out, tokenizer, arch, seed)
+
+
+def save_random_model(out: str, tokenizer, arch: str, seed: int = 0) -> str:
+    """A tiny random ``arch`` model (tiny_config) for ``tokenizer``, saved with it in ``out``; returns ``out``."""
+    import torch
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=128, n_embd=64, n_layer=2, n_head=2,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    GPT2LMHeadModel(config).save_pretrained(out)
+    config = tiny_config(arch, len(tokenizer), tokenizer.eos_token_id)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
     for name in os.listdir(out):  # safetensors writes 0600; containers read these as another user
         os.chmod(os.path.join(out, name), 0o644)
+    return out
 
 
 # GPT2Config overrides for GPT-2's published architectures (Radford et al. 2019, table 2; the Hugging Face
@@ -139,6 +166,7 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=int, default=80, help="held-out reviews")
     p.add_argument("--vocab", type=int, default=400, help="tokenizer vocabulary size")
     p.add_argument("--films", type=int, default=0, help="name one of this many films in each review (0 = none)")
+    p.add_argument("--arch", default="gpt2", choices=ARCHS, help="the model's architecture (see ARCHS)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--site-data", metavar="DIR", help="write only a site's own data into DIR (no model)")
     p.add_argument("--label-mix", type=float, default=0.5, help="share of positive reviews, 0..1")
@@ -159,6 +187,6 @@ def main(argv=None) -> int:
     from datasets import load_dataset
 
     corpus = load_dataset("parquet", data_files=os.path.join(data_dir, "train.parquet"))["train"]["text"]
-    make_model(os.path.join(args.out, "model"), corpus, args.seed, args.vocab)
-    print(f"tiny model:   {os.path.join(args.out, 'model')}\ntiny dataset: {data_dir}")
+    make_model(os.path.join(args.out, "model"), corpus, args.seed, args.vocab, args.arch)
+    print(f"tiny model:   {os.path.join(args.out, 'model')} ({args.arch})\ntiny dataset: {data_dir}")
     return 0

@@ -72,6 +72,24 @@ def tiny_assets(tmp_path_factory):
     return {"model": str(out / "model"), "dataset": str(out / "imdb"), "root": str(out)}
 
 
+@pytest.fixture(scope="session")
+def tiny_arch_model(tiny_assets, tmp_path_factory):
+    """tiny_arch_model(arch) -> folder: a tiny random model of ``arch`` (make_tiny_assets.ARCHS: llama, qwen2, ...)
+    with the tiny tokenizer, made offline once per test session."""
+    from transformers import AutoTokenizer
+
+    from fl_deploy import make_tiny_assets
+
+    made = {}
+
+    def make(arch: str) -> str:
+        if arch not in made:
+            tokenizer = AutoTokenizer.from_pretrained(tiny_assets["model"])
+            made[arch] = make_tiny_assets.save_random_model(str(tmp_path_factory.mktemp(arch)), tokenizer, arch)
+        return made[arch]
+    return make
+
+
 # --- the server workflow (app_code/fl_server/fedavg.py) with a real cell, its sends recorded -----------------------------
 
 class _Engine:

@@ -2,6 +2,7 @@
 
 import csv
 import os
+from types import SimpleNamespace
 
 import pytest
 
@@ -69,3 +70,28 @@ def tiny_job(out: str, sites: list, rounds: int, tiny_assets: dict, *flags) -> s
                           "--model", tiny_assets["model"], "--dataset", tiny_assets["dataset"],
                           "--max_steps", "10", "--batch_size", "4", "--eval_samples", "16", *flags]) == 0
     return out
+
+
+def fl_ctx(root):
+    from nvflare.apis.fl_constant import FLContextKey, ReservedKey
+    from nvflare.apis.fl_context import FLContext
+
+    engine = SimpleNamespace(get_workspace=lambda: SimpleNamespace(get_root_dir=lambda: root))
+    ctx = FLContext()
+    ctx.set_prop(ReservedKey.ENGINE, engine, private=True, sticky=False)
+    ctx.set_prop(ReservedKey.RUN_NUM, "job-1", private=True, sticky=False)
+    ctx.set_prop(FLContextKey.APP_ROOT, os.path.join(root, "app_server"), private=True, sticky=False)
+    return ctx
+
+
+def persistor(root, **kwargs):
+    """PretrainedModelPersistor initialised in ``root`` as the server does: (persistor, its FLContext, the panics
+    it raised)."""
+    from fl_server.persistor import PretrainedModelPersistor
+
+    p = PretrainedModelPersistor(**kwargs)
+    panics = []
+    p.system_panic = lambda reason, fl_ctx: panics.append(reason)
+    ctx = fl_ctx(root)
+    p._initialize(ctx)
+    return p, ctx, panics

@@ -72,9 +72,9 @@ def tied_aliases(state_dict: dict) -> list:
 # --- what FL exchanges ------------------------------------------------------------------------------------------
 
 EXCHANGE_DTYPES = ("float32", "bfloat16")
-# LoRA on GPT-2: PEFT's own default target for GPT-2 (c_attn: the fused q/k/v projection), the LoRA paper's rank
-# range, alpha = 2 r. "c_attn,c_proj" also adapts the attention output and MLP down-projections.
-LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "c_attn"}
+# LoRA: the LoRA paper's rank range, alpha = 2 r; target modules "" = PEFT's default for the architecture
+# (fl_common/lora_targets.py: c_attn, the fused q/k/v projection, for GPT-2; q_proj,v_proj for Llama, Qwen2, Mistral).
+LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ""}
 
 
 def is_lora(model) -> bool:
@@ -86,20 +86,18 @@ def apply_lora(model, r: int = LORA_DEFAULTS["r"], alpha: int = LORA_DEFAULTS["a
                seed: int = None):
     """Wrap a causal LM with a LoRA adapter (peft): only the adapter trains, only the adapter is exchanged.
 
+    target_modules: comma-separated module names, "" = PEFT's default for the architecture; a name that matches no
+    module raises LoraTargetError (a ValueError) listing those that exist (fl_common/lora_targets.py).
     seed fixes the adapter's random initialisation (lora_A) without touching the global RNG."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers.pytorch_utils import Conv1D
 
-    targets = [t.strip() for t in target_modules.split(",") if t.strip()]
-    matched = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in targets]
-    if not targets or not matched:
-        raise ValueError(f"--lora_target_modules {target_modules!r} names no module of {type(model).__name__} "
-                         f"(GPT-2: c_attn, c_proj, c_fc)")
+    from fl_common.lora_targets import resolve_lora_targets
+
+    targets, fan_in_fan_out = resolve_lora_targets(model, target_modules)
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM",
-        # GPT-2's projections are Conv1D (weights stored transposed); peft needs to be told.
-        fan_in_fan_out=all(isinstance(m, Conv1D) for m in matched),
+        fan_in_fan_out=fan_in_fan_out,  # GPT-2's projections are Conv1D (weights stored transposed)
     )
     with torch.random.fork_rng(devices=[]):
         if seed is not None:

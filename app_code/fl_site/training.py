@@ -92,7 +92,8 @@ class TrainSettings:
     lora_dropout: float = field(default=LORA_DEFAULTS["dropout"], metadata={"help": "Dropout on the LoRA input."})
     lora_target_modules: str = field(
         default=LORA_DEFAULTS["target_modules"],
-        metadata={"help": "Comma-separated module names to adapt (GPT-2: c_attn, c_proj, c_fc)."},
+        metadata={"help": "Comma-separated module names to adapt; empty: PEFT's default for the model's "
+                          "architecture (GPT-2: c_attn; Llama, Qwen2, Mistral: q_proj,v_proj)."},
     )
 
     def __post_init__(self):

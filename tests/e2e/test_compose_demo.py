@@ -435,6 +435,33 @@ def test_tensorboard_page_in_a_browser(demo, tensorboard, figures):
           f"{sorted(shots.values())}")
 
 
+def test_a_llama_model_with_lora_runs_through_the_same_stack(demo, figures):
+    """Any Hugging Face causal LM (issue 22): a tiny random Llama (untied embeddings) with the demo's tiny tokenizer,
+    written into the stack's assets (what `scripts/make_tiny_assets.py --arch llama` makes), one more job through the
+    demo's running stack with LoRA on PEFT's default targets; its exported global model loads on the host and
+    generates."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fl_deploy import make_tiny_assets
+
+    work, env = demo["work"], demo["env"]
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(work, "assets", "tiny", "model"))
+    make_tiny_assets.save_random_model(os.path.join(work, "assets", "tiny-llama"), tokenizer, "llama")
+    t0 = time.monotonic()
+    run = subprocess.run(["python3", "scripts/submit_job.py", "--model", "/assets/tiny-llama", "--lora",
+                          "--rounds", "1"], cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0 and "FINISHED:COMPLETED" in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
+    result = re.search(r"results:\s+(\S+)", run.stdout)
+    assert result, run.stdout[-3000:]
+    exported = os.path.join(work, result.group(1), "global_model")
+    model = AutoModelForCausalLM.from_pretrained(exported)
+    assert type(model).__name__ == "LlamaForCausalLM" and not model.config.tie_word_embeddings
+    inputs = tokenizer(["I thought the film was"], return_tensors="pt")
+    assert model.generate(**inputs, max_new_tokens=5, do_sample=False).shape[1] == inputs["input_ids"].shape[1] + 5
+    figures(f"e2e tiny Llama LoRA job (1 round) on the demo's stack: {time.monotonic() - t0:.0f} s from "
+            "submit_job.py's start to the exported result")
+
+
 README_TEARDOWN = re.compile(r"`(docker compose --profile \S+ down -v)`")
 
 

@@ -6,10 +6,10 @@ LoRA: only the adapter tensors travel and are persisted; the checkpoint says whi
 """
 
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
+from support import persistor
 
 from fl_common.model import (apply_lora, exchange_state_dict, exchanged_keys, load_exchanged_state_dict, load_model,
                    state_dict_bytes)
@@ -198,33 +198,10 @@ def test_unknown_lora_target_is_one_sentence(tiny_assets):
 
 # --- the server persistor with LoRA ------------------------------------------------------------------------------
 
-def _fl_ctx(root):
-    from nvflare.apis.fl_constant import FLContextKey, ReservedKey
-    from nvflare.apis.fl_context import FLContext
-
-    engine = SimpleNamespace(get_workspace=lambda: SimpleNamespace(get_root_dir=lambda: root))
-    ctx = FLContext()
-    ctx.set_prop(ReservedKey.ENGINE, engine, private=True, sticky=False)
-    ctx.set_prop(ReservedKey.RUN_NUM, "job-1", private=True, sticky=False)
-    ctx.set_prop(FLContextKey.APP_ROOT, os.path.join(root, "app_server"), private=True, sticky=False)
-    return ctx
-
-
-def _persistor(root, **kwargs):
-    from fl_server.persistor import PretrainedModelPersistor
-
-    p = PretrainedModelPersistor(**kwargs)
-    panics = []
-    p.system_panic = lambda reason, fl_ctx: panics.append(reason)
-    ctx = _fl_ctx(root)
-    p._initialize(ctx)
-    return p, ctx, panics
-
-
 def test_lora_persistor_holds_persists_and_resumes_the_adapter(tiny_assets, tmp_path):
     from nvflare.app_common.abstract.model import ModelLearnableKey, make_model_learnable
 
-    p, ctx, panics = _persistor(str(tmp_path), model_name_or_path=tiny_assets["model"], lora=LORA)
+    p, ctx, panics = persistor(str(tmp_path), model_name_or_path=tiny_assets["model"], lora=LORA)
     weights = p.load_model(ctx)[ModelLearnableKey.WEIGHTS]
     expected = exchange_state_dict(apply_lora(load_model(tiny_assets["model"]), **LORA, seed=0))
     assert set(weights) == set(expected) and not panics
@@ -238,12 +215,12 @@ def test_lora_persistor_holds_persists_and_resumes_the_adapter(tiny_assets, tmp_
     assert saved["train_conf"]["lora"] == LORA
     assert os.path.isfile(os.path.join(str(tmp_path), "checkpoints", "job-1", "FL_global_model.pt"))
 
-    resumed, ctx2, panics2 = _persistor(str(tmp_path / "again"), model_name_or_path=tiny_assets["model"],
+    resumed, ctx2, panics2 = persistor(str(tmp_path / "again"), model_name_or_path=tiny_assets["model"],
                                         lora=LORA, source_ckpt_file_full_name=ckpt)
     w2 = resumed.load_model(ctx2)[ModelLearnableKey.WEIGHTS]
     assert not panics2 and all(torch.equal(w2[k], trained[k]) for k in trained)
 
-    wrong, ctx3, panics3 = _persistor(str(tmp_path / "full"), model_name_or_path=tiny_assets["model"],
+    wrong, ctx3, panics3 = persistor(str(tmp_path / "full"), model_name_or_path=tiny_assets["model"],
                                       source_ckpt_file_full_name=ckpt)
     assert wrong.load_model(ctx3) is None and "LoRA" in panics3[0]
 
@@ -251,7 +228,7 @@ def test_lora_persistor_holds_persists_and_resumes_the_adapter(tiny_assets, tmp_
 def test_full_persistor_is_unchanged_by_the_options(tiny_assets, tmp_path):
     from nvflare.app_common.abstract.model import ModelLearnableKey
 
-    p, ctx, panics = _persistor(str(tmp_path), model_name_or_path=tiny_assets["model"])
+    p, ctx, panics = persistor(str(tmp_path), model_name_or_path=tiny_assets["model"])
     weights = p.load_model(ctx)[ModelLearnableKey.WEIGHTS]
     model = load_model(tiny_assets["model"])
     assert set(weights) == set(exchanged_keys(model)) and "lm_head.weight" not in weights and not panics
@@ -341,7 +318,7 @@ def test_persistor_does_not_pin_the_initial_weights(tiny_assets, tmp_path):
 
     from nvflare.app_common.abstract.model import ModelLearnableKey, make_model_learnable
 
-    p, ctx, panics = _persistor(str(tmp_path), model_name_or_path=tiny_assets["model"])
+    p, ctx, panics = persistor(str(tmp_path), model_name_or_path=tiny_assets["model"])
     model_ref = weakref.ref(p.model)
     weights = p.load_model(ctx)[ModelLearnableKey.WEIGHTS]
     assert p.model is None and not panics

@@ -19,6 +19,7 @@ from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_opt.pt.file_model_persistor import PTFileModelPersistor
 
+from fl_common.lora_targets import LoraTargetError
 from fl_common.model import apply_lora, exchanged_keys, load_model
 
 CHECKPOINT_DIR = "checkpoints"
@@ -43,6 +44,7 @@ class PretrainedModelPersistor(PTFileModelPersistor):
         self.lora = lora
         self._resume_dir = None
         self._loaded = False
+        self._refused = None
 
     def _initialize(self, fl_ctx):
         super()._initialize(fl_ctx)
@@ -55,9 +57,15 @@ class PretrainedModelPersistor(PTFileModelPersistor):
             self.log_info(fl_ctx, f"initial global model: pretrained weights of {self.model_name_or_path!r}")
             self.model = load_model(self.model_name_or_path)
             if self.lora:
-                self.model = apply_lora(self.model, **self.lora, seed=LORA_INIT_SEED)
+                try:
+                    self.model = apply_lora(self.model, **self.lora, seed=LORA_INIT_SEED)
+                except LoraTargetError as e:  # the job stops before any site trains
+                    self.model, self._refused = None, f"server: {e}"
+                    self.system_panic(self._refused, fl_ctx)
 
     def load_model(self, fl_ctx):
+        if self._refused:
+            return None
         ckpt = self.source_ckpt_file_full_name
         # NVFlare's own panic says only "cannot load model checkpoint": name the file and the way out. torch.save
         # writes a zip archive, so a truncated or foreign file is caught here without loading 500 MB twice.

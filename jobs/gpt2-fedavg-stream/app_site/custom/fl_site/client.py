@@ -11,6 +11,7 @@ import nvflare.client as flare
 from nvflare.client.tracking import SummaryWriter
 
 from fl_common.held_out import HELD_OUT_ROWS
+from fl_common.lora_targets import LoraTargetError
 from fl_common.model import apply_lora, exchange_state_dict, load_exchanged_state_dict, load_model_and_tokenizer
 from fl_common.tensor_parts import join_parts, split_large
 from fl_site.print_redirect import keep_print_destinations
@@ -28,7 +29,10 @@ def main(argv=None):
 
     model, tokenizer = load_model_and_tokenizer(settings.model)
     if settings.lora:
-        model = apply_lora(model, **settings.lora_kwargs())
+        try:
+            model = apply_lora(model, **settings.lora_kwargs())
+        except LoraTargetError as e:  # before any training: the admin reads it with the site's name
+            raise LoraTargetError(f"{site}: {e}") from None
     trainer = None
     if not settings.exchange_only:
         data, described = site_rows(settings, site)  # its shard of the shared dataset, or its own data
