@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     from fl_common.model import load_model
     from fl_deploy import make_tiny_assets
 
-    assert make_tiny_assets.tiny_main(["--out", os.path.join(work_root, "assets")]) == 0
+    assert make_tiny_assets.main(["--out", os.path.join(work_root, "assets")]) == 0
     assets = {"model": os.path.join(work_root, "assets", "model"),
               "dataset": os.path.join(work_root, "assets", "imdb")}
     train_flags = ["--max_steps", str(args.max_steps), "--batch_size", str(args.batch_size),

@@ -41,7 +41,7 @@ def volume_full(args) -> list:
 
     work = tempfile.mkdtemp(prefix="volume-full-", dir=args.work)
     tiny = os.path.join(work, "tiny")
-    assert make_tiny_assets.tiny_main(["--out", tiny]) == 0
+    assert make_tiny_assets.main(["--out", tiny]) == 0
     sites = ["site-1", "site-2"]
     fed = local_federation.ProcessFederation(work, sites, name="volfull")
     volume = fed.workspace("localhost")
