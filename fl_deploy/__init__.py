@@ -40,6 +40,7 @@ The job's own code (what runs on the server and at the sites) is in app_code/, n
 """
 
 import os
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP_CODE = os.path.join(ROOT, "app_code")
@@ -49,3 +50,12 @@ IMAGE_UID = 10001  # the image's unprivileged user when FL_UID is not set (servi
 IMAGE_REPO = "gpt2-fl"  # test and benchmark stacks tag their images IMAGE_REPO:<stack>
 IMAGE = f"{IMAGE_REPO}:2.9.0"  # FL_IMAGE's default: the tag follows the pinned NVFlare
 BASE_IMAGE = "python:3.11-slim-bookworm"  # FL_BASE_IMAGE's default: the Dockerfile's BASE_IMAGE
+
+
+def without_packages(script: str, error: ModuleNotFoundError) -> str:
+    """The one-line error of a command of scripts/ run by a Python without the project's packages (the host's
+    python3): which package it lacks and the two ways to run the command."""
+    name = os.path.basename(script)
+    return (f"error: scripts/{name} needs the Python package {error.name!r}, which {sys.executable} lacks: run it in "
+            f"the image (scripts/in_image.sh scripts/{name} ...) or with the project's .venv (.venv/bin/python "
+            f"scripts/{name} ...; scripts/install_venv.sh makes it)")

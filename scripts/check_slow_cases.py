@@ -1,9 +1,18 @@
 #!/usr/bin/env python3
 """Fault cases too slow for CI (slow link, cold starts), PASS or FAIL per case (--help for options)."""
 
+import os
 import sys
 
-from fl_deploy.harness.check_slow_cases import main
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [_ROOT, os.path.join(_ROOT, "app_code")]  # as .venv's project.pth does
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        from fl_deploy.harness.check_slow_cases import main
+
+        sys.exit(main())
+    except ModuleNotFoundError as missing:  # the host's python3: say how to run it, not a traceback
+        from fl_deploy import without_packages
+
+        sys.exit(without_packages(__file__, missing))
