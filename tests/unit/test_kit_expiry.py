@@ -184,7 +184,8 @@ def test_preflight_warns_within_30_days_and_refuses_a_job_that_would_outlive_a_c
         f"site-1's certificate expires on {kit_expiry.when(NOW + datetime.timedelta(days=20))} before the job can end "
         f"(about {kit_expiry.when(start + datetime.timedelta(minutes=10))}); fix: {kit_expiry.renew_fix('site-1')} "
         "(nothing was submitted)")
-    # No prediction (a --job-folder, a hub model): the round's measured fixed latency (sizing_slopes.json's intercept) bounds the end.
+    # No prediction (a --job-folder, a hub model): the round's measured fixed latency (sizing_slopes.json's
+    # intercept) bounds the end.
     require_valid_kits(["site-1"], rounds=10, round_s=None, kits_dir=str(tmp_path), now=start)
 
 
