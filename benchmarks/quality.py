@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/quality.py --semantics reset/job --partitions iid
     .venv/bin/python benchmarks/quality.py --model gpt2 --dataset stanfordnlp/imdb --rounds 5 --steps 100
 
-Arms (every one evaluates on the same shared held-out split with fl_site.training.evaluate):
+Arms (iid and label-skew: every one evaluates on the same shared held-out split with fl_site.training.evaluate):
 
   FL <partition> <optimizer>/<schedule>
               app_code/fl_site/client.py in NVFlare's simulator, N sites, R rounds of S optimizer steps per site,
@@ -287,7 +287,7 @@ def plot(rows: list, path: str, title: str):
             ax.annotate(f"step 0: {start:.2f} (above the scale)", xy=(0.02, 0.97), xycoords="axes fraction",
                         va="top", fontsize=7)
     axes[0][0].set_ylabel("held-out loss")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, wrap=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
