@@ -270,7 +270,9 @@ def plot(rows: list, path: str, title: str):
     fig, axes = plt.subplots(1, len(partitions), figsize=(6.5 * len(partitions), 4.8), sharey=True, squeeze=False)
     for ax, partition in zip(axes[0], partitions):
         ax.set_title(partition)
-        arms = dict.fromkeys((r["arm"], r["partition"]) for r in rows if r["partition"] in (partition, "union"))
+        # the shared partitions' centralized arm ("union") evaluates on their held-out split, not the sites' own
+        shown = (partition,) if partition == "site-local" else (partition, "union")
+        arms = dict.fromkeys((r["arm"], r["partition"]) for r in rows if r["partition"] in shown)
         for arm, part in arms:
             pts = [(r["step"], r["held_out_loss"]) for r in rows if r["arm"] == arm and r["partition"] == part]
             style = "-" if arm.startswith("FL") else "--" if arm == "centralized" else ":"
