@@ -87,24 +87,3 @@ def test_site_local_refuses_a_dataset_it_does_not_generate():
                            "iid,site-local", "--dataset", ROOT], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "site-local" in proc.stderr.strip().splitlines()[-1] and "--dataset tiny" in proc.stderr
 
-
-def test_plot_draws_the_site_local_arms_weighted_loss_in_their_own_panel(tmp_path, monkeypatch):
-    import matplotlib.axes
-
-    drawn = []
-    real_plot = matplotlib.axes.Axes.plot
-
-    def plot(self, *args, **kwargs):
-        drawn.append((self.get_title(), kwargs.get("label"), list(args[1])))
-        return real_plot(self, *args, **kwargs)
-
-    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
-    held = {"site-1": 30, "site-2": 10}
-    rows = (bq.curve_rows("centralized", "union", "one run", [6.0, 3.0, 2.0], _Args, 16)
-            + bq.curve_rows("site-1 alone", "iid", "one run", [6.0, 3.5, 2.5], _Args, 8)
-            + sl.curve_rows("site-1 alone", "one run", [{"site-1": 6.0, "site-2": 6.4}, {"site-1": 1.8, "site-2": 4.2}],
-                            held, _Args, 8))
-    bq.plot(rows, str(tmp_path / "q.png"), "title")
-    assert sorted((t, label) for t, label, _ in drawn) == [("iid", "centralized"), ("iid", "site-1 alone"),
-                                                           ("site-local", "site-1 alone")]
-    assert next(y for t, _, y in drawn if t == "site-local") == pytest.approx([6.1, 2.4])  # the weighted loss
