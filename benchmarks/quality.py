@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/quality.py --semantics reset/job --partitions iid
     .venv/bin/python benchmarks/quality.py --model gpt2 --dataset stanfordnlp/imdb --rounds 5 --steps 100
 
-Arms (every one evaluates on the same shared held-out split with fl_site.training.evaluate):
+Arms (iid and label-skew: every one evaluates on the same shared held-out split with fl_site.training.evaluate):
 
   FL <partition> <optimizer>/<schedule>
               app_code/fl_site/client.py in NVFlare's simulator, N sites, R rounds of S optimizer steps per site,
@@ -13,6 +13,9 @@ Arms (every one evaluates on the same shared held-out split with fl_site.trainin
               starts, and for the last round the persisted FL_global_model.pt evaluated here. One arm per partition
               (--partitions: iid, label-skew with --alpha) and per-round semantics (--semantics: optimizer reset or
               carry / schedule job or round; TrainSettings.optimizer_state, lr_schedule).
+  site-local  (--partitions site-local, tiny data only) each site its own generated domain (label mix and films)
+              with --data_source site, every arm evaluated on every site's held-out rows: benchmarks/
+              quality_site_local.py, its own table (weighted held-out loss and each site's).
   centralized the union of the same N shards in one trainer, R x S optimizer steps of N x B rows (gradient
               accumulation N times the sites'): the same optimizer steps as each FL site and the same rows as the
               whole federation, one schedule over all steps.
@@ -44,7 +47,7 @@ from fl_site.data import DEFAULT_DATASET
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 SEMANTICS = ("reset/job", "carry/job", "reset/round", "carry/round")
-PARTITIONS = ("iid", "label-skew")
+PARTITIONS = ("iid", "label-skew", "site-local")
 TARGET_RATIO = 1.05  # FL's final held-out loss within 5 % of centralized (issue 16)
 # Profiles: tiny = the offline stand-ins on CPU (fl_deploy.make_tiny_assets with --films: a catalogue of 300 films whose
 # facts take data to learn, 4000 rows instead of the tests' 400, a 1000-token vocabulary); hub = the real model and
@@ -87,43 +90,60 @@ def curve_rows(arm: str, partition: str, semantics: str, losses: list, args, row
 
 
 def train_local(flags: list, site_indices: list, num_sites: int, rounds: int, log_path: str) -> dict:
-    """Train one model on the union of the listed sites' shards, R blocks of S steps with one optimizer and one
-    schedule over all of them (begin_round with carry / job: a continuous run), evaluating after each block."""
+    """Train one model on the union of the listed sites' shards (train_curve), evaluating on the shared held-out
+    split after each block."""
     from datasets import concatenate_datasets
 
-    from fl_common.model import load_model_and_tokenizer
     from fl_site.data import load_site_data
-    from fl_site.training import begin_round, build_trainer, evaluate, parse_settings
+    from fl_site.training import parse_settings
 
     settings = parse_settings(flags)
     data = [load_site_data(settings.dataset, i, num_sites, seed=settings.seed, eval_samples=settings.eval_samples,
                            partition=settings.partition, alpha=settings.dirichlet_alpha) for i in site_indices]
     train = concatenate_datasets([d.train for d in data])
+    return {"losses": train_curve(settings, train, data[0].held_out, rounds, log_path), "rows": len(train)}
+
+
+def train_curve(settings, train, held_out, rounds: int, log_path: str, measure=None) -> list:
+    """R blocks of S steps on ``train`` with one optimizer and one schedule over all of them (begin_round with
+    carry / job: a continuous run); [measure(trainer) before the first block and after each]. ``held_out`` is the
+    trainer's eval_dataset (a dict of them for measure to name); measure defaults to its held-out loss."""
+    from fl_common.model import load_model_and_tokenizer
+    from fl_site.training import begin_round, build_trainer, evaluate
+
+    measure = measure or (lambda trainer: evaluate(trainer)["eval_loss"])
     model, tokenizer = load_model_and_tokenizer(settings.model)
     with open(log_path, "w") as log, contextlib.redirect_stdout(log):
-        trainer = build_trainer(model, tokenizer, train, data[0].held_out, settings,
+        trainer = build_trainer(model, tokenizer, train, held_out, settings,
                                 os.path.join(os.path.dirname(log_path), "scratch"))
         shard = trainer.train_dataset
-        losses = [evaluate(trainer)["eval_loss"]]
+        losses = [measure(trainer)]
         for rnd in range(rounds):
             begin_round(trainer, shard, settings, rnd, rounds)
             trainer.train()
-            losses.append(evaluate(trainer)["eval_loss"])
-    return {"losses": losses, "rows": len(train)}
+            losses.append(measure(trainer))
+    return losses
+
+
+def checkpoint_model(settings, checkpoint: str) -> tuple:
+    """(model, tokenizer) of --model with a persisted global model's weights (FL_global_model.pt) loaded."""
+    import torch
+
+    from fl_common.model import load_exchanged_state_dict, load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(settings.model)
+    load_exchanged_state_dict(model, torch.load(checkpoint, weights_only=True)["model"])
+    return model, tokenizer
 
 
 def evaluate_checkpoint(flags: list, checkpoint: str, scratch: str) -> float:
     """Held-out loss of a persisted global model (FL_global_model.pt), evaluated as the sites evaluate."""
-    import torch
-
-    from fl_common.model import load_exchanged_state_dict, load_model_and_tokenizer
     from fl_site.data import load_site_data
     from fl_site.training import build_trainer, evaluate, parse_settings
 
     settings = parse_settings(flags)
     data = load_site_data(settings.dataset, 0, 1, seed=settings.seed, eval_samples=settings.eval_samples)
-    model, tokenizer = load_model_and_tokenizer(settings.model)
-    load_exchanged_state_dict(model, torch.load(checkpoint, weights_only=True)["model"])
+    model, tokenizer = checkpoint_model(settings, checkpoint)
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         return evaluate(build_trainer(model, tokenizer, data.train, data.held_out, settings, scratch))["eval_loss"]
 
@@ -131,29 +151,35 @@ def evaluate_checkpoint(flags: list, checkpoint: str, scratch: str) -> float:
 # ---------------------------------------------------------------- FL arms (client.py in NVFlare's simulator)
 
 _ROUND = re.compile(r"(site-\d+): round (\d+) steps=(\d+) .*global_eval_loss=([0-9.]+|nan|inf)")
-_SHARD = re.compile(r"(site-\d+): shard \d+/\d+, (\d+) train rows .*labels (\{.*\})")
+_SHARD = re.compile(r"(site-\d+): (?:shard \d+/\d+|own data), (\d+) train rows .*?(\d+) held-out rows"
+                    r".*labels (\{.*\})")
 
 
 def parse_client_log(text: str) -> dict:
-    """{site: {"rounds": {round: (steps, global held-out loss)}, "rows": n, "labels": {label: rows}}} from the
-    lines client.py prints."""
+    """{site: {"rounds": {round: (steps, global held-out loss)}, "rows": n, "held_out_rows": n, "labels": {label:
+    rows}}} from the lines client.py prints (fl_site/site_data.py's site_rows: a shard or the site's own data)."""
     sites = {}
     for m in _SHARD.finditer(text):
         sites.setdefault(m.group(1), {"rounds": {}})
-        sites[m.group(1)].update(rows=int(m.group(2)), labels=m.group(3))
+        sites[m.group(1)].update(rows=int(m.group(2)), held_out_rows=int(m.group(3)), labels=m.group(4))
     for m in _ROUND.finditer(text):
         sites.setdefault(m.group(1), {"rounds": {}})["rounds"][int(m.group(2))] = (int(m.group(3)),
                                                                                      float(m.group(4)))
     return sites
 
 
-def run_fl(args, partition: str, semantics: str, work: str, out: str) -> dict:
+def run_fl(args, partition: str, semantics: str, work: str, out: str, flags: list = None, env: dict = None,
+           final=None) -> dict:
+    """One FL arm in NVFlare's simulator: {"losses": site-1's global held-out loss per round + final(the persisted
+    global model) (default: evaluate_checkpoint), "sites": what each site logged of its rows, "rounds": {site:
+    {round: (steps, global held-out loss)}}, "log": the sites' log text}. flags: TrainSettings flags (default train_flags); env: more
+    environment for the sites (site-local: FL_SITE_DATA_DIR)."""
     from fl_deploy import make_job
 
     tag = f"fl-{partition}-{semantics.replace('/', '-')}"
     job, ws = os.path.join(work, f"job-{tag}"), os.path.join(work, f"ws-{tag}")
     sites = [f"site-{i + 1}" for i in range(args.sites)]
-    flags = train_flags(args, partition, semantics)
+    flags = flags or train_flags(args, partition, semantics)
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         make_job.main(["--out", job, "--sites", ",".join(sites), "--rounds", str(args.rounds),
                        "--round_timeout", "0", *flags])
@@ -167,7 +193,7 @@ def run_fl(args, partition: str, semantics: str, work: str, out: str) -> dict:
         try:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work, timeout=args.timeout,
                                   env={**os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": threads,
-                                       "MKL_NUM_THREADS": threads})
+                                       "MKL_NUM_THREADS": threads, **(env or {})})
         except subprocess.TimeoutExpired:
             raise BenchmarkError(f"{tag}: the simulator took more than {args.timeout} s (log: {sim_log})")
     with open(sim_log) as f:
@@ -189,8 +215,10 @@ def run_fl(args, partition: str, semantics: str, work: str, out: str) -> dict:
     if steps != {args.steps}:
         raise BenchmarkError(f"{tag}: the sites took {sorted(steps)} optimizer steps a round, not {args.steps}")
     losses = [site1[r][1] for r in range(args.rounds)]
-    losses.append(evaluate_checkpoint(flags, checkpoints[0], os.path.join(work, "scratch")))
-    return {"losses": losses, "sites": {s: {k: v for k, v in d.items() if k != "rounds"} for s, d in parsed.items()}}
+    final = final or (lambda path: evaluate_checkpoint(flags, path, os.path.join(work, "scratch")))
+    losses.append(final(checkpoints[0]))
+    return {"losses": losses, "sites": {s: {k: v for k, v in d.items() if k != "rounds"} for s, d in parsed.items()},
+            "rounds": {s: d["rounds"] for s, d in parsed.items()}, "log": text}
 
 
 # ---------------------------------------------------------------- report
@@ -237,11 +265,14 @@ def plot(rows: list, path: str, title: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r.get("held_out", "weighted") == "weighted"]  # site-local: its weighted loss
     partitions = [p for p in PARTITIONS if any(r["partition"] == p for r in rows)]
     fig, axes = plt.subplots(1, len(partitions), figsize=(6.5 * len(partitions), 4.8), sharey=True, squeeze=False)
     for ax, partition in zip(axes[0], partitions):
         ax.set_title(partition)
-        arms = dict.fromkeys((r["arm"], r["partition"]) for r in rows if r["partition"] in (partition, "union"))
+        # the shared partitions' centralized arm ("union") evaluates on their held-out split, not the sites' own
+        shown = (partition,) if partition == "site-local" else (partition, "union")
+        arms = dict.fromkeys((r["arm"], r["partition"]) for r in rows if r["partition"] in shown)
         for arm, part in arms:
             pts = [(r["step"], r["held_out_loss"]) for r in rows if r["arm"] == arm and r["partition"] == part]
             style = "-" if arm.startswith("FL") else "--" if arm == "centralized" else ":"
@@ -258,7 +289,7 @@ def plot(rows: list, path: str, title: str):
             ax.annotate(f"step 0: {start:.2f} (above the scale)", xy=(0.02, 0.97), xycoords="axes fraction",
                         va="top", fontsize=7)
     axes[0][0].set_ylabel("held-out loss")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, wrap=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -285,7 +316,7 @@ def parse_args(argv=None):
     p.add_argument("--eval_samples", type=int, help="held-out rows evaluated (tiny: 400, gpt2: 1000)")
     p.add_argument("--train_rows", type=int, help="tiny: training rows to make (default 4000; the test "
                                                   "fixture's assets have 400)")
-    p.add_argument("--partitions", default="iid,label-skew", help="comma-separated: iid, label-skew")
+    p.add_argument("--partitions", default="iid,label-skew", help="comma-separated: iid, label-skew, site-local")
     p.add_argument("--alpha", type=float, default=0.5, help="label-skew's Dirichlet alpha")
     p.add_argument("--semantics", default="all", help="comma-separated optimizer/schedule pairs of the FL arms: "
                                                       f"{', '.join(SEMANTICS)}; or all")
@@ -295,7 +326,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.partition_list = [s.strip() for s in args.partitions.split(",") if s.strip()]
     if not args.partition_list or set(args.partition_list) - set(PARTITIONS):
-        p.error(f"--partitions takes iid, label-skew or both, not {args.partitions!r}")
+        p.error(f"--partitions takes some of {', '.join(PARTITIONS)}, not {args.partitions!r}")
+    if "site-local" in args.partition_list and args.dataset not in ("auto", "tiny"):
+        p.error("--partitions site-local generates each site's data: it takes --dataset tiny (or auto without CUDA)")
     args.semantics_list = list(SEMANTICS) if args.semantics == "all" else [
         s.strip() for s in args.semantics.split(",") if s.strip()]
     if not args.semantics_list or set(args.semantics_list) - set(SEMANTICS):
@@ -385,40 +418,49 @@ def benchmark(args) -> int:
               f"{args.grad_accum}, lr {args.learning_rate:g}; model {args.model}, data {args.dataset}; {device}",
               flush=True)
 
-        t = time.perf_counter()
-        central = train_local(train_flags(args, "iid", grad_accum=args.grad_accum * n), list(range(n)), n,
-                              args.rounds, os.path.join(out, "centralized.log"))
-        wall["centralized"] = time.perf_counter() - t
-        rows += curve_rows("centralized", "union", "one run", central["losses"], args, n * per_site_rows)
-        print(f"centralized: final held-out loss {central['losses'][-1]:.4f} ({wall['centralized']:.0f} s)",
-              flush=True)
+        shared = [p for p in args.partition_list if p != "site-local"]
+        if shared:
+            t = time.perf_counter()
+            central = train_local(train_flags(args, "iid", grad_accum=args.grad_accum * n), list(range(n)), n,
+                                  args.rounds, os.path.join(out, "centralized.log"))
+            wall["centralized"] = time.perf_counter() - t
+            rows += curve_rows("centralized", "union", "one run", central["losses"], args, n * per_site_rows)
+            print(f"centralized: final held-out loss {central['losses'][-1]:.4f} ({wall['centralized']:.0f} s)",
+                  flush=True)
 
-        for partition in args.partition_list:
-            for k in range(n):
-                arm = f"site-{k + 1} alone"
-                t = time.perf_counter()
-                alone = train_local(train_flags(args, partition), [k], n, args.rounds,
-                                    os.path.join(out, f"alone-{partition}-site-{k + 1}.log"))
-                wall[f"{arm} {partition}"] = time.perf_counter() - t
-                rows += curve_rows(arm, partition, "one run", alone["losses"], args, per_site_rows)
-                print(f"{arm} ({partition}, {alone['rows']} rows): final held-out loss {alone['losses'][-1]:.4f} "
-                      f"({wall[f'{arm} {partition}']:.0f} s)", flush=True)
-            for semantics in args.semantics_list:
-                arm = f"FL {partition} {semantics}"
-                t = time.perf_counter()
-                fl = run_fl(args, partition, semantics, work, out)
-                wall[arm] = time.perf_counter() - t
-                rows += curve_rows(arm, partition, semantics, fl["losses"], args, n * per_site_rows)
-                shard_rows = sum(d.get("rows", 0) for d in fl["sites"].values())
-                if shard_rows != central["rows"]:
-                    raise BenchmarkError(f"{arm}: the sites' shards hold {shard_rows} rows, the centralized union "
-                                         f"{central['rows']}: not the same data")
-                if not notes or partition not in " ".join(notes):
-                    notes.append(f"{partition} shards: " + "; ".join(
-                        f"{s} {d.get('rows')} rows, labels {d.get('labels')}" for s, d in sorted(fl["sites"].items())))
-                ratio = fl["losses"][-1] / central["losses"][-1]
-                print(f"{arm}: final held-out loss {fl['losses'][-1]:.4f}, FL / centralized {ratio:.3f} "
-                      f"({wall[arm]:.0f} s)", flush=True)
+            for partition in shared:
+                for k in range(n):
+                    arm = f"site-{k + 1} alone"
+                    t = time.perf_counter()
+                    alone = train_local(train_flags(args, partition), [k], n, args.rounds,
+                                        os.path.join(out, f"alone-{partition}-site-{k + 1}.log"))
+                    wall[f"{arm} {partition}"] = time.perf_counter() - t
+                    rows += curve_rows(arm, partition, "one run", alone["losses"], args, per_site_rows)
+                    print(f"{arm} ({partition}, {alone['rows']} rows): final held-out loss {alone['losses'][-1]:.4f} "
+                          f"({wall[f'{arm} {partition}']:.0f} s)", flush=True)
+                for semantics in args.semantics_list:
+                    arm = f"FL {partition} {semantics}"
+                    t = time.perf_counter()
+                    fl = run_fl(args, partition, semantics, work, out)
+                    wall[arm] = time.perf_counter() - t
+                    rows += curve_rows(arm, partition, semantics, fl["losses"], args, n * per_site_rows)
+                    shard_rows = sum(d.get("rows", 0) for d in fl["sites"].values())
+                    if shard_rows != central["rows"]:
+                        raise BenchmarkError(f"{arm}: the sites' shards hold {shard_rows} rows, the centralized union "
+                                             f"{central['rows']}: not the same data")
+                    if not notes or partition not in " ".join(notes):
+                        notes.append(f"{partition} shards: " + "; ".join(
+                            f"{s} {d.get('rows')} rows, labels {d.get('labels')}"
+                            for s, d in sorted(fl["sites"].items())))
+                    ratio = fl["losses"][-1] / central["losses"][-1]
+                    print(f"{arm}: final held-out loss {fl['losses'][-1]:.4f}, FL / centralized {ratio:.3f} "
+                          f"({wall[arm]:.0f} s)", flush=True)
+        local = None
+        if "site-local" in args.partition_list:
+            from benchmarks import quality_site_local
+
+            local = quality_site_local.run(args, work, out, wall)
+            rows += local["rows"]
         total_s = time.perf_counter() - started
         header = (f"Held-out loss at an equal budget: {n} sites x {args.rounds} rounds x {args.steps} optimizer steps "
                   f"(batch {args.batch_size} x accum {args.grad_accum} a site; centralized: accum "
@@ -426,16 +468,26 @@ def benchmark(args) -> int:
                   f"{args.seed}; model {args.label['model']}, data {args.label['dataset']}; "
                   f"{device}; NVFlare {nvflare.__version__}, transformers {transformers.__version__}, torch "
                   f"{torch.__version__}; {total_s:.0f} s in all")
-        table = final_table(rows, args)
-        notes += [f"centralized trains the union of the sites' shards ({central['rows']} rows)",
-                  "wall seconds per arm: " + ", ".join(f"{k} {v:.0f}" for k, v in wall.items()),
-                  f"target (iid): FL ÷ centralized ≤ {TARGET_RATIO} (✓ met, ✗ not met); ÷ best site alone < 1 "
-                  "means below every site-alone run of that partition (✓)"]
-        text = markdown(table, header, notes)
+        wall_note = "wall seconds per arm: " + ", ".join(f"{k} {v:.0f}" for k, v in wall.items())
+        table, text = [], header + "\n"
+        if shared:
+            table = final_table([r for r in rows if r["partition"] != "site-local"], args)
+            text = markdown(table, header, notes + [
+                f"centralized trains the union of the sites' shards ({central['rows']} rows)",
+                *([] if local else [wall_note]),
+                f"target (iid): FL ÷ centralized ≤ {TARGET_RATIO} (✓ met, ✗ not met); ÷ best site alone < 1 means "
+                "below every site-alone run of that partition (✓)"])
+        if local:
+            from benchmarks import quality_site_local
+
+            local_table = quality_site_local.table(local["finals"], local["held_out_rows"])
+            table += local_table
+            text += ("\nSite-local data:\n\n" + quality_site_local.markdown(local_table, local["held_out_rows"])
+                     + "\n" + "".join(f"- {n}\n" for n in local["notes"] + [wall_note]))
         with open(os.path.join(out, "quality.md"), "w") as f:
             f.write(text)
         with open(os.path.join(out, "quality.csv"), "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
             writer.writeheader()
             writer.writerows(rows)
         with open(os.path.join(out, "quality.json"), "w") as f:
@@ -453,4 +505,6 @@ def benchmark(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from benchmarks import quality  # one copy of this module: benchmarks/quality_site_local.py imports it too
+
+    sys.exit(quality.main())

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from benchmarks import quality as bq
+from benchmarks import quality_site_local
 from fl_deploy import ROOT
 
 SCRIPT = os.path.join(ROOT, "benchmarks", "quality.py")
@@ -91,15 +92,20 @@ def test_plot_draws_one_line_per_arm_and_partition(tmp_path, monkeypatch):
     real_plot = matplotlib.axes.Axes.plot
 
     def plot(self, *args, **kwargs):
-        drawn.append((self.get_title(), kwargs.get("label"), list(args[0])))
+        drawn.append((self.get_title(), kwargs.get("label"), list(args[0]), list(args[1])))
         return real_plot(self, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
     rows = (bq.curve_rows("centralized", "union", "one run", [6.0, 3.0, 2.0], _Args, 16)
             + bq.curve_rows("site-1 alone", "iid", "one run", [6.0, 3.5, 2.5], _Args, 8)
-            + bq.curve_rows("site-1 alone", "label-skew", "one run", [6.0, 4.0, 3.0], _Args, 8))
+            + bq.curve_rows("site-1 alone", "label-skew", "one run", [6.0, 4.0, 3.0], _Args, 8)
+            # site-local: its own panel, its own arms only, their loss weighted by held-out rows
+            + quality_site_local.curve_rows("site-1 alone", "one run", [{"site-1": 6.0, "site-2": 6.4},
+                                                                        {"site-1": 1.8, "site-2": 4.2}],
+                                            {"site-1": 30, "site-2": 10}, _Args, 8))
     bq.plot(rows, str(tmp_path / "q.png"), "title")
     assert (tmp_path / "q.png").stat().st_size > 0
-    assert sorted((t, label, len(x)) for t, label, x in drawn) == [
+    assert sorted((t, label, len(x)) for t, label, x, _ in drawn) == [
         ("iid", "centralized", 3), ("iid", "site-1 alone", 3), ("label-skew", "centralized", 3),
-        ("label-skew", "site-1 alone", 3)]
+        ("label-skew", "site-1 alone", 3), ("site-local", "site-1 alone", 2)]
+    assert next(y for t, _, _, y in drawn if t == "site-local") == pytest.approx([6.1, 2.4])

@@ -4,8 +4,9 @@ the site's own data, which its operator declares on the site's host and the job 
 Site-local data: the site's host sets a folder in its .env (one-host stack: FL_SITE_DATA_<SITE>, e.g.
 FL_SITE_DATA_SITE_1; a site bundle: FL_SITE_DATA), Compose mounts it read-only at /data/site in that site's
 container only (fl_deploy/compose_files.py, docker/site-host.yaml) and sets FL_SITE_DATA_DIR=/data/site there
-(docker/services.yaml). A site run as a process reads FL_SITE_DATA_DIR from its environment. Any format
-fl_site/data.py's load_text_dataset reads works: a save_to_disk folder, train.<ext> (+ test.<ext>), one file.
+(docker/services.yaml). A site run as a process reads FL_SITE_DATA_DIR from its environment; a "{site}" in it
+becomes the site's name, for sites that share one environment (NVFlare's simulator: benchmarks/quality.py). Any
+format fl_site/data.py's load_text_dataset reads works: a save_to_disk folder, train.<ext> (+ test.<ext>), one file.
 No sharding: the site trains on all its rows and evaluates on its own held-out split (its test split, else a seeded
 10 % of its rows). What leaves the site: row counts and fingerprints in its log, never the host path or the rows.
 """
@@ -26,9 +27,10 @@ DEFAULT_DIR = "/data/site"
 VAR_ENV = "FL_SITE_DATA_VAR"  # the host's .env variable naming that folder, for the fix in an error
 
 
-def data_dir(environ=None) -> str:
-    """The site's data folder as the site sees it: $FL_SITE_DATA_DIR, else /data/site."""
-    return (os.environ if environ is None else environ).get(DIR_ENV) or DEFAULT_DIR
+def data_dir(environ=None, site: str = "") -> str:
+    """The site's data folder as the site sees it: $FL_SITE_DATA_DIR with "{site}" replaced by ``site``, else
+    /data/site."""
+    return ((os.environ if environ is None else environ).get(DIR_ENV) or DEFAULT_DIR).replace("{site}", site)
 
 
 def _fix(site: str, environ) -> str:
@@ -55,7 +57,7 @@ def load_own_data(site: str, seed: int = 42, max_train_samples: int = 0, eval_sa
     Raises DataError, one sentence naming the site, the path as the site sees it and the fix, when the folder is
     missing, empty, unreadable, not a dataset or has no ``text`` column."""
     environ = os.environ if environ is None else environ
-    path = data_dir(environ)
+    path = data_dir(environ, site)
 
     def fail(problem: str):
         return DataError(f"{site}: its own data (--data_source site) at {path} {problem}: {_fix(site, environ)}")
