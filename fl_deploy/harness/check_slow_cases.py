@@ -20,6 +20,8 @@ volume-full  The server's volume fills during a job (fl_deploy/harness/slow_volu
 kit-clock    A kit's certificates under a shifted clock (issue 24 cases 1, 2; fl_deploy/harness/slow_kit_clock.py):
              libfaketime in a container of the image, the start check and a mutual-TLS handshake a year on, and a
              clock 2 hours behind the provisioning host's.
+architectures  A tiny Llama and a tiny Qwen2, each with full weights and with LoRA, as FL jobs through provisioned
+             processes (issue 22; fl_deploy/harness/slow_architectures.py): CI runs two of the four.
 
 Needs the project's venv; cold-starts also a Docker engine with Compose v2 (the image is built from docker/wheels
 on --base-image). Exit 0 when every case passed, 1 otherwise.
@@ -249,8 +251,10 @@ def cold_starts(args) -> list:
 
 from fl_deploy.harness.slow_volume_full import volume_full  # noqa: E402
 from fl_deploy.harness.slow_kit_clock import kit_clock  # noqa: E402
+from fl_deploy.harness.slow_architectures import architectures  # noqa: E402
 
-CASES = {"slow-link": slow_link, "cold-starts": cold_starts, "volume-full": volume_full, "kit-clock": kit_clock}
+CASES = {"slow-link": slow_link, "cold-starts": cold_starts, "volume-full": volume_full, "kit-clock": kit_clock,
+         "architectures": architectures}
 
 
 def main(argv=None) -> int:
