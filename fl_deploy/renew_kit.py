@@ -1,7 +1,7 @@
 """Renew one participant's certificate under the same root CA: a freshly signed kit for that participant only.
 
-    python3 scripts/renew_kit.py site-1            # then: docker compose up -d --force-recreate site-1
-    python3 scripts/renew_kit.py fl-server         # the server's kit (restart it between jobs)
+    scripts/in_image.sh scripts/renew_kit.py site-1      # then: docker compose up -d --force-recreate site-1
+    scripts/in_image.sh scripts/renew_kit.py fl-server   # the server's kit; then recreate `server` between jobs
 
 NVFlare's provisioning state (workspace/provision/<project>/state/cert.json) keeps the root CA and every
 participant's certificate, and `nvflare provision` reuses what it holds. This command drops the one participant's
@@ -10,7 +10,8 @@ certificate for it alone. The new kit replaces workspace/kits/<name>/ (its local
 is carried over); the old kit is moved to workspace/kits-replaced/<name>-<UTC time>/, never edited or deleted: a
 running container keeps the kit folder it mounted until it is restarted, so a running job is not touched. No other
 kit changes: the others trust the same root CA, so none of them restarts. Roll the new kit by restarting that one
-container (on another host: export its bundle again, scripts/export_bundles.py --sites NAME, and install its kit/).
+container (on another host: export its bundle again, scripts/export_bundles.py --sites NAME --force, move the host's kit/ aside, put the new
+one in its place, and recreate the container).
 
 A certificate never outlives its root CA (NVFlare caps it there): the renewed certificate ends at the root's
 expiry when that is within NVFlare's 360 days. A new root CA means every kit re-provisioned (docs/reliability.md).
@@ -101,10 +102,13 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("participant", help="whose certificate to renew: the server's, a site's or an admin's name as in "
                                        "project.yml (e.g. site-1, fl-server, admin@fl-demo.org)")
-    p.add_argument("--project", default=os.path.join(ROOT, "project.yml"))
-    p.add_argument("--workspace", default=os.path.join(ROOT, "workspace"))
+    p.add_argument("--project", default=os.path.join(ROOT, "project.yml"),
+                   help="the federation's project.yml (default: the project's)")
+    p.add_argument("--workspace", default=os.path.join(ROOT, "workspace"),
+                   help="where provisioning keeps its state and the kits (default: the project's workspace/)")
     p.add_argument("--service-uid", type=int, default=IMAGE_UID,
-                   help="when run as root, chown the new kit to this uid (the image's user); 0 = leave as is")
+                   help=f"when run as root, chown the new kit to this uid (default {IMAGE_UID}, the image's user; "
+                        "give FL_UID if .env sets one); 0 = leave as is")
     args = p.parse_args(argv)
     try:
         kit, replaced, new, root = renew_kit(args.project, args.workspace, args.participant, args.service_uid)
@@ -117,7 +121,8 @@ def main(argv=None) -> int:
     print(f"{args.participant}: new kit {os.path.relpath(kit)}, certificate valid until "
           f"{kit_expiry.when(new.not_after)}{capped}; the old kit is in {os.path.relpath(replaced)}\n"
           f"roll it: docker compose up -d --force-recreate {service} (a site on another host: "
-          f"scripts/export_bundles.py --sites {args.participant} --force, then install its kit/ there and restart)")
+          f"scripts/export_bundles.py --sites {args.participant} --force, then on that host move its kit/ aside, put the bundle's in its place and "
+          f"docker compose up -d --force-recreate)")
     return 0
 
 

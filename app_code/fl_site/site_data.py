@@ -3,8 +3,8 @@ the site's own data, which its operator declares on the site's host and the job 
 
 Site-local data: the site's host sets a folder in its .env (one-host stack: FL_SITE_DATA_<SITE>, e.g.
 FL_SITE_DATA_SITE_1; a site bundle: FL_SITE_DATA), Compose mounts it read-only at /data/site in that site's
-container only (fl_deploy/compose_files.py, docker/site-host.yaml) and sets FL_SITE_DATA_DIR=/data/site there
-(docker/services.yaml). A site run as a process reads FL_SITE_DATA_DIR from its environment; a "{site}" in it
+container only (fl_deploy/compose_files.py, docker/site-host.yaml), where FL_SITE_DATA_DIR is unset and its
+default, /data/site, applies. A site run as a process reads FL_SITE_DATA_DIR from its environment; a "{site}" in it
 becomes the site's name, for sites that share one environment (NVFlare's simulator: benchmarks/quality.py). Any
 format fl_site/data.py's load_text_dataset reads works: a save_to_disk folder, train.<ext> (+ test.<ext>), one file.
 No sharding: the site trains on all its rows and evaluates on its own held-out split (its test split, else a seeded
