@@ -2,6 +2,14 @@
 
     python3 scripts/check_host.py            # GPU deployment
     python3 scripts/check_host.py --cpu      # CPU overlay: no GPU runtime needed
+
+In this order, stopping at the first problem (exit 2): Docker answers; Compose is new enough, and what rootless
+Docker, Podman or SELinux need (fl_deploy/docker_engine.py); a working GPU path (not with --cpu); the containers'
+user can read the model and data folder (FL_ASSETS_DIR, default assets/) and each site's own data folder
+(FL_SITE_DATA_<SITE> in .env); every kit of workspace/kits/ is valid by this host's clock, printed one line per kit
+("kit site-1: certificate until ..."); with --kits every kit the services mount is provisioned; with --port the
+server's port is free. Warnings (exit 0): what the host lacks but the deployment works without (THP for huge pages,
+an unlabelled folder on SELinux, rootless Docker's uid mapping). "host ok" when nothing stopped it.
 """
 
 import argparse
@@ -13,7 +21,7 @@ import subprocess
 import sys
 
 from fl_deploy import IMAGE, IMAGE_UID, ROOT, docker_engine, huge_pages, kit_expiry
-from fl_deploy.host import HostError, check_docker, compose, running_services, setting
+from fl_deploy.host import HostError, check_docker, compose, env_settings, running_services, setting
 
 
 def check_gpu_runtime():
@@ -57,28 +65,49 @@ def container_uid() -> int:
     return int(os.environ.get("FL_UID") or IMAGE_UID)
 
 
-def check_assets(uid: int):
-    """Everything under assets/ (mounted read-only at /assets) must be readable by the containers' user. A file
-    only its owner may read (save_pretrained can write 0600) fails to load in the container with Hugging Face's
-    misleading 'No such file or directory'."""
+def check_readable(folder: str, uid: int, what: str) -> list:
+    """What under ``folder`` the containers' user (uid) cannot read or enter: ["path (mode, uid)", ...]."""
     def can(st, bits):  # bits: 4 = read, 5 = read + enter (directories)
         mode = st.st_mode
         return (st.st_uid == uid and (mode >> 6) & bits == bits) or (st.st_gid == uid and (mode >> 3) & bits == bits) \
             or mode & bits == bits
 
+    def shown(path):  # as the user wrote it: relative to the project when it is inside it
+        return os.path.relpath(path, ROOT) if os.path.abspath(path).startswith(ROOT + os.sep) else path
+
     blocked = []
-    for dirpath, dirs, files in os.walk(os.path.join(ROOT, "assets")):
+    for dirpath, dirs, files in os.walk(folder):
         for name, bits in [(d, 5) for d in dirs] + [(f, 4) for f in files]:
             path = os.path.join(dirpath, name)
             st = os.stat(path)
             if not can(st, bits):
-                blocked.append(f"{os.path.relpath(path, ROOT)} (mode {st.st_mode & 0o777:04o}, uid {st.st_uid})")
+                blocked.append(f"{shown(path)} (mode {st.st_mode & 0o777:04o}, uid {st.st_uid})")
     if blocked:
         more = f" and {len(blocked) - 3} more" if len(blocked) > 3 else ""
-        raise HostError(
-            f"the containers' user (uid {uid}) cannot read {', '.join(blocked[:3])}{more}: loading would fail "
-            "with 'No such file or directory'; run chmod -R a+rX assets"
-        )
+        raise HostError(f"the containers' user (uid {uid}) cannot read {', '.join(blocked[:3])}{more}: {what}; run "
+                        f"chmod -R a+rX {shown(folder)}")
+    return blocked
+
+
+def check_assets(uid: int):
+    """Everything under the assets folder (FL_ASSETS_DIR, default assets/; mounted read-only at /assets) must be
+    readable by the containers' user. A file only its owner may read (save_pretrained can write 0600) fails to load
+    in the container with Hugging Face's misleading 'No such file or directory'."""
+    check_readable(os.path.join(ROOT, setting("FL_ASSETS_DIR", "assets")), uid,
+                   "loading would fail with 'No such file or directory'")
+
+
+def check_site_data(uid: int):
+    """Each site's own data folder named in .env (FL_SITE_DATA_<SITE>, jobs with --data_source site): it exists and
+    the containers' user can read all of it (a job would stop at the site's start otherwise)."""
+    for name, folder in sorted(env_settings("FL_SITE_DATA_").items()):
+        if not folder:
+            continue
+        path = os.path.join(ROOT, folder)
+        if not os.path.isdir(path):
+            raise HostError(f"{name}={folder} is not a folder on this host: Docker would mount an empty folder "
+                            f"it creates, and a --data_source site job would stop at that site; fix the path in .env")
+        check_readable(path, uid, f"{name}'s site could not read its own data")
 
 
 def check_kit_expiry(kits_dir: str = os.path.join(ROOT, "workspace", "kits"), now=None):
@@ -114,7 +143,7 @@ def check_port(bind: str, port: int):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="check_host.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cpu", action="store_true", help="skip the GPU runtime check")
-    p.add_argument("--kits", action="store_true", help="also require provisioned kits")
+    p.add_argument("--kits", action="store_true", help="also require the kit of every service compose runs")
     p.add_argument("--port", action="store_true", help="also require the server's port to be free")
     args = p.parse_args(argv)
     try:
@@ -125,6 +154,7 @@ def main(argv=None) -> int:
         if not args.cpu:
             check_gpu_runtime()
         check_assets(container_uid())
+        check_site_data(container_uid())
         check_kit_expiry()
         if args.kits or args.port:
             model = compose_model()

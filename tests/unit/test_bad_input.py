@@ -225,3 +225,26 @@ def test_job_errors_keeps_the_cause_of_a_traceback():
            "2026-11-27 21:53:02,000 - Cell - INFO - all fine\n")
     assert job_errors.summarize(log) == ["data.DataError: dataset path '/data/imdb' does not exist",
                                          "Aborting current RUN"]
+
+
+def test_check_host_site_data_folders_named_in_env(tmp_path, monkeypatch):
+    """FL_SITE_DATA_<SITE> of .env (--data_source site): a path that is no folder, or one the containers' user cannot
+    read, stops check_host.py naming the variable and the fix; a readable folder passes."""
+    from fl_deploy import check_host
+    from fl_deploy.host import HostError
+
+    monkeypatch.setattr(check_host, "ROOT", str(tmp_path))
+    data = tmp_path / "site-1-data"
+    monkeypatch.setenv("FL_SITE_DATA_SITE_1", str(tmp_path / "typo"))
+    with pytest.raises(HostError, match=r"^FL_SITE_DATA_SITE_1=\S+typo is not a folder on this host: .*fix the path"):
+        check_host.check_site_data(1000)
+    data.mkdir()
+    (data / "train.csv").write_text("text\nok\n")
+    (data / "train.csv").chmod(0o600)
+    monkeypatch.setenv("FL_SITE_DATA_SITE_1", str(data))
+    other_uid = os.stat(data / "train.csv").st_uid + 12345
+    with pytest.raises(HostError, match=r"cannot read site-1-data/train.csv \(mode 0600.*FL_SITE_DATA_SITE_1's site "
+                                        r"could not read its own data; run chmod -R a\+rX site-1-data"):
+        check_host.check_site_data(other_uid)
+    (data / "train.csv").chmod(0o644)
+    check_host.check_site_data(other_uid)
