@@ -21,6 +21,7 @@ import time
 import yaml
 
 from fl_deploy import IMAGE_UID, ROOT, compose_files
+from fl_deploy.host import container_uid
 from fl_deploy.project import DNS_LABEL, Project, ProjectError, check_deployable, load_project, parse_project
 from fl_deploy.provision import chown_tree, run_nvflare_provision, state_dir
 
@@ -138,7 +139,9 @@ def main(argv=None) -> int:
     p.add_argument("--org", default="new_site", help="its organisation (letters, digits, _)")
     p.add_argument("--project", default=os.path.join(ROOT, "project.yml"))
     p.add_argument("--workspace", default=os.path.join(ROOT, "workspace"))
-    p.add_argument("--service-uid", type=int, default=IMAGE_UID)
+    p.add_argument("--service-uid", type=int, default=container_uid(),
+                   help="when run as root, chown the kit to this uid: the containers' (FL_UID of .env, else the "
+                        f"image's {IMAGE_UID}; default {container_uid()}); 0 = leave as is")
     p.add_argument("--compose-dir", default=ROOT, help="regenerate the compose files here ('' = skip)")
     p.add_argument("--start", action="store_true", help="docker compose up -d the new site and wait for it")
     args = p.parse_args(argv)

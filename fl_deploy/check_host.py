@@ -20,8 +20,8 @@ import stat
 import subprocess
 import sys
 
-from fl_deploy import IMAGE, IMAGE_UID, ROOT, docker_engine, huge_pages, kit_expiry
-from fl_deploy.host import HostError, check_docker, compose, env_settings, running_services, setting
+from fl_deploy import IMAGE, ROOT, docker_engine, huge_pages, kit_expiry
+from fl_deploy.host import HostError, check_docker, compose, container_uid, env_settings, running_services, setting
 
 
 def check_gpu_runtime():
@@ -58,11 +58,6 @@ def kit_missing(folder: str) -> bool:
         return False
     except OSError:
         return True
-
-
-def container_uid() -> int:
-    """The uid the containers run as: FL_UID (demo.sh sets it to yours) or the image's default."""
-    return int(os.environ.get("FL_UID") or IMAGE_UID)
 
 
 def check_readable(folder: str, uid: int, what: str) -> list:

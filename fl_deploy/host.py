@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from fl_deploy import ROOT
+from fl_deploy import IMAGE_UID, ROOT
 
 ADMIN_SERVICE = "admin"
 ADMIN_KIT = "/home/fl/admin-kit"  # docker/entrypoint.sh copies the read-only kit here
@@ -39,6 +39,11 @@ def setting(name: str, default: str, env_file: str = None) -> str:
     if name in os.environ:
         return os.environ[name]
     return read_env_file(env_file or os.path.join(ROOT, ".env")).get(name, default)
+
+
+def container_uid(env_file: str = None) -> int:
+    """The uid the containers run as: FL_UID of the environment or .env (demo.sh records yours), else the image's."""
+    return int(setting("FL_UID", "", env_file) or IMAGE_UID)
 
 
 def env_settings(prefix: str, env_file: str = None) -> dict:

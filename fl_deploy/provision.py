@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 from fl_deploy import IMAGE_UID, ROOT
+from fl_deploy.host import container_uid
 from fl_deploy.project import Project, ProjectError, check_deployable, load_project
 
 
@@ -96,8 +97,9 @@ def main(argv=None) -> int:
     p.add_argument("--storage-root", default="/workspace",
                    help="server job store / snapshot root as the server sees it (container path)")
     p.add_argument("--force", action="store_true", help="replace existing kits")
-    p.add_argument("--service-uid", type=int, default=IMAGE_UID,
-                   help="when run as root, chown kits to this uid (the image's user); 0 = leave as is")
+    p.add_argument("--service-uid", type=int, default=container_uid(),
+                   help="when run as root, chown the kit to this uid: the containers' (FL_UID of .env, else the "
+                        f"image's {IMAGE_UID}; default {container_uid()}); 0 = leave as is")
     p.add_argument("--compose-dir", default=ROOT,
                    help="regenerate compose.participants.yaml / compose.cpu.yaml here ('' = skip)")
     args = p.parse_args(argv)

@@ -26,6 +26,7 @@ import shutil
 import sys
 
 from fl_deploy import IMAGE_UID, ROOT, kit_expiry
+from fl_deploy.host import container_uid
 from fl_deploy.add_site import require_state, running_root_ca
 from fl_deploy.project import ProjectError, load_project
 from fl_deploy.provision import chown_tree, run_nvflare_provision
@@ -106,9 +107,9 @@ def main(argv=None) -> int:
                    help="the federation's project.yml (default: the project's)")
     p.add_argument("--workspace", default=os.path.join(ROOT, "workspace"),
                    help="where provisioning keeps its state and the kits (default: the project's workspace/)")
-    p.add_argument("--service-uid", type=int, default=IMAGE_UID,
-                   help=f"when run as root, chown the new kit to this uid (default {IMAGE_UID}, the image's user; "
-                        "give FL_UID if .env sets one); 0 = leave as is")
+    p.add_argument("--service-uid", type=int, default=container_uid(),
+                   help="when run as root, chown the kit to this uid: the containers' (FL_UID of .env, else the "
+                        f"image's {IMAGE_UID}; default {container_uid()}); 0 = leave as is")
     args = p.parse_args(argv)
     try:
         kit, replaced, new, root = renew_kit(args.project, args.workspace, args.participant, args.service_uid)

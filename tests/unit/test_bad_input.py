@@ -248,3 +248,18 @@ def test_check_host_site_data_folders_named_in_env(tmp_path, monkeypatch):
         check_host.check_site_data(other_uid)
     (data / "train.csv").chmod(0o644)
     check_host.check_site_data(other_uid)
+
+
+def test_the_containers_uid_is_fl_uid_of_env_else_the_images(tmp_path, monkeypatch):
+    """provision, add_site and renew_kit chown kits (run as root) to the uid the containers run as: FL_UID of the
+    environment or .env (what demo.sh records), else the image's; check_host reads the same."""
+    from fl_deploy import IMAGE_UID
+    from fl_deploy.host import container_uid
+
+    env = tmp_path / ".env"
+    monkeypatch.delenv("FL_UID", raising=False)
+    assert container_uid(str(env)) == IMAGE_UID
+    env.write_text("FL_UID=1234\n")
+    assert container_uid(str(env)) == 1234
+    monkeypatch.setenv("FL_UID", "2345")
+    assert container_uid(str(env)) == 2345
