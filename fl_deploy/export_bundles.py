@@ -155,7 +155,8 @@ def site_readme(site: str, server: str, port: int, image: str) -> str:
 This folder is all the site needs: `kit/` (the site's signed startup kit; `kit/startup/client.key` is its
 private key, keep it here), `compose.yaml` + `services.yaml` (the service), `compose.cpu.yaml` (no-GPU overlay),
 `.env` (settings), `assets/` (mounted read-only at `/assets`, for offline models and data) and `site-data/`
-(this site's own data for jobs with `FL_DATA_SOURCE=site`: `train.parquet` with a `text` column; `FL_SITE_DATA`).
+(this site's own data for jobs with `FL_DATA_SOURCE=site`: `train.parquet`, `.jsonl`, `.json` or `.csv` with a `text`
+column, `test.*` of the same kind optional, or a `save_to_disk` folder; `FL_SITE_DATA`).
 
 Needs Docker Engine with Compose v2 and, for GPUs, the NVIDIA Container Toolkit. The server must accept
 connections on port {port} from this host; the site opens no port itself.
