@@ -35,7 +35,10 @@ def read_certificate(path: str, what: str = "certificate") -> Certificate:
         from cryptography import x509
         from cryptography.x509.oid import NameOID
     except ImportError:  # a host's python3 without it: CPython's decoder, as ssl's own tests use it
-        d = ssl._ssl._test_decode_cert(path)
+        decode = getattr(ssl._ssl, "_test_decode_cert", None)  # private: a later Python may drop it
+        if decode is None:
+            raise ValueError("this python3 can read no certificate dates (install python3-cryptography)")
+        d = decode(path)
         cn = [v for rdn in d.get("subject", ()) for k, v in rdn if k == "commonName"]
         at = [datetime.datetime.fromtimestamp(ssl.cert_time_to_seconds(d[k]), UTC) for k in ("notBefore", "notAfter")]
         return Certificate(what, cn[0] if cn else "", *at)
