@@ -13,13 +13,21 @@ require_docker()
 IMAGE = os.environ.get("FL_TEST_BASE_IMAGE") or BASE_IMAGE
 
 
+def image_tools() -> list:
+    """-v mounts of the files docker/Dockerfile copies into /usr/local/bin (the entrypoint, its checks and what they
+    import), from this checkout: the base image then starts as the built image would."""
+    import re
+
+    with open(os.path.join(ROOT, "docker", "Dockerfile")) as f:
+        copies = re.findall(r"^COPY (\S+) (/usr/local/bin/\S+)$", f.read(), re.M)
+    assert copies, "docker/Dockerfile copies nothing into /usr/local/bin"
+    return [arg for src, dest in copies for arg in ("-v", f"{ROOT}/{src}:{dest}:ro")]
+
+
 def start_site(kit_source: str) -> subprocess.CompletedProcess:
     """`fl-entrypoint site` as the image's uid with ``kit_source`` at /kit (read-only), as compose starts a site."""
     return subprocess.run(
-        ["docker", "run", "--rm", "-u", f"{IMAGE_UID}:{IMAGE_UID}", "--entrypoint", "fl-entrypoint",
-         "-v", f"{ROOT}/docker/entrypoint.sh:/usr/local/bin/fl-entrypoint:ro",
-         "-v", f"{ROOT}/docker/kit_present.py:/usr/local/bin/fl-kit-present:ro",
-         "-v", f"{ROOT}/docker/kit_check.py:/usr/local/bin/fl-kit-check:ro",
+        ["docker", "run", "--rm", "-u", f"{IMAGE_UID}:{IMAGE_UID}", "--entrypoint", "fl-entrypoint", *image_tools(),
          "-v", f"{kit_source}:/kit:ro", IMAGE, "site"], capture_output=True, text=True, timeout=120)
 
 
