@@ -114,6 +114,12 @@ CONFIGS["plain-offload-part-full"] = (["--transfer", "offload", "--part_mib", "1
                                       "of 5,461 (16 MiB - 1 KiB)")
 CONFIGS["plain-offload-poll2"] = (["--transfer", "offload", "--task_request_interval", "2"], {},
                                   "plain-offload with NVFlare's default task request interval (2 s) in place of 0.5 s")
+# The deployment's defaults before issue 23's kept levers, both undone at once: the "before" of its one table
+CONFIGS["plain-offload-before"] = (["--transfer", "offload", "--task_request_interval", "2"],
+                                   {"FL_GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4194304",
+                                    "FL_SERVER_JEMALLOC": "false"},
+                                   "plain-offload as deployed before 2026-12-04: the server's malloc without huge "
+                                   "pages and NVFlare's 2 s task request interval")
 DEFAULT_CONFIGS = "stream,plain,plain-offload-per-site,plain-offload"
 # Model sizes (--model): GPT-2's architectures, random init (the exchange does not care about the values), or the
 # tiny test model. gpt2-774m is gpt2-large.
