@@ -18,6 +18,7 @@ commits they were fitted from (docs/data/containers-2-4-8-sites-2026-11-28.csv, 
 import json
 import os
 import re
+import statistics
 from dataclasses import asdict, dataclass
 
 from fl_deploy import ROOT
@@ -59,6 +60,41 @@ def predict(model_bytes: int, exchange_bytes: int, sites: int, slopes: dict = No
     round_s = s["round"]["intercept_s"] + s["round"]["s_per_gb_site"] * sites * exchange_bytes / 1e9
     return Prediction(model_bytes, exchange_bytes, sites, int(server), int(sites * exchange_bytes + 2 * model_bytes),
                       int(site), round(round_s, 1))
+
+
+def fit(rows: list, previous: dict) -> dict:
+    """The slopes refit from benchmarks/exchange.py's CSV rows (csv.DictReader's dicts) of one model and one
+    configuration at two or more site counts, on the containers (`--deployment compose`): the deployment the
+    preflight predicts. Least squares, the module docstring's model:
+
+        round  through previous["round"]["intercept_s"] (the tiny model's fixed latency, not in these rows):
+               s_per_gb_site = sum x (y - intercept) / sum x^2, x = sites x exchange GB, y = round_s_median
+        server the line of server_peak_GiB over sites: per_site = its slope / exchange, per_model = (its value at
+               0 sites - previous base_bytes) / exchange
+        site   per_model = median over rows of (site_peak_GiB_max - previous base_bytes) / model bytes
+
+    Base bytes and the intercept are kept from `previous` (measured with the tiny model). Raises ValueError for rows
+    of more than one model or configuration, or fewer than two site counts."""
+    if len({(r["model"], r["config"]) for r in rows}) != 1 or len({int(r["sites"]) for r in rows}) < 2:
+        raise ValueError("fit needs rows of one model and one configuration at two or more site counts, "
+                         f"got {sorted({(r['model'], r['config'], int(r['sites'])) for r in rows})}")
+    exchange = statistics.median(float(r["bytes_up_per_site"]) for r in rows)
+    model = float(rows[0]["model_MB"]) * 1e6
+    sites = [int(r["sites"]) for r in rows]
+    c = previous["round"]["intercept_s"]
+    xs = [n * exchange / 1e9 for n in sites]
+    ys = [float(r["round_s_median"]) for r in rows]
+    per_site_gib, at_zero_gib = statistics.linear_regression(sites, [float(r["server_peak_GiB"]) for r in rows])
+    site_base = previous["site"]["base_bytes"]
+    return {
+        "round": {"intercept_s": c,
+                  "s_per_gb_site": round(sum(x * (y - c) for x, y in zip(xs, ys)) / sum(x * x for x in xs), 2)},
+        "server": {"base_bytes": previous["server"]["base_bytes"],
+                   "per_model": round((at_zero_gib * GIB - previous["server"]["base_bytes"]) / exchange, 3),
+                   "per_site": round(per_site_gib * GIB / exchange, 3)},
+        "site": {"base_bytes": site_base, "per_model": round(statistics.median(
+            (float(r["site_peak_GiB_max"]) * GIB - site_base) / model for r in rows), 3)},
+    }
 
 
 def refusal(p: Prediction, free_memory: int, free_disk: int) -> str:

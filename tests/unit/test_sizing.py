@@ -93,3 +93,40 @@ def test_record_keeps_predicted_beside_measured(tmp_path):
     assert sizing.record(str(tmp_path), p) == 4.0  # median(10, 12) - median(6, 8)
     saved = json.loads((tmp_path / "sizing.json").read_text())
     assert saved["predicted"]["round_exchange_s"] == p.round_exchange_s and saved["measured"]["round_exchange_s"] == 4.0
+
+
+def _benchmark_rows(slopes: dict, model_bytes: int, counts: list) -> list:
+    """benchmarks/exchange.py's CSV rows (strings, GiB rounded as it writes them) of runs that obey `slopes`."""
+    rows = []
+    for n in counts:
+        p = sizing.predict(model_bytes, model_bytes, n, slopes)
+        rows.append({"model": "gpt2-124m", "config": "plain-offload", "sites": str(n),
+                     "bytes_up_per_site": str(model_bytes), "model_MB": str(round(model_bytes / 1e6, 1)),
+                     "round_s_median": str(p.round_exchange_s), "server_peak_GiB": str(round(p.server_peak_bytes / GIB, 2)),
+                     "site_peak_GiB_max": str(round(p.site_peak_bytes / GIB, 2))})
+    return rows
+
+
+def test_fit_recovers_the_slopes_the_runs_obey():
+    truth = {"round": {"intercept_s": 1.0, "s_per_gb_site": 6.5},
+             "server": {"base_bytes": GIB, "per_model": 0.8, "per_site": 0.12},
+             "site": {"base_bytes": GIB // 2, "per_model": 2.9}}
+    previous = {"round": {"intercept_s": 1.0, "s_per_gb_site": 99.0},
+                "server": {"base_bytes": GIB, "per_model": 9.0, "per_site": 9.0},
+                "site": {"base_bytes": GIB // 2, "per_model": 9.0}}
+    fitted = sizing.fit(_benchmark_rows(truth, 497_759_232, [2, 4, 8]), previous)
+    assert fitted["round"] == pytest.approx(truth["round"], rel=0.01)  # round times are written to 0.1 s
+    assert fitted["server"]["per_site"] == pytest.approx(0.12, abs=0.005)  # peaks to 0.01 GiB
+    assert fitted["server"]["per_model"] == pytest.approx(0.8, abs=0.02)
+    assert fitted["site"]["per_model"] == pytest.approx(2.9, abs=0.01)
+    assert fitted["server"]["base_bytes"] == GIB and fitted["round"]["intercept_s"] == 1.0  # kept
+
+
+def test_fit_refuses_one_site_count_or_mixed_configurations():
+    rows = _benchmark_rows(SLOPES, 10**8, [2])
+    with pytest.raises(ValueError, match="two or more site counts"):
+        sizing.fit(rows, SLOPES)
+    mixed = _benchmark_rows(SLOPES, 10**8, [2, 8])
+    mixed[1]["config"] = "plain-offload-before"
+    with pytest.raises(ValueError, match="one configuration"):
+        sizing.fit(mixed, SLOPES)
