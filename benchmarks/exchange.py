@@ -114,13 +114,9 @@ CONFIGS["plain-offload-part-full"] = (["--transfer", "offload", "--part_mib", "1
                                       "of 5,461 (16 MiB - 1 KiB)")
 CONFIGS["plain-offload-poll2"] = (["--transfer", "offload", "--task_request_interval", "2"], {},
                                   "plain-offload with NVFlare's default task request interval (2 s) in place of 0.5 s")
-# NVFlare's download chunk for the sites' results (ViaDownloaderDecomposer's "tensor_download_chunk_size", 2 MiB by
-# default: one reply per tensor above it, small tensors packed up to it), read from the job's config or, as here,
-# NVFLARE_TENSOR_DOWNLOAD_CHUNK_SIZE in every participant's environment (processes only: services.yaml passes no such
-# variable into the containers)
-CONFIGS["plain-offload-chunk32"] = (["--transfer", "offload"], {"NVFLARE_TENSOR_DOWNLOAD_CHUNK_SIZE": str(32 * MIB)},
+CONFIGS["plain-offload-chunk32"] = (["--transfer", "offload", "--download_chunk_mib", "32"], {},
                                     "plain-offload with the sites' results downloaded in replies of up to 32 MiB "
-                                    "(NVFlare's tensor_download_chunk_size; 2 MiB by default)")
+                                    "(NVFlare's tensor_download_chunk_size, 2 MiB by default)")
 # The deployment's defaults before issue 23's kept levers, both undone at once: the "before" of its one table
 CONFIGS["plain-offload-before"] = (["--transfer", "offload", "--task_request_interval", "2"],
                                    {"FL_GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=4194304",

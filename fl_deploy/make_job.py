@@ -66,6 +66,10 @@ class JobSettings:
         "help": "Seconds a site waits before asking the server for its next task (NVFlare's "
                 "server.task_request_interval, 2 by default there): each round pays it once after the sites' results "
                 "and again while the server aggregates (docs/benchmarks/exchange-pace.md measured 2 -> 0.5)."})
+    download_chunk_mib: float = field(default=2.0, metadata={
+        "help": "MiB per reply when the server downloads a site's result (NVFlare's tensor_download_chunk_size at "
+                "the sites, 2 there): tensors are packed into replies of up to this size, a larger one travels "
+                "alone; each reply is one request/reply through the server's relay."})
     min_sites: int = field(default=1, metadata={"help": "Fewest site results a round may aggregate after the "
                                                         "timeout; fewer stops the job."})
     initial_ckpt: str = field(default="", metadata={"help": "Server-side path of a persisted FL_global_model.pt to "
@@ -93,6 +97,8 @@ class JobSettings:
             raise ValueError("--round_timeout must be >= 0")
         if self.task_request_interval <= 0:
             raise ValueError("--task_request_interval must be > 0 seconds")
+        if self.download_chunk_mib <= 0:
+            raise ValueError("--download_chunk_mib must be > 0")
         if self.server_memory_gc_rounds < 0:
             raise ValueError("--server_memory_gc_rounds must be >= 0")
         if self.k8s_gpus < 0:
@@ -227,6 +233,8 @@ def build_recipe(job: JobSettings, train: TrainSettings):
     )
     # config_fed_server.json's "server" section, read by NVFlare's ServerJsonConfigurator for this job only.
     recipe.add_server_config({"server": {"task_request_interval": job.task_request_interval}})
+    # config_fed_client.json's top level: the sites' application config, where NVFlare's TensorDecomposer reads it.
+    recipe.add_client_config({"tensor_download_chunk_size": int(job.download_chunk_mib * 2**20)})
     add_experiment_tracking(recipe, tracking_type="tensorboard")
     if job.transfer == "tensor":
         recipe.enable_tensor_streaming(tensor_send_timeout=job.tensor_send_timeout)

@@ -1,5 +1,6 @@
 """The job generator (scripts/make_job.py) and the committed job folder it must reproduce."""
 
+import contextlib
 import filecmp
 import inspect
 import json
@@ -183,7 +184,8 @@ def test_the_workflow_is_built_by_its_class_not_grafted():
 
     job, train, _ = make_job.parse_args(["--sites", "a,b", "--round_timeout", "7", "--part_mib", "4",
                                          "--min_sites", "2", "--aggregation", "nvflare"], environ={})
-    recipe = make_job.build_recipe(job, train)
+    with contextlib.chdir(make_job.APP_CODE):  # where export() builds it: the task script is relative to app_code/
+        recipe = make_job.build_recipe(job, train)
     (flow,) = recipe._job._deploy_map["server"].app_config.workflows  # NVFlare's job model (private)
     controller = flow.controller
     assert type(controller) is LargeModelFedAvg
@@ -329,3 +331,17 @@ def test_broadcast_setting(tmp_path, flags, expected):
     out = str(tmp_path / "job")
     assert make_job.main(["--out", out, "--sites", "a,b", *flags]) == 0
     assert _fedavg_arg(_server(out), "broadcast_mode") == expected
+
+
+def test_task_request_interval_and_download_chunk_reach_nvflares_own_keys(tmp_path):
+    """The server section's task_request_interval (NVFlare's ServerJsonConfigurator) and the sites' top-level
+    tensor_download_chunk_size (their application config, read by TensorDecomposer), in NVFlare's units."""
+    out = str(tmp_path / "job")
+    assert make_job.main(["--out", out, "--sites", "site-1,site-2", "--task_request_interval", "0.25",
+                          "--download_chunk_mib", "8"]) == 0
+    assert _server(out)["server"]["task_request_interval"] == 0.25
+    assert _client(out)["tensor_download_chunk_size"] == 8 * 2**20
+    for bad in (["--task_request_interval", "0"], ["--download_chunk_mib", "0"]):
+        with pytest.raises(SystemExit) as e:
+            make_job.main(["--out", out, "--sites", "site-1,site-2", *bad])
+        assert e.value.code != 0
