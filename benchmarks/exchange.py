@@ -749,7 +749,7 @@ def plot(rows, path, title):
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(title, fontsize=8, wrap=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -3,8 +3,8 @@ predicted before a job is submitted from the model's size, the number of sites a
 will not fit the server's free memory or disk is refused. Host side, standard library only.
 
 The slopes are measured, not assumed: sizing_slopes.json (beside this module) holds them with the runs, dates and
-commits they were fitted from (docs/data/containers-2-4-8-sites-2026-11-28.csv, model-size-2026-12-01.csv: the
-124M and 355M GPT-2 exchanged in the containers, 2-8 sites). The model:
+commits they were fitted from; `benchmarks/fit_sizing.py` refits them (fit, below) from a container run of the
+exchange benchmark (docs/benchmarks/exchange-pace.md). The model:
 
     exchange  = bytes one site sends per direction: the weights (x 0.5 in bf16 when stored in fp32), or with LoRA
                 the adapter (rank r on c_attn: n_layer x 4 x n_embd x r fp32 values)
