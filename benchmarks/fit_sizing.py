@@ -55,8 +55,9 @@ def main(argv=None) -> int:
         what = (f"{rows[0]['model']} exchange-only in the containers ({args.config}) at "
                 f"{', '.join(sorted({r['sites'] for r in rows}, key=int))} sites: round slope, server peak per site "
                 "and per model byte, site peak per model byte (benchmarks/fit_sizing.py)")
-        source["runs"].append({"csv": os.path.relpath(os.path.abspath(args.csv), ROOT), "commit": args.commit,
-                               "what": what})
+        csv_path = os.path.relpath(os.path.abspath(args.csv), ROOT)  # a refit from the same CSV replaces its entry
+        source["runs"] = [r for r in source["runs"] if r["csv"] != csv_path] + [
+            {"csv": csv_path, "commit": args.commit, "what": what}]
         source["fitted"] = (f"{time.strftime('%Y-%m-%d')}, benchmarks/fit_sizing.py {os.path.basename(args.csv)} "
                             f"--config {args.config}: round slope and the server's and sites' per-byte slopes from "
                             "that run; the intercept and base bytes kept from the tiny model's runs")

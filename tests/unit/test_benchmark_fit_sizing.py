@@ -47,6 +47,8 @@ def test_write_records_the_run_and_the_new_round_slope(tmp_path, slopes_copy, ca
     assert after["server"]["per_site"] == pytest.approx(before["server"]["per_site"], abs=0.01)
     out = capsys.readouterr().out
     assert "gpt2-124m 8 sites: round" in out and "written:" in out
+    assert fit_sizing.main([str(tmp_path / "run.csv"), "--commit", "abc1234", "--write"]) == 0  # the same again
+    assert json.loads(slopes_copy.read_text())["source"]["runs"] == after["source"]["runs"]
 
 
 def test_without_write_nothing_changes_and_a_run_of_one_site_count_is_refused(tmp_path, slopes_copy, capsys):
