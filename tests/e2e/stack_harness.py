@@ -101,12 +101,19 @@ class Stack:
         return out
 
 
+def _sigint_default():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Submission:
     """scripts/submit_job.py run on the host like a user, its output read line by line as it comes."""
 
     def __init__(self, cmd: list, cwd: str, env: dict):
+        # SIGINT at its default in the child, as a terminal's shell starts a command: a test runner started in the
+        # background (`cmd &` without job control) ignores SIGINT, its children inherit that, and Python then never
+        # turns Ctrl-C into KeyboardInterrupt (the CI run of ed5d46c, started that way, failed the Ctrl-C test so).
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+                                     text=True, preexec_fn=_sigint_default)
         self.lines = []  # (monotonic time, line)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
