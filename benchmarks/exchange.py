@@ -114,6 +114,8 @@ CONFIGS["plain-offload-part-full"] = (["--transfer", "offload", "--part_mib", "1
                                       "of 5,461 (16 MiB - 1 KiB)")
 CONFIGS["plain-offload-poll2"] = (["--transfer", "offload", "--task_request_interval", "2"], {},
                                   "plain-offload with NVFlare's default task request interval (2 s) in place of 0.5 s")
+CONFIGS["plain-offload-check05"] = (["--transfer", "offload", "--task_check_period", "0.5"], {},
+                                    "plain-offload with NVFlare's FedAvg task check period (0.5 s) in place of 0.1 s")
 CONFIGS["plain-offload-chunk32"] = (["--transfer", "offload", "--download_chunk_mib", "32"], {},
                                     "plain-offload with the sites' results downloaded in replies of up to 32 MiB "
                                     "(NVFlare's tensor_download_chunk_size, 2 MiB by default)")

@@ -66,6 +66,10 @@ class JobSettings:
         "help": "Seconds a site waits before asking the server for its next task (NVFlare's "
                 "server.task_request_interval, 2 by default there): each round pays it once after the sites' results "
                 "and again while the server aggregates (docs/benchmarks/exchange-pace.md measured 2 -> 0.5)."})
+    task_check_period: float = field(default=0.1, metadata={
+        "help": "Seconds between the server's checks whether the round's task is done (NVFlare's FedAvg "
+                "task_check_period, 0.5 there): the round waits up to this long after its last result before it "
+                "aggregates (docs/benchmarks/exchange-pace.md measured 0.5 -> 0.1)."})
     download_chunk_mib: float = field(default=2.0, metadata={
         "help": "MiB per reply when the server downloads a site's result (NVFlare's tensor_download_chunk_size at "
                 "the sites, 2 there): tensors are packed into replies of up to this size, a larger one travels "
@@ -98,6 +102,8 @@ class JobSettings:
             raise ValueError("--round_timeout must be >= 0")
         if self.task_request_interval <= 0:
             raise ValueError("--task_request_interval must be > 0 seconds")
+        if self.task_check_period <= 0:
+            raise ValueError("--task_check_period must be > 0 seconds")
         if self.download_chunk_mib <= 0:
             raise ValueError("--download_chunk_mib must be > 0")
         if self.server_memory_gc_rounds < 0:
@@ -210,7 +216,7 @@ def build_recipe(job: JobSettings, train: TrainSettings):
                 enable_tensor_disk_offload=self.enable_tensor_disk_offload, **self._get_controller_kwargs(),
                 start_round=job.start_round, round_timeout=job.round_timeout, min_sites=job.min_sites,
                 exchange_dtype=train.exchange_dtype, broadcast_mode=job.effective_broadcast,
-                part_mib=train.part_mib, aggregation=job.aggregation,
+                part_mib=train.part_mib, aggregation=job.aggregation, task_check_period=job.task_check_period,
             )
 
     recipe = LargeModelFedAvgRecipe(

@@ -334,14 +334,16 @@ def test_broadcast_setting(tmp_path, flags, expected):
 
 
 def test_task_request_interval_and_download_chunk_reach_nvflares_own_keys(tmp_path):
-    """The server section's task_request_interval (NVFlare's ServerJsonConfigurator) and the sites' top-level
-    tensor_download_chunk_size (their application config, read by TensorDecomposer), in NVFlare's units."""
+    """The server section's task_request_interval (NVFlare's ServerJsonConfigurator), the workflow's
+    task_check_period (NVFlare's BaseModelController argument) and the sites' top-level tensor_download_chunk_size
+    (their application config, read by TensorDecomposer), in NVFlare's units."""
     out = str(tmp_path / "job")
     assert make_job.main(["--out", out, "--sites", "site-1,site-2", "--task_request_interval", "0.25",
-                          "--download_chunk_mib", "8"]) == 0
+                          "--task_check_period", "0.05", "--download_chunk_mib", "8"]) == 0
     assert _server(out)["server"]["task_request_interval"] == 0.25
+    assert _fedavg_arg(_server(out), "task_check_period") == 0.05
     assert _client(out)["tensor_download_chunk_size"] == 8 * 2**20
-    for bad in (["--task_request_interval", "0"], ["--download_chunk_mib", "0"]):
+    for bad in (["--task_request_interval", "0"], ["--task_check_period", "0"], ["--download_chunk_mib", "0"]):
         with pytest.raises(SystemExit) as e:
             make_job.main(["--out", out, "--sites", "site-1,site-2", *bad])
         assert e.value.code != 0
