@@ -8,8 +8,12 @@ benchmark, so that submit_job.py predicts from the deployment as it is, not as i
     .venv/bin/python benchmarks/fit_sizing.py docs/data/<name>-<date>.csv --commit <measured at> --write
 
 Without --write it prints the new slopes beside the old and each row's prediction against its measure. The model
-and the least squares: fl_deploy/submit_job/sizing.py (fit). The round's intercept and the base memory are kept
-(measured with the tiny model; the run gives one model size).
+and the least squares: fl_deploy/submit_job/sizing.py (fit). The base memory is kept (measured with the tiny model;
+the run gives one model size). The round's intercept is what the preflight is judged by on a tiny job; set it from
+tiny training jobs' results (each results/<job_id>/sizing.json that submit_job.py wrote) first, then refit the
+slopes through it:
+
+    .venv/bin/python benchmarks/fit_sizing.py --tiny_jobs results/*/sizing.json --commit <their commit> --write
 """
 
 import argparse
@@ -25,19 +29,41 @@ from fl_deploy.submit_job import sizing
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("csv", help="benchmarks/exchange.py's benchmark.csv of a --deployment compose run, committed "
-                               "under docs/data/")
+    p.add_argument("csv", nargs="?", help="benchmarks/exchange.py's benchmark.csv of a --deployment compose run, "
+                                          "committed under docs/data/")
+    p.add_argument("--tiny_jobs", nargs="+", metavar="SIZING_JSON",
+                   help="results/<job_id>/sizing.json of tiny training jobs on the compose stack: the round's "
+                        "intercept becomes the geometric mean of their measured exchange (sizing.intercept)")
     p.add_argument("--config", default="plain-offload", help="the configuration to fit (default: the deployment's, "
                                                              "plain-offload)")
     p.add_argument("--commit", required=True, help="the commit the run measured (its benchmark's checkout)")
     p.add_argument("--write", action="store_true", help=f"write {os.path.relpath(sizing.SLOPES, ROOT)}")
     args = p.parse_args(argv)
+    if not args.csv and not args.tiny_jobs:
+        p.error("give a benchmark CSV to refit the slopes, --tiny_jobs to set the round's intercept, or both")
+    previous = sizing.load_slopes()
+    if args.tiny_jobs:
+        jobs = _tiny_jobs(p, args.tiny_jobs)
+        c = sizing.intercept(list(jobs.values()))
+        print(f"round intercept before {previous['round']['intercept_s']} s, after {c} s: the geometric mean of "
+              f"{len(jobs)} jobs' measured exchange, {', '.join(f'{v:g}' for v in sorted(jobs.values()))} s")
+        previous["round"]["intercept_s"] = c
+        if args.write:
+            previous["source"]["runs"] = [r for r in previous["source"]["runs"] if "jobs" not in r] + [{
+                "jobs": sorted(jobs), "commit": args.commit,
+                "what": f"the measured exchange (sizing.measured_exchange_s) of {len(jobs)} tiny training jobs on "
+                        f"the compose stack, {time.strftime('%Y-%m-%d')}: "
+                        f"{', '.join(f'{v:g}' for v in sorted(jobs.values()))} s; the round's intercept is their "
+                        f"geometric mean, {c} s (benchmarks/fit_sizing.py --tiny_jobs)"}]
+    if not args.csv:
+        if args.write:
+            _write(previous["source"], previous)
+        return 0
     if not os.path.isfile(args.csv):
         p.error(f"{args.csv} is not a file: give the benchmark.csv of an exchange benchmark run")
     with open(args.csv, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("config") == args.config
                 and r.get("status") == "FINISHED:COMPLETED"]
-    previous = sizing.load_slopes()
     try:
         slopes = sizing.fit(rows, previous)
     except ValueError as e:
@@ -56,19 +82,42 @@ def main(argv=None) -> int:
                 f"{', '.join(sorted({r['sites'] for r in rows}, key=int))} sites: round slope, server peak per site "
                 "and per model byte, site peak per model byte (benchmarks/fit_sizing.py)")
         csv_path = os.path.relpath(os.path.abspath(args.csv), ROOT)  # a refit from the same CSV replaces its entry
-        source["runs"] = [r for r in source["runs"] if r["csv"] != csv_path] + [
+        source["runs"] = [r for r in source["runs"] if r.get("csv") != csv_path] + [
             {"csv": csv_path, "commit": args.commit, "what": what}]
         source["fitted"] = (f"{time.strftime('%Y-%m-%d')}, benchmarks/fit_sizing.py {os.path.basename(args.csv)} "
                             f"--config {args.config}: round slope and the server's and sites' per-byte slopes from "
-                            "that run; the intercept and base bytes kept from the tiny model's runs")
+                            "that run, through the intercept of the tiny training jobs (--tiny_jobs); base bytes "
+                            "from the tiny model's runs")
         source["fit"] = ("fl_deploy/submit_job/sizing.py fit: round least squares through the kept intercept "
                          "(x = sites x exchange GB); server the least-squares line of its peak over sites; site the "
                          "median peak per model byte")
-        with open(sizing.SLOPES, "w") as f:
-            json.dump({"source": source, **slopes}, f, indent=2)
-            f.write("\n")
-        print(f"written: {sizing.SLOPES}")
+        _write(source, slopes)
     return 0
+
+
+def _tiny_jobs(p, paths: list) -> dict:
+    """{job folder name: measured exchange s} of the sizing.json files that have one (a job of one round has none)."""
+    jobs = {}
+    for path in paths:
+        try:
+            with open(path) as f:
+                measured = json.load(f)["measured"]["round_exchange_s"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            p.error(f"{path}: not a sizing.json that submit_job.py wrote ({e}); give results/<job_id>/sizing.json")
+        if measured:
+            jobs[os.path.basename(os.path.dirname(os.path.abspath(path)))] = measured
+        else:
+            print(f"{path}: no measured exchange (one round, or a site missed a round): left out")
+    if not jobs:
+        p.error("none of the --tiny_jobs files has a measured exchange: run a job of two or more rounds")
+    return jobs
+
+
+def _write(source: dict, slopes: dict):
+    with open(sizing.SLOPES, "w") as f:
+        json.dump({"source": source, **{k: slopes[k] for k in ("round", "server", "site")}}, f, indent=2)
+        f.write("\n")
+    print(f"written: {sizing.SLOPES}")
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ def env_example_section() -> str:
             default = "" if f.default is None else str(f.default).lower() if isinstance(f.default, bool) \
                 else str(f.default)
             text = f.metadata.get("help", "")
-            lines += textwrap.wrap(text, 114, initial_indent="# ", subsequent_indent="#   ")
+            lines += textwrap.wrap(text, 114, initial_indent="# ", subsequent_indent="#   ", break_on_hyphens=False)
             lines.append(f"#{ENV_PREFIX}{f.name.upper()}={default}")
     return "\n".join(lines) + "\n"
 

@@ -11,6 +11,7 @@ exchange benchmark (docs/benchmarks/exchange-pace.md). The model:
     server    = base + exchange x (per_model + per_site x sites)          (the server container's peak)
     site      = base + model x per_model                                    (each site container's peak)
     round_s   = intercept + s_per_gb_site x sites x exchange / 1e9          (exchange-only round, 2 cores)
+                intercept: the geometric mean of tiny training jobs' measured exchange (intercept, below)
     spool     = sites x exchange + 2 x model     (disk offload writes every result; the checkpoint and its temporary
                 copy: by construction, not fitted)
 """
@@ -47,8 +48,9 @@ class Prediction:
                 f"{self.exchange_bytes / 1e6:.1f} MB each way)")
 
 
-def load_slopes(path: str = SLOPES) -> dict:
-    with open(path) as f:
+def load_slopes(path: str = None) -> dict:
+    """sizing_slopes.json (SLOPES) or the file at `path`."""
+    with open(path or SLOPES) as f:
         return json.load(f)
 
 
@@ -95,6 +97,16 @@ def fit(rows: list, previous: dict) -> dict:
         "site": {"base_bytes": site_base, "per_model": round(statistics.median(
             (float(r["site_peak_GiB_max"]) * GIB - site_base) / model for r in rows), 3)},
     }
+
+
+def intercept(measured_s: list) -> float:
+    """The round's intercept in seconds from tiny training jobs' measured exchange (measured_exchange_s, one value
+    per job): their geometric mean, the centre for a check judged by the ratio predicted / measured (the compose
+    e2e test: within 2x). A tiny job's exchange is mostly the sites' wait for their next task request, which varies
+    round to round. Raises ValueError for no values or a value <= 0."""
+    if not measured_s or min(measured_s) <= 0:
+        raise ValueError(f"the intercept needs measured exchange times > 0 s, got {measured_s}")
+    return round(statistics.geometric_mean(measured_s), 2)
 
 
 def refusal(p: Prediction, free_memory: int, free_disk: int) -> str:
@@ -203,9 +215,11 @@ def check(console, sites: list, job_flags: list, job_folder: str = None) -> Pred
 
 
 def measured_exchange_s(dest: str):
-    """The round's exchange time a downloaded result shows: the server's round time (its log, workspace/log.txt)
-    less the median site's compute time (got task -> result being sent, its log in site_logs/), each a median over
-    the rounds after the first; None where a log is missing or there is one round only."""
+    """The round's exchange time a downloaded result shows, in seconds: per round, the server's round time (its log,
+    workspace/log.txt) less the slowest site's compute time that round (got task -> result being sent, its log in
+    site_logs/): what the round spent on the wire, the task polling and the aggregation; the median over the rounds
+    after the first. None where a log is missing, there is one round only, or a site ran a different number of
+    tasks than the server ran rounds (a site that missed a round: the rounds cannot be paired)."""
     from fl_deploy.round_stats import server_phases, site_phases, steady
 
     def read(path):
@@ -216,13 +230,14 @@ def measured_exchange_s(dest: str):
     logs = os.path.join(dest, "site_logs")
     if not os.path.isfile(server_log) or not os.path.isdir(logs):
         return None
-    round_s = steady([r["round_s"] for r in server_phases(read(server_log))])
-    compute = sorted(c for c in (steady([r["compute_s"] for r in site_phases(read(os.path.join(logs, site, "log.txt")))])
-                                 for site in os.listdir(logs) if os.path.isfile(os.path.join(logs, site, "log.txt")))
-                     if c is not None)
-    if round_s is None or not compute:
+    rounds = [r["round_s"] for r in server_phases(read(server_log))]
+    sites = [[t["compute_s"] for t in site_phases(read(os.path.join(logs, site, "log.txt")))]
+             for site in sorted(os.listdir(logs)) if os.path.isfile(os.path.join(logs, site, "log.txt"))]
+    if not sites or any(len(compute) != len(rounds) for compute in sites):
         return None
-    return round(max(round_s - compute[len(compute) // 2], 0.0), 2)
+    per_round = [None if r is None or None in c else max(r - max(c), 0.0) for r, c in zip(rounds, zip(*sites))]
+    exchange = steady(per_round)
+    return None if exchange is None else round(exchange, 2)
 
 
 def record(dest: str, p: Prediction):

@@ -27,7 +27,7 @@ from fl_deploy.harness import local_federation
 
 ROOT = local_federation.ROOT
 SITES = ["site-1", "site-2"]
-ROUNDS = 2
+ROUNDS = 3
 
 
 import docker_env  # noqa: E402
@@ -260,15 +260,18 @@ def test_default_transfer_ran(demo):
         assert len(spooled) == ROUNDS and all(a == b for a, b in spooled), (site, spooled)
 
 
-def test_preflight_predicted_the_round_within_a_factor_of_2(demo):
+def test_preflight_predicted_the_round_within_a_factor_of_2(demo, figures):
     """submit_job.py's sizing check (fl_deploy/submit_job/sizing.py) printed its prediction before the job, showed
-    it beside round 1, and results/<job_id>/sizing.json holds it beside the measured exchange: within 2x."""
+    it beside round 1, and results/<job_id>/sizing.json holds it beside the measured exchange (the median over the
+    rounds after the first, ROUNDS - 1 of them): within 2x."""
     assert re.search(r"predicted \(fl_deploy/submit_job/sizing.py\): server peak [\d.]+ GiB", demo["output"]), \
         demo["output"][-3000:]
     assert re.search(r"round 1/\d+ done in .*exchange predicted [\d.]+ s of it", demo["output"])
     with open(os.path.join(result_dir(demo), "sizing.json")) as f:
         sizing = json.load(f)
     predicted, measured = sizing["predicted"]["round_exchange_s"], sizing["measured"]["round_exchange_s"]
+    figures(f"preflight on the tiny job ({len(SITES)} sites): exchange {predicted} s per round predicted, "
+            f"{measured} s measured (median of rounds 2-{ROUNDS})")
     assert measured is not None and 0.5 <= predicted / measured <= 2, sizing
 
 

@@ -73,26 +73,33 @@ def test_check_refuses_a_job_the_server_cannot_hold(tmp_path, monkeypatch):
 
 
 def test_record_keeps_predicted_beside_measured(tmp_path):
-    """measured = the server's round time less the median site's compute time, rounds after the first."""
+    """measured = per round, the server's round time less the slowest site's compute time; the median over the
+    rounds after the first (not the difference of the two medians: here 3 s, against 2 s round by round)."""
     (tmp_path / "workspace").mkdir()
     stamp = "2026-12-04 03:00:{:02d},000 - {} - INFO - {}\n"
     banner = "\n                                {}.\n"
     (tmp_path / "workspace" / "log.txt").write_text("".join(
         stamp.format(t, "FedAvg", "-") + banner.format(what)
         for t, what in [(0, "Round 1 started"), (20, "Round 2 started"), (30, "Round 3 started"),
-                        (42, "Finished FedAvg")]))  # rounds of 20, 10 and 12 s
-    site = tmp_path / "site_logs" / "site-1"
-    site.mkdir(parents=True)
-    site.joinpath("log.txt").write_text("".join(
-        stamp.format(t, "Communicator", "Received from server. getTask: train size: 8KB (8 Bytes) time: 1.0 seconds")
-        + stamp.format(t + 1, "ClientRunner", "- got task assignment: name=train")
-        + stamp.format(t + 1 + c, "ClientRunner", "- start to send task result to server")
-        + stamp.format(t + 2 + c, "Communicator", "SubmitUpdate to: server. size: 5KB (5 Bytes). time: 0.5 seconds")
-        for t, c in [(0, 15), (20, 6), (30, 8)]))  # compute 15, 6, 8 s
-    p = sizing.predict(4096, 4096, 1, SLOPES)
-    assert sizing.record(str(tmp_path), p) == 4.0  # median(10, 12) - median(6, 8)
+                        (42, "Round 4 started"), (53, "Finished FedAvg")]))  # rounds of 20, 10, 12 and 11 s
+
+    def site_log(name, computes):
+        site = tmp_path / "site_logs" / name
+        site.mkdir(parents=True)
+        site.joinpath("log.txt").write_text("".join(
+            stamp.format(t, "Communicator", "Received from server. getTask: train size: 8KB (8 Bytes) time: 1.0 seconds")
+            + stamp.format(t + 1, "ClientRunner", "- got task assignment: name=train")
+            + stamp.format(t + 1 + c, "ClientRunner", "- start to send task result to server")
+            + stamp.format(t + 1 + c, "Communicator", "SubmitUpdate to: server. size: 5KB (5 Bytes). time: 0.5 seconds")
+            for t, c in zip((0, 20, 30, 42), computes)))
+    site_log("site-1", (15, 6, 9, 5))
+    site_log("site-2", (14, 8, 7, 9))  # the slowest site per round after the first: 8, 9, 9 s
+    p = sizing.predict(4096, 4096, 2, SLOPES)
+    assert sizing.record(str(tmp_path), p) == 2.0  # median(10 - 8, 12 - 9, 11 - 9)
     saved = json.loads((tmp_path / "sizing.json").read_text())
-    assert saved["predicted"]["round_exchange_s"] == p.round_exchange_s and saved["measured"]["round_exchange_s"] == 4.0
+    assert saved["predicted"]["round_exchange_s"] == p.round_exchange_s and saved["measured"]["round_exchange_s"] == 2.0
+    site_log("site-3", (15, 6, 9))  # a site that missed a round: the rounds cannot be paired
+    assert sizing.measured_exchange_s(str(tmp_path)) is None
 
 
 def _benchmark_rows(slopes: dict, model_bytes: int, counts: list) -> list:
@@ -130,3 +137,10 @@ def test_fit_refuses_one_site_count_or_mixed_configurations():
     mixed[1]["config"] = "plain-offload-before"
     with pytest.raises(ValueError, match="one configuration"):
         sizing.fit(mixed, SLOPES)
+
+
+def test_intercept_is_the_geometric_mean_of_positive_measures():
+    assert sizing.intercept([0.25, 1.0]) == 0.5 and sizing.intercept([0.7]) == 0.7
+    for bad in ([], [0.5, 0.0]):
+        with pytest.raises(ValueError, match="measured exchange"):
+            sizing.intercept(bad)
