@@ -32,8 +32,9 @@ def main(argv=None) -> int:
     p.add_argument("csv", nargs="?", help="benchmarks/exchange.py's benchmark.csv of a --deployment compose run, "
                                           "committed under docs/data/")
     p.add_argument("--tiny_jobs", nargs="+", metavar="SIZING_JSON",
-                   help="results/<job_id>/sizing.json of tiny training jobs on the compose stack: the round's "
-                        "intercept becomes the geometric mean of their measured exchange (sizing.intercept)")
+                   help="results/<job_id>/sizing.json of tiny training jobs on the compose stack (after the CSV, "
+                        "if any): the round's intercept becomes the geometric mean of their measured exchange "
+                        "(sizing.intercept); jobs that move more than TINY_MB a round are left out")
     p.add_argument("--config", default="plain-offload", help="the configuration to fit (default: the deployment's, "
                                                              "plain-offload)")
     p.add_argument("--commit", required=True, help="the commit the run measured (its benchmark's checkout)")
@@ -50,7 +51,8 @@ def main(argv=None) -> int:
         previous["round"]["intercept_s"] = c
         if args.write:
             previous["source"]["runs"] = [r for r in previous["source"]["runs"] if "jobs" not in r] + [{
-                "jobs": sorted(jobs), "commit": args.commit,
+                "jobs": sorted(os.path.basename(os.path.dirname(os.path.abspath(j))) for j in jobs),
+                "commit": args.commit,
                 "what": f"the measured exchange (sizing.measured_exchange_s) of {len(jobs)} tiny training jobs on "
                         f"the compose stack, {time.strftime('%Y-%m-%d')}: "
                         f"{', '.join(f'{v:g}' for v in sorted(jobs.values()))} s; the round's intercept is their "
@@ -58,6 +60,8 @@ def main(argv=None) -> int:
     if not args.csv:
         if args.write:
             _write(previous["source"], previous)
+            print("the slopes were fitted through the old intercept: refit them through this one with "
+                  "benchmarks/fit_sizing.py <the benchmark CSV> --commit <its commit> --write")
         return 0
     if not os.path.isfile(args.csv):
         p.error(f"{args.csv} is not a file: give the benchmark.csv of an exchange benchmark run")
@@ -95,21 +99,34 @@ def main(argv=None) -> int:
     return 0
 
 
+TINY_MB = 10  # MB a round moves (sites x exchange bytes): above it the wire's slope, not the intercept, is measured
+
+
 def _tiny_jobs(p, paths: list) -> dict:
-    """{job folder name: measured exchange s} of the sizing.json files that have one (a job of one round has none)."""
+    """{sizing.json path: measured exchange s} of the tiny jobs among `paths` that have a measure (a job of one
+    round, or one where a site missed a round, has none; a job that moves more than TINY_MB a round is not tiny)."""
     jobs = {}
     for path in paths:
+        if path.endswith(".csv"):
+            p.error(f"{path} is a CSV: give the benchmark CSV before --tiny_jobs, whose arguments are sizing.json files")
         try:
             with open(path) as f:
-                measured = json.load(f)["measured"]["round_exchange_s"]
+                saved = json.load(f)
+            measured, predicted = saved["measured"]["round_exchange_s"], saved["predicted"]
+            moved_mb = predicted["sites"] * predicted["exchange_bytes"] / 1e6
         except (OSError, ValueError, KeyError, TypeError) as e:
-            p.error(f"{path}: not a sizing.json that submit_job.py wrote ({e}); give results/<job_id>/sizing.json")
-        if measured:
-            jobs[os.path.basename(os.path.dirname(os.path.abspath(path)))] = measured
-        else:
+            p.error(f"{path}: not a sizing.json that submit_job.py wrote ({e!r}); give results/<job_id>/sizing.json")
+        if measured is None:
             print(f"{path}: no measured exchange (one round, or a site missed a round): left out")
+        elif moved_mb > TINY_MB:
+            print(f"{path}: not a tiny job ({moved_mb:.0f} MB a round, over {TINY_MB}): left out")
+        elif measured <= 0:
+            print(f"{path}: measured {measured} s (the geometric mean needs > 0): left out")
+        else:
+            jobs[path] = measured
     if not jobs:
-        p.error("none of the --tiny_jobs files has a measured exchange: run a job of two or more rounds")
+        p.error("none of the --tiny_jobs files is a tiny job with a measured exchange: run a tiny job of two or "
+                "more rounds (scripts/demo.sh)")
     return jobs
 
 

@@ -67,9 +67,10 @@ class JobSettings:
                 "server.task_request_interval, 2 by default there): each round pays it once after the sites' results "
                 "and again while the server aggregates (docs/benchmarks/exchange-pace.md measured 2 -> 0.5)."})
     task_check_period: float = field(default=0.1, metadata={
-        "help": "Seconds between the server's checks whether the round's task is done (NVFlare's FedAvg "
-                "task_check_period, 0.5 there): the round waits up to this long after its last result before it "
-                "aggregates (docs/benchmarks/exchange-pace.md measured 0.5 -> 0.1)."})
+        "help": "Seconds between the server's looks at whether the round's task is done (NVFlare's FedAvg "
+                "task_check_period, 0.5 there): its task monitor and the workflow's wait each look at this period, "
+                "so the round waits up to about two periods after its last result before it aggregates "
+                "(docs/benchmarks/exchange-pace.md measured 0.5 -> 0.1)."})
     download_chunk_mib: float = field(default=2.0, metadata={
         "help": "MiB per reply when the server downloads a site's result (NVFlare's tensor_download_chunk_size at "
                 "the sites, 2 there): tensors are packed into replies of up to this size, a larger one travels "

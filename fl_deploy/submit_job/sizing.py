@@ -21,6 +21,7 @@ import os
 import re
 import statistics
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 from fl_deploy import ROOT
 from fl_deploy.host import HostError, setting
@@ -48,7 +49,7 @@ class Prediction:
                 f"{self.exchange_bytes / 1e6:.1f} MB each way)")
 
 
-def load_slopes(path: str = None) -> dict:
+def load_slopes(path: Optional[str] = None) -> dict:
     """sizing_slopes.json (SLOPES) or the file at `path`."""
     with open(path or SLOPES) as f:
         return json.load(f)

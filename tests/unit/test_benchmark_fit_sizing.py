@@ -62,21 +62,25 @@ def test_without_write_nothing_changes_and_a_run_of_one_site_count_is_refused(tm
     assert e.value.code == 2 and "two or more site counts" in capsys.readouterr().err
 
 
-def _sizing_json(folder, measured):
+def _sizing_json(folder, measured, exchange_bytes=538_184, sites=2):
     folder.mkdir(parents=True)
-    (folder / "sizing.json").write_text(json.dumps({"predicted": {}, "measured": {"round_exchange_s": measured}}))
+    (folder / "sizing.json").write_text(json.dumps({"predicted": {"sites": sites, "exchange_bytes": exchange_bytes},
+                                                    "measured": {"round_exchange_s": measured}}))
     return str(folder / "sizing.json")
 
 
 def test_tiny_jobs_set_the_intercept_to_their_geometric_mean_then_the_slope_refits_through_it(
         tmp_path, slopes_copy, capsys):
     paths = [_sizing_json(tmp_path / "results" / job, v) for job, v in (("j1", 0.25), ("j2", 1.0), ("j3", None))]
+    paths.append(_sizing_json(tmp_path / "results" / "big", 12.0, exchange_bytes=MODEL))  # a 124M job: not tiny
     assert fit_sizing.main(["--tiny_jobs", *paths, "--commit", "def5678", "--write"]) == 0
     after = json.loads(slopes_copy.read_text())
-    assert after["round"]["intercept_s"] == 0.5  # sqrt(0.25 x 1.0); j3 (one round) left out
+    assert after["round"]["intercept_s"] == 0.5  # sqrt(0.25 x 1.0); j3 (one round) and big left out
     entry = after["source"]["runs"][-1]
     assert entry["jobs"] == ["j1", "j2"] and entry["commit"] == "def5678"
-    assert "left out" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "j3/sizing.json: no measured exchange" in out and "big/sizing.json: not a tiny job (996 MB" in out
+    assert "refit them through this one" in out
     assert fit_sizing.main(["--tiny_jobs", paths[0], "--commit", "def5678", "--write"]) == 0  # replaces its entry
     runs = json.loads(slopes_copy.read_text())["source"]["runs"]
     assert [r["jobs"] for r in runs if "jobs" in r] == [["j1"]]
@@ -88,8 +92,9 @@ def test_tiny_jobs_set_the_intercept_to_their_geometric_mean_then_the_slope_refi
 def test_tiny_jobs_without_a_measure_or_not_a_sizing_json_are_refused(tmp_path, slopes_copy, capsys):
     before = slopes_copy.read_text()
     (tmp_path / "x.json").write_text("[]")
+    _write_csv(tmp_path / "run.csv", [2, 8])
     for args in (["--tiny_jobs", _sizing_json(tmp_path / "one-round", None)], ["--tiny_jobs", str(tmp_path / "x.json")],
-                 []):
+                 [], ["--tiny_jobs", str(tmp_path / "one-round" / "sizing.json"), str(tmp_path / "run.csv")]):
         with pytest.raises(SystemExit) as e:
             fit_sizing.main([*args, "--commit", "abc1234", "--write"])
         assert e.value.code == 2
